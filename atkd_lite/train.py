@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "evaluate",
     "get_device",
     "load_checkpoint",
+    "make_optimizer",
     "predict",
     "pretrained_teacher",
     "save_checkpoint",
@@ -187,6 +189,23 @@ def evaluate(model: nn.Module, data, batch_size: int = 512, device=None) -> floa
     return (logits.argmax(1) == labels).float().mean().item()
 
 
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int,
+                   warmup: float = 0.25):
+    """AdamW with a one-cycle schedule: linear warm-up over ``warmup`` of the steps, then
+    cosine decay to zero. Returns ``(optimizer, scheduler)``; call ``scheduler.step()`` after
+    every optimiser step. Works for any ``total_steps >= 1``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warm = max(1, int(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
                 lr: float = 3e-3, weight_decay: float = 5e-4, batch_size: int = 128,
                 augment: int = 0, device=None, seed: int = 0, progress: bool = True,
@@ -220,9 +239,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     batches = make_batches(train_data, batch_size, shuffle=True, device=dev, seed=seed,
                            augment=augment)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(batches),
-                                                pct_start=0.25)
+    opt, sched = make_optimizer(model, lr, weight_decay, epochs * len(batches))
     use_scaler = dev.type == "cuda" and amp is not False and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     history = History()
@@ -269,7 +286,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
 def _versions() -> dict:
     import atkd_lite
 
-    return {"atkd_lite": atkd_lite.__version__, "torch": torch.__version__}
+    return {"atkd_lite": atkd_lite.__version__, "torch": str(torch.__version__)}
 
 
 def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
@@ -360,6 +377,7 @@ def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0
     dev = get_device(device)
     train = load_dataset(dataset, "train")
     test = load_dataset(dataset, "test")
+    seed_everything(seed)  # the initial weights are part of the recipe
     model = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
     recipe = {"dataset": dataset, "epochs": epochs, "seed": seed, "config": model.config,
               "train": {k: train_kwargs[k] for k in sorted(train_kwargs)},
