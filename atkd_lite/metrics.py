@@ -1,0 +1,181 @@
+"""Scores for attention maps: do they look at the right place, and do they matter?
+
+- :func:`pointing_game` — is the map's maximum inside the ground-truth box?
+- :func:`energy_in_box` — the fraction of the map's mass that lies inside the box;
+- :func:`deletion_curve` — accuracy as the most-attended pixels are removed (a map that
+  points at what the model uses makes accuracy fall fast);
+- :func:`rank_correlation` — Spearman correlation between two maps, per image;
+- :func:`map_similarity` — cosine similarity between two maps, per image.
+
+Maps are ``(B, H, W)`` (or Captum-style ``(B, 1, H, W)``); boxes are ``(B, 4)`` as
+``(x0, y0, x1, y1)`` with end-exclusive pixel coordinates, as in
+:func:`atkd_lite.data.cluttered_mnist`.
+
+Defined in the book's chapters "Attention maps" and "Do the maps look at the right place?".
+
+Examples::
+
+    >>> import torch
+    >>> from atkd_lite.metrics import pointing_game, energy_in_box
+    >>> maps = torch.zeros(1, 8, 8); maps[0, 2, 3] = 1.0
+    >>> boxes = torch.tensor([[2, 1, 5, 4]])           # x0, y0, x1, y1
+    >>> pointing_game(maps, boxes).tolist(), energy_in_box(maps, boxes).tolist()
+    ([True], [1.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "box_mask",
+    "deletion_curve",
+    "energy_in_box",
+    "map_similarity",
+    "pointing_game",
+    "rank_correlation",
+]
+
+
+def _as_maps(maps: torch.Tensor) -> torch.Tensor:
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a tensor, got {type(maps).__name__}")
+    if maps.dim() == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be shaped (B, H, W) or (B, 1, H, W), got {tuple(maps.shape)}")
+    return maps.float()
+
+
+def box_mask(boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Boolean masks ``(B, H, W)``, True inside each box ``(x0, y0, x1, y1)`` (end-exclusive)."""
+    boxes = torch.as_tensor(boxes)
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be shaped (B, 4) as (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+    h, w = int(size[0]), int(size[1])
+    ys = torch.arange(h, device=boxes.device)[None, :, None]
+    xs = torch.arange(w, device=boxes.device)[None, None, :]
+    x0, y0, x1, y1 = (boxes[:, i, None, None] for i in range(4))
+    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+def _check_boxes(maps, boxes):
+    if len(boxes) != len(maps):
+        raise ValueError(f"{len(maps)} maps but {len(boxes)} boxes")
+
+
+def pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Per image: True if the map's maximum lies inside the box.
+
+    Ties count as a hit only if *every* maximal pixel is inside (so a constant map, which
+    points nowhere, scores a miss unless the box covers the whole image).
+    """
+    maps = _as_maps(maps)
+    boxes = torch.as_tensor(boxes, device=maps.device)
+    _check_boxes(maps, boxes)
+    inside = box_mask(boxes, maps.shape[1:])
+    peak = maps == maps.flatten(1).amax(1)[:, None, None]
+    return (peak & ~inside).flatten(1).sum(1) == 0
+
+
+def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Per image: (sum of the map inside the box) / (sum of the whole map), in [0, 1].
+
+    Maps are made non-negative first (absolute value); an all-zero map scores 0.
+    """
+    maps = _as_maps(maps).abs()
+    boxes = torch.as_tensor(boxes, device=maps.device)
+    _check_boxes(maps, boxes)
+    inside = (maps * box_mask(boxes, maps.shape[1:])).flatten(1).sum(1)
+    total = maps.flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.zeros_like(total))
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Average ranks along the last dim (ties share their mean rank), as float64."""
+    v = v.double()
+    order = v.argsort(dim=-1)
+    ranks = torch.empty_like(v)
+    ar = torch.arange(v.shape[-1], dtype=torch.float64, device=v.device).expand_as(v)
+    ranks.scatter_(-1, order, ar)
+    # average the ranks of tied values
+    out = torch.empty_like(ranks)
+    for i in range(v.shape[0]):
+        _, inverse, counts = torch.unique(v[i], return_inverse=True, return_counts=True)
+        sums = torch.zeros(len(counts), dtype=torch.float64, device=v.device)
+        sums.index_add_(0, inverse, ranks[i])
+        out[i] = (sums / counts)[inverse]
+    return out
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation between maps ``a`` and ``b``, one value per image.
+
+    Constant maps have no ranking: their correlation is NaN (as in SciPy).
+    """
+    a, b = _as_maps(a).flatten(1), _as_maps(b).flatten(1)
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    ra, rb = _ranks(a), _ranks(b)
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    return ((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))).float()
+
+
+def map_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarity between the flattened maps, one value per image (0 for zero maps)."""
+    a, b = _as_maps(a).flatten(1), _as_maps(b).flatten(1)
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=eps)
+
+
+@torch.no_grad()
+def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
+                   fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
+                   baseline: float = 0.0, batch_size: int = 256) -> torch.Tensor:
+    """Accuracy after removing (setting to ``baseline``) the most-attended pixels.
+
+    For each fraction f, the ``round(f·H·W)`` pixels with the highest map values of every
+    image are replaced by ``baseline`` in all channels; the model is then evaluated. A map
+    that points at the evidence the model uses makes accuracy fall quickly; compare with a
+    random map. Ties are broken by pixel order (stable sort), so results are deterministic.
+
+    Args:
+        model: the classifier (evaluated in eval mode; its mode is restored).
+        x: images ``(B, C, H, W)``; y: labels ``(B,)``.
+        maps: attention maps ``(B, H, W)`` or ``(B, 1, H, W)`` matching x.
+        fractions: fractions of pixels to delete, each in [0, 1].
+        baseline: the value deleted pixels take.
+
+    Returns:
+        accuracies, a float tensor with one value per fraction.
+    """
+    maps = _as_maps(maps).to(x.device)
+    if x.dim() != 4 or maps.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"maps {tuple(maps.shape)} do not match images {tuple(x.shape)}")
+    if any(not 0.0 <= f <= 1.0 for f in fractions):
+        raise ValueError(f"fractions must lie in [0, 1], got {list(fractions)}")
+    b, _, h, w = x.shape
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(b, -1))
+    rank = rank.view(b, 1, h, w)
+    was_training = model.training
+    model.eval()
+    accs = []
+    try:
+        for f in fractions:
+            k = round(f * h * w)
+            correct = 0
+            for i in range(0, b, batch_size):
+                xi = x[i:i + batch_size]
+                xi = torch.where(rank[i:i + batch_size] < k, torch.full_like(xi, baseline), xi)
+                correct += (model(xi).argmax(1) == y[i:i + batch_size]).sum().item()
+            accs.append(correct / b)
+    finally:
+        model.train(was_training)
+    return torch.tensor(accs)
