@@ -13,18 +13,23 @@ differ in exactly one place, the combine step (:data:`COMBINE`):
 - MIP (maximum intensity projection): ``norm(max_l m_l)``.
 
 ``norm`` is a per-sample min-max normalisation to [0, 1] that maps a constant map to
-zeros (never NaN), see :func:`normalize_maps`. All map arithmetic runs in float32, also
-under autocast, so maps of a half-precision teacher and a float32 student are comparable.
+zeros (never NaN), see :func:`normalize_maps`. It also treats rounding-level differences
+(within 64 ULPs of the map's magnitude) as constant: DESIGN.md's threshold, an absolute
+1e-12, is too tight for float32 maps, since resizing a constant map leaves 1-2 ULPs of
+noise. All map arithmetic runs in float32, also under autocast (float64 stays float64),
+so maps of a half-precision teacher and a float32 student are comparable.
 
-The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`layer_map`,
-:func:`combine_maps` and :func:`attention_from_features` are the reusable pieces; the
-distillation engine and the book call them directly. The mathematics is fixed in
-DESIGN.md ("The mathematics"); the book explains it in the ATCam chapter.
+The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`resize_maps`,
+:func:`layer_map`, :func:`combine_maps` and :func:`attention_from_features` are the
+reusable pieces; the distillation engine and the book call them directly. The
+mathematics is fixed in DESIGN.md ("The mathematics"); the book explains it in the
+ATCam chapter.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -38,11 +43,17 @@ __all__ = [
     "combine_maps",
     "layer_map",
     "normalize_maps",
+    "resize_maps",
     "select_layers",
 ]
 
 #: Below this range (max - min) a map counts as constant and normalises to zeros.
 EPS = 1e-12
+
+#: ... and so does a map whose range is within this many units of float precision of its
+#: magnitude: resizing a constant map, or a conv on a constant image, leaves 1-2 ULPs of
+#: rounding noise that min-max would otherwise blow up to a full [0, 1] pattern.
+ULPS = 64
 
 #: The one place where FMA and MIP differ: how a stack of per-layer maps,
 #: shaped (L, B, H, W), is reduced over the layer axis.
@@ -57,6 +68,11 @@ def _float32_math(device: torch.device):
     if device.type in ("cpu", "cuda", "xpu", "mps"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 (autocast outputs) to float32; keep float32/float64 as they are."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _check_size(size) -> tuple[int, int] | None:
@@ -127,13 +143,17 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Min-max normalise each sample of a batch of maps to [0, 1].
 
     ``norm(m) = (m - min m) / (max m - min m)`` per sample (over every dimension but the
-    first), and ``norm(m) = 0`` where ``max - min <= eps``: a constant map carries no
-    "where", so it becomes all zeros rather than NaN. Differentiable, and its gradient is
-    finite (zero) for constant maps.
+    first), and ``norm(m) = 0`` where the map is constant: a constant map carries no
+    "where", so it becomes all zeros rather than NaN. Constant means
+    ``max - min <= max(eps, ULPS * finfo.eps * max(|min|, |max|))``: DESIGN.md's absolute
+    1e-12, widened by 64 units of float precision relative to the map's magnitude, because
+    rounding (e.g. bilinear resizing of a constant map) leaves differences of 1-2 ULPs
+    that are noise, not attention. Differentiable, and its gradient is finite (zero) for
+    constant maps.
 
     Args:
-        maps (Tensor): shape (B, ...), e.g. (B, H, W).
-        eps (float): range at or below which a map counts as constant.
+        maps (Tensor): shape (B, ...), e.g. (B, H, W), floating point.
+        eps (float): absolute range at or below which a map counts as constant.
 
     Returns:
         Tensor: same shape as ``maps``, values in [0, 1].
@@ -146,15 +166,17 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
         <BLANKLINE>
                 [[0., 0.]]])
     """
-    flat = maps.flatten(1)
     shape = (-1,) + (1,) * (maps.dim() - 1)
-    lo = flat.amin(dim=1).view(shape)
-    span = flat.amax(dim=1).view(shape) - lo
-    ok = span > eps
-    # A safe denominator first, then mask: torch.where alone would still send NaN
-    # gradients through the discarded branch.
-    out = (maps - lo) / torch.where(ok, span, torch.ones_like(span))
-    return torch.where(ok, out, torch.zeros_like(out))
+    flat = maps.flatten(1)
+    # amin/amax, not aminmax: aminmax has no derivative in the torch versions Colab ships
+    lo, hi = flat.amin(dim=1).view(shape), flat.amax(dim=1).view(shape)
+    span = hi - lo
+    tol = torch.maximum(lo.abs(), hi.abs()).detach() * (ULPS * torch.finfo(maps.dtype).eps)
+    ok = span > tol.clamp_min(eps)
+    # 1/span through a safe denominator, then masked: dividing by a zero span and
+    # discarding the result afterwards would still send NaN gradients back.
+    scale = torch.where(ok, span, 1.0).reciprocal() * ok
+    return (maps - lo) * scale  # subtract first: m*s - lo*s would cancel catastrophically
 
 
 def layer_map(
@@ -167,7 +189,7 @@ def layer_map(
 
     Args:
         features (Tensor): a feature map A shaped (B, C, H_l, W_l), any float dtype;
-            computed in float32.
+            half precision is computed in float32 (float64 stays float64).
         p (float): the exponent on |A| (1 = mean absolute activation).
         size (two ints, optional): output (H, W); bilinear, ``align_corners=False``.
             None keeps (H_l, W_l).
@@ -175,7 +197,8 @@ def layer_map(
             then normalise, as DESIGN.md fixes).
 
     Returns:
-        Tensor: float32, shape (B, H, W) (values in [0, 1] when ``normalize``).
+        Tensor: float32 (float64 for float64 features), shape (B, H, W) (values in
+        [0, 1] when ``normalize``).
 
     Examples::
 
@@ -195,15 +218,61 @@ def layer_map(
         )
     size = _check_size(size)
     with _float32_math(features.device):
-        a = features.float().abs()
-        m = (a if p == 1 else a.pow(p)).mean(dim=1)
+        a = _at_least_float32(features)
+        if p == 1 and a.device.type != "cpu":
+            # one fused pass, no full-size |A| temporary (CPU's kernel for this is slow)
+            m = torch.linalg.vector_norm(a, ord=1, dim=1) / a.shape[1]
+        else:
+            m = (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
         if size is not None and tuple(m.shape[-2:]) != size:
-            m = F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
-            m = m.squeeze(1)
+            m = resize_maps(m, size)
         return normalize_maps(m) if normalize else m
 
 
-def combine_maps(maps: Sequence[torch.Tensor], mode: str = "fma") -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _linear_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype):
+    """(n_out, n_in) matrix of 1-D linear interpolation weights, align_corners=False."""
+    # Interpolating the identity gives each input's weight at each output; a normal
+    # (not inference-mode) tensor, so the cached matrix may be used under autograd later.
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(n_in, device=device, dtype=dtype).unsqueeze(0)  # (1, n_in, n_in)
+        w = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0]
+        return w.t().contiguous()
+
+
+def resize_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of (B, H, W) maps, equal to ``F.interpolate(..., "bilinear",
+    align_corners=False)``.
+
+    Bilinear interpolation is separable, so it is two small matrix products
+    ``R_h @ m @ R_w^T``: far faster on a GPU than ``F.interpolate`` for one-channel maps
+    (its kernel parallelises over output pixels only), and differentiable.
+
+    Args:
+        maps (Tensor): (B, H, W).
+        size (two ints): output (H', W').
+
+    Returns:
+        Tensor: (B, H', W').
+
+    Examples::
+
+        >>> import torch, torch.nn.functional as F
+        >>> m = torch.rand(2, 7, 5)
+        >>> ref = F.interpolate(m[:, None], size=(28, 20), mode="bilinear")[:, 0]
+        >>> torch.allclose(resize_maps(m, (28, 20)), ref, atol=1e-6)
+        True
+    """
+    size = _check_size(size)
+    if size is None:
+        raise ValueError("resize_maps needs size=(H, W)")
+    h, w = maps.shape[-2:]
+    r_h = _linear_weights(int(h), size[0], maps.device, maps.dtype)
+    r_w = _linear_weights(int(w), size[1], maps.device, maps.dtype)
+    return r_h @ maps @ r_w.t()
+
+
+def combine_maps(maps: Sequence[torch.Tensor] | torch.Tensor, mode: str = "fma") -> torch.Tensor:
     """Combine normalised per-layer maps into one map per image (FMA or MIP).
 
     FMA takes the elementwise mean over layers, MIP the elementwise max; both are
@@ -211,7 +280,8 @@ def combine_maps(maps: Sequence[torch.Tensor], mode: str = "fma") -> torch.Tenso
     methods differ (see :data:`COMBINE`).
 
     Args:
-        maps (sequence of Tensor): per-layer maps, each (B, H, W), all the same size.
+        maps (sequence of Tensor, or Tensor): per-layer maps, each (B, H, W), all the same
+            size; or already stacked, shaped (L, B, H, W).
         mode (str): ``"fma"`` or ``"mip"``.
 
     Returns:
@@ -228,18 +298,21 @@ def combine_maps(maps: Sequence[torch.Tensor], mode: str = "fma") -> torch.Tenso
     """
     if mode not in COMBINE:
         raise ValueError(f"unknown combine mode {mode!r}; use one of {sorted(COMBINE)}")
-    maps = list(maps)
-    if not maps:
-        raise ValueError("combine_maps needs at least one per-layer map")
-    shapes = {tuple(m.shape) for m in maps}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"per-layer maps must share one shape (resize them with layer_map(..., size=)); "
-            f"got {sorted(shapes)}"
-        )
-    with _float32_math(maps[0].device):
-        stack = torch.stack([m.float() for m in maps])  # (L, B, H, W)
-        return normalize_maps(COMBINE[mode](stack))
+    if isinstance(maps, torch.Tensor):
+        stack = maps  # already (L, B, H, W)
+    else:
+        maps = list(maps)
+        if not maps:
+            raise ValueError("combine_maps needs at least one per-layer map")
+        shapes = {tuple(m.shape) for m in maps}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"per-layer maps must share one shape (resize them with layer_map(..., size=)); "
+                f"got {sorted(shapes)}"
+            )
+        stack = torch.stack(maps)
+    with _float32_math(stack.device):
+        return normalize_maps(COMBINE[mode](_at_least_float32(stack)))
 
 
 def attention_from_features(
@@ -247,20 +320,25 @@ def attention_from_features(
     size: Sequence[int],
     p: float = 1,
     combine: str = "fma",
-) -> torch.Tensor:
+    return_layers: bool = False,
+):
     """The ATCam map from already captured feature maps (no forward pass).
 
-    ``combine_maps([layer_map(A, p, size) for A in features], combine)``. Useful when the
-    features are needed for something else too (e.g. the AT baseline), or were cached.
+    Equal to ``combine_maps([layer_map(A, p, size) for A in features], combine)``, but the
+    per-layer maps are normalised together in one batched call (fewer, larger kernels:
+    this is what keeps ATCam's overhead small on a GPU). Useful when the features are
+    needed for something else too (e.g. the AT baseline), or were cached.
 
     Args:
         features (sequence of Tensor): 4-D feature maps (B, C_l, H_l, W_l).
         size (two ints): output (H, W), usually the input image's.
         p (float): exponent on |A|.
         combine (str): ``"fma"`` or ``"mip"``.
+        return_layers (bool): also return the normalised per-layer maps, stacked.
 
     Returns:
-        Tensor: shape (B, H, W), values in [0, 1].
+        Tensor: shape (B, H, W), values in [0, 1]; with ``return_layers=True`` a pair
+        ``(maps, per_layer)`` with ``per_layer`` shaped (L, B, H, W).
 
     Examples::
 
@@ -272,7 +350,15 @@ def attention_from_features(
     size = _check_size(size)
     if size is None:
         raise ValueError("attention_from_features needs size=(H, W), e.g. the input's H and W")
-    return combine_maps([layer_map(a, p=p, size=size) for a in features], combine)
+    if combine not in COMBINE:
+        raise ValueError(f"unknown combine mode {combine!r}; use one of {sorted(COMBINE)}")
+    features = list(features)
+    if not features:
+        raise ValueError("attention_from_features needs at least one feature map")
+    raw = torch.stack([layer_map(a, p=p, size=size, normalize=False) for a in features])
+    per_layer = normalize_maps(raw.flatten(0, 1)).view_as(raw)  # (L, B, H, W)
+    maps = combine_maps(per_layer, combine)
+    return (maps, per_layer) if return_layers else maps
 
 
 class ATCam:
@@ -472,11 +558,11 @@ class ATCam:
             its normalised (B, H, W) map.
         """
         logits, feats = self.features(x)
-        size = self._size(x)
-        per_layer = [layer_map(a, p=self.p, size=size) for a in feats]
-        maps = combine_maps(per_layer, self.combine)
+        maps, per_layer = attention_from_features(
+            feats, self._size(x), p=self.p, combine=self.combine, return_layers=True
+        )
         if return_layers:
-            return logits, maps, dict(zip(self.layer_names, per_layer))
+            return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps
 
     def layer_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from atkd_lite.atcam import _check_input, normalize_maps
+from atkd_lite.atcam import _at_least_float32, _check_input, normalize_maps
 
 __all__ = ["saliency_map"]
 
@@ -129,7 +129,7 @@ def saliency_map(
             grad = None
     if grad is None:  # the logits do not depend on the input at all
         grad = torch.zeros_like(x_in)
-    maps = normalize_maps(grad.float().abs().amax(dim=1))
+    maps = normalize_maps(_at_least_float32(grad).abs().amax(dim=1))
     if not create_graph:
         maps, logits = maps.detach(), logits.detach()
     return (logits, maps) if return_logits else maps

@@ -18,6 +18,7 @@ from atkd_lite.atcam import (
     combine_maps,
     layer_map,
     normalize_maps,
+    resize_maps,
     select_layers,
 )
 
@@ -80,10 +81,12 @@ class WithCapturePoints(nn.Module):
 
 
 def ref_norm(m: torch.Tensor) -> torch.Tensor:
+    """min-max per sample; constant (range within 1e-12 or 64 ULPs of the magnitude) -> 0."""
     out = torch.zeros_like(m)
     for b in range(m.shape[0]):
         lo, hi = m[b].min(), m[b].max()
-        if hi - lo > 1e-12:
+        tol = max(1e-12, 64 * torch.finfo(m.dtype).eps * max(abs(lo), abs(hi)))
+        if hi - lo > tol:
             out[b] = (m[b] - lo) / (hi - lo)
     return out
 
@@ -156,6 +159,17 @@ def test_normalize_maps_by_hand():
     assert torch.equal(out[1], torch.zeros(2, 2))  # constant -> zeros, not NaN
 
 
+def test_normalize_maps_treats_rounding_noise_as_constant():
+    # a bit-exact constant map resized bilinearly picks up 1-2 ULPs of rounding noise
+    m = F.interpolate(torch.full((1, 1, 7, 7), 1.7), size=(28, 28), mode="bilinear",
+                      align_corners=False)[:, 0]
+    assert torch.equal(normalize_maps(m), torch.zeros_like(m))
+    # a small but real contrast survives
+    m = torch.full((1, 4, 4), 100.0)
+    m[0, 0, 0] += 0.01
+    assert normalize_maps(m)[0, 0, 0] == 1 and normalize_maps(m).sum() == 1
+
+
 def test_normalize_maps_constant_gives_finite_zero_gradient():
     m = torch.full((2, 3, 3), 7.0, requires_grad=True)
     normalize_maps(m).sum().backward()
@@ -168,6 +182,26 @@ def test_layer_map_resize_then_normalise():
                         align_corners=False)[:, 0]
     torch.testing.assert_close(layer_map(a, p=2, size=(9, 11)), ref_norm(ref))
     torch.testing.assert_close(layer_map(a, normalize=False), a.abs().mean(1))
+
+
+@pytest.mark.parametrize(
+    "src, dst", [((7, 7), (28, 28)), ((5, 9), (16, 12)), ((28, 28), (7, 7)), ((1, 1), (4, 4)),
+                 ((4, 4), (4, 4))]
+)
+def test_resize_maps_equals_bilinear_interpolate(src, dst):
+    m = torch.rand(3, *src, dtype=torch.float64)
+    ref = F.interpolate(m[:, None], size=dst, mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(resize_maps(m, dst), ref)
+
+
+def test_resize_maps_cache_is_safe_after_inference_mode():
+    # the interpolation matrices are cached; one built under inference_mode must still
+    # be usable by a later call that records autograd
+    with torch.inference_mode():
+        resize_maps(torch.rand(1, 3, 3), (13, 13))
+    m = torch.rand(1, 3, 3, requires_grad=True)
+    resize_maps(m, (13, 13)).sum().backward()
+    assert m.grad is not None
 
 
 def test_combine_maps_by_hand():
@@ -329,11 +363,13 @@ def test_student_maps_are_differentiable():
 
 
 @pytest.mark.parametrize("combine", ["fma", "mip"])
-def test_teacher_maps_under_no_grad(combine):
-    model = small_cnn()
-    with torch.no_grad():
-        logits, maps = ATCam(model, combine=combine)(torch.randn(2, 1, 16, 16))
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_teacher_maps_without_autograd(combine, context):
+    model, x = small_cnn(), torch.randn(2, 1, 16, 16)
+    with context():
+        logits, maps = ATCam(model, combine=combine)(x)
     assert not maps.requires_grad and not logits.requires_grad
+    torch.testing.assert_close(maps, ATCam(model, combine=combine)(x)[1].detach())
 
 
 def test_maps_are_float32_under_autocast():

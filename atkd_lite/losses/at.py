@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.atcam import _float32_math
+from atkd_lite.atcam import _at_least_float32, _float32_math, resize_maps
 
 __all__ = ["at_loss", "at_vector", "pair_layers"]
 
@@ -37,7 +37,7 @@ def at_vector(features: torch.Tensor, size: Sequence[int] | None = None) -> torc
     """AT's attention vector ``F.normalize(flatten(mean_c A^2))``, shape (B, H*W).
 
     Args:
-        features (Tensor): feature map (B, C, H, W); computed in float32.
+        features (Tensor): feature map (B, C, H, W); half precision is computed in float32.
         size (two ints, optional): resize the (B, H, W) map ``mean_c A^2`` to this (H, W)
             (bilinear) before flattening.
 
@@ -53,10 +53,9 @@ def at_vector(features: torch.Tensor, size: Sequence[int] | None = None) -> torc
     """
     _check_4d(features, "features")
     with _float32_math(features.device):
-        m = features.float().pow(2).mean(dim=1)
+        m = _at_least_float32(features).pow(2).mean(dim=1)
         if size is not None and tuple(m.shape[-2:]) != tuple(size):
-            m = F.interpolate(m.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
-            m = m.squeeze(1)
+            m = resize_maps(m, size)  # bilinear, align_corners=False
         return F.normalize(m.flatten(1), dim=1)
 
 
@@ -119,7 +118,7 @@ def at_loss(
             (batch mean of the L2 distance, their eq. 2 without β/2).
 
     Returns:
-        Tensor: scalar loss (float32), differentiable w.r.t. the student's features.
+        Tensor: scalar loss (at least float32), differentiable w.r.t. the student's features.
 
     Examples::
 
