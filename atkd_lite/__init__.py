@@ -49,12 +49,11 @@ _LAZY = {
     "ATCam": "atcam",
     "saliency_map": "saliency",
     # distillation
-    "distill": "distill",
     "TeacherCache": "cache",
 }
 
 _SUBMODULES = {
-    "atcam", "cache", "cli", "config", "data", "distill", "exercises", "losses", "metrics",
+    "atcam", "cache", "cli", "config", "data", "exercises", "losses", "metrics",
     "models", "saliency", "train", "viz", "widgets",
 }
 
@@ -76,4 +75,10 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# ``distill`` names both a submodule and the function ``ak.distill`` (DESIGN.md). Importing
+# the submodule binds the package attribute to the module; importing the function here,
+# once, makes ``ak.distill`` the function for good: later imports of ``atkd_lite.distill``
+# find the module in sys.modules and leave the attribute alone.
+from atkd_lite.distill import distill  # noqa: E402
+
+__all__ = sorted([*_LAZY, "distill"]) + ["__version__"]

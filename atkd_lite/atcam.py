@@ -55,8 +55,8 @@ EPS = 1e-12
 #: rounding noise that min-max would otherwise blow up to a full [0, 1] pattern.
 ULPS = 64
 
-#: The one place where FMA and MIP differ: how a stack of per-layer maps,
-#: shaped (L, B, H, W), is reduced over the layer axis.
+#: How a stack of per-layer maps, shaped (L, B, H, W), is reduced over the layer axis
+#: (the one place where FMA and MIP differ).
 COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "fma": lambda stack: stack.mean(dim=0),  # feature map accumulation
     "mip": lambda stack: stack.amax(dim=0),  # maximum intensity projection
@@ -190,7 +190,7 @@ def layer_map(
     Args:
         features (Tensor): a feature map A shaped (B, C, H_l, W_l), any float dtype;
             half precision is computed in float32 (float64 stays float64).
-        p (float): the exponent on |A| (1 = mean absolute activation).
+        p (float): the exponent on ``|A|`` (1 = mean absolute activation).
         size (two ints, optional): output (H, W); bilinear, ``align_corners=False``.
             None keeps (H_l, W_l).
         normalize (bool): apply :func:`normalize_maps` after resizing (resize first,
@@ -332,7 +332,7 @@ def attention_from_features(
     Args:
         features (sequence of Tensor): 4-D feature maps (B, C_l, H_l, W_l).
         size (two ints): output (H, W), usually the input image's.
-        p (float): exponent on |A|.
+        p (float): exponent on ``|A|``.
         combine (str): ``"fma"`` or ``"mip"``.
         return_layers (bool): also return the normalised per-layer maps, stacked.
 
@@ -477,7 +477,7 @@ class ATCam:
         """Run the model once; return its logits and the raw kept feature maps.
 
         The feature maps are the modules' outputs as they are (same dtype, not detached),
-        in the order of :attr:`layer_names`; use them e.g. for the AT baseline
+        in the order of ``layer_names``; use them e.g. for the AT baseline
         (:func:`atkd_lite.losses.at_loss`).
 
         Args:

@@ -454,7 +454,7 @@ class LoaderBatches:
 def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
                  augment: int = 0, on_device: bool | None = None):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
-    that fits on the device (the fast path), else :class:`LoaderBatches`."""
+    that fits on the device (the fast path), else a ``LoaderBatches``."""
     if on_device is None:
         on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31
     if on_device:

@@ -137,7 +137,7 @@ def teacher_cnn(in_channels: int = 1, num_classes: int = 10, widths=(32, 64, 128
     return CNN(widths, convs_per_stage, in_channels, num_classes, dropout)
 
 
-#: student sizes: name -> (widths, convs_per_stage)
+#: The student sizes, name -> (widths, convs_per_stage).
 STUDENT_SIZES: dict[str, tuple[tuple[int, ...], int]] = {
     "tiny": ((4, 8, 16), 1),
     "small": ((8, 16, 32), 1),

@@ -1,0 +1,553 @@
+"""The built book, as a reader meets it: built with zero warnings, then read in Chromium.
+
+The book is built once for this module (``jupyter-book build -W -n --keep-going`` into a
+temporary folder, or into ``$ATKD_SITE_BUILD_DIR`` to keep it; the notebooks' committed
+outputs are used, nothing is executed). That build is the "zero warnings" test. The HTML
+is then served on localhost and every page of ``_toc.yml`` is opened in headless
+Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright), which checks what a
+reader would notice:
+
+- the page loads (HTTP 200) with its title as the heading, and nothing it loads from the
+  site fails (stylesheets, scripts, images);
+- every image is drawn (``naturalWidth > 0``);
+- every link into the book points at a page that exists, and at an anchor on it;
+- every formula is typeset by MathJax without a TeX error;
+- the Colab entry of the launch (rocket) menu opens this notebook on branch ``main``;
+- every exercise is shown and every solution is folded and opens on a click.
+
+A screenshot of each page's first screen goes to ``_build/html/_screenshots/`` of the
+build. The browser may not touch the network: every request outside localhost is
+aborted. MathJax, which the book loads from a CDN, is answered from a local copy of the
+same version (MathJax 3 from the ``django-static-mathjax`` package, or the folder in
+``$ATKD_MATHJAX_DIR`` that holds ``tex-mml-chtml.js``); without one, only the math markup
+is checked.
+
+Without ``/usr/bin/chromium`` (or Playwright) the browser tests are skipped, unless
+``ATKD_REQUIRE_BROWSER=1`` (set in CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import html as html_lib
+import http.server
+import importlib
+import importlib.util
+import inspect
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+import threading
+import types
+import warnings
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-quic", "--no-first-run", "--disable-component-update",
+                 "--disable-sync"]
+COLAB = "https://colab.research.google.com/github/atkd-lite/atkd-lite/blob/main/"
+MATHJAX_CDN = re.compile(r"^https://cdn\.jsdelivr\.net/npm/mathjax@3[^/]*/es5/([^?#]+)")
+REQUIRE_BROWSER = os.environ.get("ATKD_REQUIRE_BROWSER") == "1"
+SOURCE_SUFFIXES = (".ipynb", ".md", ".rst")
+
+
+# ------------------------------------------------------------------- table of contents
+
+
+def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
+    """Every document of the table of contents, in reading order (``book/intro``, ...)."""
+    toc = yaml.safe_load(toc_path.read_text())
+    files: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(re.sub(r"\.(ipynb|md|rst)$", "", str(node["file"])))
+            if "glob" in node:
+                for path in sorted(ROOT.glob(str(node["glob"]))):
+                    if path.suffix in SOURCE_SUFFIXES:
+                        files.append(path.relative_to(ROOT).with_suffix("").as_posix())
+            for key in ("parts", "chapters", "sections"):
+                walk(node.get(key))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    files.append(re.sub(r"\.(ipynb|md|rst)$", "", str(toc["root"])))
+    walk(toc)
+    return list(dict.fromkeys(files))
+
+
+def source_path(doc: str) -> Path:
+    for suffix in SOURCE_SUFFIXES:
+        if (ROOT / f"{doc}{suffix}").exists():
+            return ROOT / f"{doc}{suffix}"
+    raise FileNotFoundError(f"_toc.yml lists {doc!r} but no {doc}.ipynb/.md/.rst exists")
+
+
+def _prose(path: Path) -> str:
+    """The markdown text of a document (notebook: its markdown cells), code removed."""
+    if path.suffix == ".ipynb":
+        nb = nbformat.read(path, as_version=4)
+        text = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    else:
+        text = path.read_text()
+        text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.DOTALL)  # front matter
+    text = re.sub(r"^(`{3,})(?!\{).*?^\1", "", text, flags=re.DOTALL | re.MULTILINE)
+    return re.sub(r"`[^`\n]+`", "", text)
+
+
+def expected_title(path: Path) -> str | None:
+    match = re.search(r"^# (.+)$", _prose(path), flags=re.MULTILINE)
+    if not match:
+        return None
+    return _normalise(re.sub(r"[*_`]|\{[a-z]+\}", "", match.group(1)))
+
+
+def has_math(path: Path) -> bool:
+    text = _prose(path)
+    return bool(re.search(r"\$\$|(?<![\\$])\$[^\s$][^$\n]*?(?<![\s\\])\$|\{math\}|\\begin\{",
+                          text))
+
+
+def count_directives(path: Path, *names: str) -> int:
+    pattern = r"^[ \t]*(?:`{3,}|:{3,})\{(?:" + "|".join(map(re.escape, names)) + r")\}"
+    return len(re.findall(pattern, _prose(path), flags=re.MULTILINE))
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().rstrip("#¶").strip()
+
+
+# ---------------------------------------------------------------------- the build
+
+
+def _build(out: Path) -> types.SimpleNamespace:
+    cmd = [sys.executable, "-c",
+           "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book';"
+           " sys.exit(main())",
+           "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    env = dict(os.environ)
+    # document the package of this checkout, whatever else is installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    return types.SimpleNamespace(returncode=proc.returncode, log=log,
+                                 html=out / "_build" / "html")
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    keep = os.environ.get("ATKD_SITE_BUILD_DIR")
+    out = Path(keep) if keep else tmp_path_factory.mktemp("book")
+    return _build(out)
+
+
+def test_book_builds_with_zero_warnings(built_book):
+    problems = list(dict.fromkeys(line for line in built_book.log.splitlines()
+                                  if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line)))
+    if built_book.returncode != 0 or problems:
+        tail = [line for line in built_book.log.splitlines() if line.strip()][-8:]
+        pytest.fail(f"jupyter-book build -W -n --keep-going exited with "
+                    f"{built_book.returncode}; {len(problems)} warnings/errors:\n"
+                    + "\n".join(problems[:60]) + "\n--- end of the log ---\n" + "\n".join(tail),
+                    pytrace=False)
+
+
+def test_every_toc_page_is_built(built_book):
+    missing = [doc for doc in toc_files() if not (built_book.html / f"{doc}.html").exists()]
+    assert not missing, f"pages of _toc.yml missing from the build: {missing}"
+
+
+# -------------------------------------------------------------------- the API page
+
+
+def _public_objects():
+    """(module name, object name, object) for everything the package documents as public."""
+    import atkd_lite
+
+    names = [m.name for m in pkgutil.walk_packages(atkd_lite.__path__, "atkd_lite.")
+             if not m.name.split(".")[-1].startswith("_")]
+    for module_name in names:
+        module = importlib.import_module(module_name)
+        public = getattr(module, "__all__", None)
+        if public is None:
+            public = [n for n, o in vars(module).items() if not n.startswith("_")
+                      and getattr(o, "__module__", None) == module_name]
+        for name in public:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                yield module_name, name, obj
+
+
+def test_api_page_documents_every_public_function_and_class(built_book):
+    if "book/api" not in toc_files():
+        pytest.skip("book/api is not in _toc.yml")
+    page = built_book.html / "book" / "api.html"
+    assert page.exists(), "the API page was not built"
+    ids = set(re.findall(r'\bid="([^"]+)"', page.read_text()))
+    import atkd_lite
+
+    modules = {m.name for m in pkgutil.walk_packages(atkd_lite.__path__, "atkd_lite.")
+               if not m.name.split(".")[-1].startswith("_")}
+    missing = sorted(f"module {m}" for m in modules if f"module-{m}" not in ids)
+    for _, _name, obj in _public_objects():
+        home = f"{obj.__module__}.{obj.__qualname__}"
+        if home not in ids:
+            missing.append(home)
+    for name in atkd_lite.__all__:
+        obj = getattr(atkd_lite, name)
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and \
+                f"{obj.__module__}.{obj.__qualname__}" not in ids:
+            missing.append(f"atkd_lite.{name}")
+    assert not missing, ("not on the API page (add the module to book/api.md, or a "
+                         f"docstring to the object): {sorted(set(missing))}")
+
+
+# ------------------------------------------------------------------ serving, browser
+
+
+@contextlib.contextmanager
+def serve(directory: Path):
+    """Serve a folder on an ephemeral localhost port; yields the base URL."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def mathjax_dir() -> Path | None:
+    """A local MathJax 3 ``es5`` folder to answer the CDN's requests with, if any."""
+    candidates = []
+    if os.environ.get("ATKD_MATHJAX_DIR"):
+        candidates.append(Path(os.environ["ATKD_MATHJAX_DIR"]))
+    spec = importlib.util.find_spec("mathjax")  # the django-static-mathjax package
+    if spec and spec.submodule_search_locations:
+        candidates += [Path(p) / "static" / "mathjax" / "es5"
+                       for p in spec.submodule_search_locations]
+    return next((c for c in candidates if (c / "tex-mml-chtml.js").is_file()), None)
+
+
+def _unavailable(reason: str):
+    if REQUIRE_BROWSER:
+        pytest.fail(f"{reason} (ATKD_REQUIRE_BROWSER=1: the browser test must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed: pip install playwright")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def site(built_book, browser):
+    if not (built_book.html / "index.html").exists():
+        pytest.fail("the book was not built; see test_book_builds_with_zero_warnings")
+    with serve(built_book.html) as base:
+        yield types.SimpleNamespace(base=base, html=built_book.html, browser=browser,
+                                    mathjax=mathjax_dir())
+
+
+class PageVisit:
+    """One page in a fresh browser tab, offline but for localhost."""
+
+    def __init__(self, browser, base: str, mathjax: Path | None):
+        self.base, self.mathjax = base, mathjax
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        self.page = self.context.new_page()
+        self.blocked: list[str] = []
+        self.failed: list[str] = []
+        self.page.route("**/*", self._route)
+        self.page.on("response", self._response)
+        self.page.on("requestfailed", self._request_failed)
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(self.base):
+            return route.continue_()
+        match = MATHJAX_CDN.match(url)
+        if match and self.mathjax and (self.mathjax / match.group(1)).is_file():
+            return route.fulfill(path=str(self.mathjax / match.group(1)))
+        self.blocked.append(url)
+        return route.abort()
+
+    def _response(self, response):
+        if response.url.startswith(self.base) and response.status >= 400:
+            self.failed.append(f"{response.status} {response.url}")
+
+    def _request_failed(self, request):
+        if request.url.startswith(self.base):
+            self.failed.append(f"failed {request.url}")
+
+    def close(self):
+        self.context.close()
+
+
+_IMAGES_JS = """async () => {
+  const imgs = Array.from(document.images);
+  imgs.forEach(img => { if (img.loading === 'lazy') img.loading = 'eager'; });
+  await Promise.all(imgs.map(img => img.complete ? null : new Promise(done => {
+    img.addEventListener('load', done, {once: true});
+    img.addEventListener('error', done, {once: true});
+    setTimeout(done, 10000);
+  })));
+  return imgs.map(img => [img.currentSrc || img.src, img.naturalWidth]);
+}"""
+
+
+# Each typeset formula with a TeX error (MathJax draws an merror) or an undefined macro
+# (drawn in red by MathJax's noundefined extension), with its TeX source.
+_TEX_PROBLEMS_JS = """() => {
+  const found = {error: [], undefined: []};
+  for (const item of MathJax.startup.document.math) {
+    const root = item.typesetRoot;
+    if (!root || !root.querySelector) continue;
+    const error = root.querySelector('mjx-merror');
+    if (error) found.error.push(`${item.math} (${error.textContent})`);
+    if (root.querySelector('mjx-mtext[style*="color: red"]')) found.undefined.push(item.math);
+  }
+  return found;
+}"""
+
+
+def _ids_of(file: Path, cache: dict) -> set[str]:
+    if file not in cache:
+        text = file.read_text(errors="replace")
+        cache[file] = {html_lib.unescape(i) for i in
+                       re.findall(r'\b(?:id|name)="([^"]*)"', text)}
+    return cache[file]
+
+
+def check_links(hrefs: list[str], base: str, root: Path, ids_cache: dict) -> list[str]:
+    """The internal links among hrefs (absolute URLs) whose target is not in the build."""
+    broken = []
+    for href in sorted(set(hrefs)):
+        if not href.startswith(base):
+            continue
+        parts = urlsplit(href)
+        rel = unquote(parts.path)[len(urlsplit(base).path):]
+        target = root / rel
+        if rel == "" or rel.endswith("/") or target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            broken.append(f"{href} (no file {target.relative_to(root)})")
+        elif parts.fragment and target.suffix == ".html" and \
+                unquote(parts.fragment) not in _ids_of(target, ids_cache):
+            broken.append(f"{href} (no anchor #{unquote(parts.fragment)} in "
+                          f"{target.relative_to(root)})")
+    return broken
+
+
+def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
+               screenshot: Path | None = None, ids_cache: dict | None = None) -> list[str]:
+    """Open url and return what a reader would find wrong with it ([] if nothing)."""
+    page, problems = visit.page, []
+    response = page.goto(url, wait_until="load")
+    if response is None or response.status != 200:
+        return [f"HTTP {response.status if response else 'no response'} for {url}"]
+
+    # title
+    headings = [_normalise(t) for t in page.locator("main h1, article h1").all_inner_texts()]
+    want = expected_title(source) if source else None
+    if not headings or not headings[0]:
+        problems.append("no <h1> title")
+    elif want and headings[0] != want:
+        problems.append(f"the <h1> is {headings[0]!r}, the source's title is {want!r}")
+    elif headings[0] not in _normalise(page.title()):
+        problems.append(f"<title> {page.title()!r} does not contain {headings[0]!r}")
+
+    # math: typeset by MathJax (served locally), or at least MathJax-ready markup
+    n_math = page.locator(".math").count()
+    if source and has_math(source) and n_math == 0:
+        problems.append("the source has math but the page has no .math element")
+    if n_math:
+        if visit.mathjax:
+            try:
+                page.wait_for_function("window.MathJax && MathJax.startup && "
+                                       "MathJax.startup.promise", timeout=15000)
+                page.evaluate("MathJax.startup.promise")
+                raw = page.evaluate(
+                    "[...document.querySelectorAll('.math')].filter("
+                    "e => !e.querySelector('mjx-container')).map(e => e.textContent)")
+                errors = page.evaluate(_TEX_PROBLEMS_JS)
+                if raw:
+                    problems.append(f"MathJax typeset {n_math - len(raw)} of {n_math} "
+                                    f"formulas; not typeset: {raw[:5]}")
+                if errors["error"]:
+                    problems.append(f"TeX errors: {errors['error'][:5]}")
+                if errors["undefined"]:
+                    problems.append(f"undefined TeX macros in: {errors['undefined'][:5]}")
+            except Exception as err:  # the script did not load or never finished
+                mj = [u for u in visit.blocked if "mathjax" in u.lower()]
+                problems.append(f"MathJax did not run ({type(err).__name__}); blocked: {mj}")
+        else:
+            raw = page.locator(".math").all_text_contents()
+            if not all(re.search(r"\\\(|\\\[|\$", t) for t in raw):
+                problems.append("a .math element has no TeX delimiters for MathJax")
+            if not page.locator("script[src*='mathjax' i]").count():
+                problems.append("the page loads no MathJax")
+
+    # images (all drawn, after MathJax so the screenshot shows the typeset page)
+    for src, width in page.evaluate(_IMAGES_JS):
+        if not width:
+            why = "" if src.startswith(visit.base) else " (outside the book: no network)"
+            problems.append(f"image not drawn: {src}{why}")
+    if screenshot:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(screenshot))
+
+    # internal links
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
+    problems += [f"broken link: {b}" for b in
+                 check_links(hrefs, visit.base, root, {} if ids_cache is None else ids_cache)]
+
+    # Colab launch button (notebook pages)
+    if source and source.suffix == ".ipynb":
+        problems += _check_colab(page, source)
+
+    # exercises shown, solutions folded and opening on a click
+    if source:
+        problems += _check_toggles(page, source)
+
+    problems += [f"could not load {f}" for f in visit.failed]
+    return problems
+
+
+def _check_colab(page, source: Path) -> list[str]:
+    expected = COLAB + source.relative_to(ROOT).as_posix()
+    toggle = page.locator(".dropdown-launch-buttons button.dropdown-toggle")
+    if toggle.count() != 1:
+        return ["no launch (rocket) button"]
+    link = page.locator(".dropdown-launch-buttons a[href*='colab.research.google.com']")
+    if link.count() != 1:
+        return [f"the launch menu has {link.count()} Colab entries, expected 1"]
+    toggle.click()
+    try:
+        link.wait_for(state="visible", timeout=5000)
+    except Exception:
+        return ["the Colab entry did not appear when the rocket button was clicked"]
+    href = link.get_attribute("href")
+    return [] if href == expected else [f"Colab link is {href}, expected {expected}"]
+
+
+def _check_toggles(page, source: Path) -> list[str]:
+    problems = []
+    n_exercises = count_directives(source, "exercise", "exercise-start")
+    n_solutions = count_directives(source, "solution", "solution-start")
+    exercises, solutions = page.locator("div.exercise"), page.locator("div.solution")
+    if exercises.count() != n_exercises:
+        problems.append(f"{exercises.count()} exercises on the page, {n_exercises} in the source")
+    if solutions.count() != n_solutions:
+        problems.append(f"{solutions.count()} solutions on the page, {n_solutions} in the source")
+    for kind, boxes in (("exercise", exercises), ("solution", solutions)):
+        for i in range(boxes.count()):
+            box = boxes.nth(i)
+            title = _normalise(box.locator(".admonition-title").first.inner_text())
+            body = box.locator(":scope > :not(.admonition-title)").first
+            folded = "dropdown" in (box.get_attribute("class") or "")
+            if kind == "solution" and not folded:
+                problems.append(f"{title!r} is not folded (add ':class: dropdown')")
+            if not folded:
+                if not body.is_visible():
+                    problems.append(f"{title!r}: its text is not visible")
+                continue
+            if body.is_visible():
+                problems.append(f"{title!r}: open before any click")
+            box.locator(".admonition-title").first.click()
+            try:
+                body.wait_for(state="visible", timeout=5000)
+            except Exception:
+                problems.append(f"{title!r}: did not open on a click")
+    return problems
+
+
+def _screenshot_name(doc: str) -> str:
+    return doc.replace("/", "__") + ".png"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", toc_files())
+def test_page_in_a_real_browser(doc, site):
+    source = source_path(doc)
+    visit = PageVisit(site.browser, site.base, site.mathjax)
+    try:
+        problems = check_page(visit, f"{site.base}{doc}.html", site.html, source,
+                              screenshot=site.html / "_screenshots" / _screenshot_name(doc))
+    finally:
+        visit.close()
+    if site.mathjax is None and has_math(source):
+        message = ("no local MathJax 3 (pip install django-static-mathjax, or set "
+                   "ATKD_MATHJAX_DIR): only the math markup was checked")
+        if REQUIRE_BROWSER:
+            problems.append(message)
+        else:
+            warnings.warn(message, stacklevel=1)
+    if problems:
+        pytest.fail(f"{doc}.html:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+# ------------------------------------------------- the checks themselves can fail
+
+
+BROKEN_PAGE = """<!doctype html><html><head><title>Broken — a test page</title></head>
+<body><main><h1>Broken</h1>
+<p>Inline math: <span class="math notranslate nohighlight">\\(x^2\\)</span></p>
+<img src="missing.png" alt="a missing figure">
+<a href="nowhere.html">a missing page</a> <a href="ok.html#no-such-anchor">a missing anchor</a>
+<a href="ok.html#there">a good link</a> <a href="https://example.org/">outside</a>
+<div class="solution admonition"><p class="admonition-title">Solution to Exercise 1</p>
+<section><p>The answer, not folded.</p></section></div>
+</main></body></html>"""
+
+
+@pytest.mark.slow
+def test_page_checks_catch_a_broken_page(browser, tmp_path):
+    (tmp_path / "broken.html").write_text(BROKEN_PAGE)
+    (tmp_path / "ok.html").write_text('<html><body><h1 id="there">OK</h1></body></html>')
+    source = tmp_path / "broken.md"
+    source.write_text("# Broken\n\nInline math: $x^2$.\n\n:::{exercise}\n:label: e\nDo.\n:::\n\n"
+                      ":::{solution} e\nThe answer.\n:::\n")
+    with serve(tmp_path) as base:
+        visit = PageVisit(browser, base, None)
+        try:
+            problems = "\n".join(check_page(visit, f"{base}broken.html", tmp_path, source))
+        finally:
+            visit.close()
+    assert "image not drawn" in problems and "missing.png" in problems
+    assert "could not load 404" in problems
+    assert "nowhere.html (no file nowhere.html)" in problems
+    assert "no anchor #no-such-anchor" in problems
+    assert "#there" not in problems and "example.org" not in problems
+    assert "the page loads no MathJax" in problems
+    assert "0 exercises on the page, 1 in the source" in problems
+    assert "'Solution to Exercise 1' is not folded" in problems
