@@ -53,8 +53,9 @@ _LAZY = {
 }
 
 _SUBMODULES = {
-    "atcam", "cache", "cli", "config", "data", "exercises", "losses", "metrics",
-    "models", "saliency", "train", "viz", "widgets",
+    "atcam", "attributions", "benchmark", "cache", "cli", "config", "data", "efficiency",
+    "exercises", "experiments", "faithfulness", "footprint", "losses", "metrics", "models",
+    "predictions", "saliency", "stats", "train", "viz", "widgets",
 }
 
 

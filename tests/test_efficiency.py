@@ -1,0 +1,65 @@
+"""Tests for atkd_lite.efficiency: model costs by hand, and students of several sizes
+trained from one teacher cache."""
+
+import pytest
+import torch
+from torch import nn
+
+import atkd_lite as ak
+from atkd_lite import efficiency as eff
+from atkd_lite.experiments import load_results
+
+
+def test_model_costs_by_hand():
+    lin = nn.Linear(3, 2)  # 3*2 weights + 2 biases = 8 parameters, 32 bytes in float32
+    rows = eff.model_costs({"lin": lin}, (1, 3), repeats=3)
+    rows += eff.model_costs({"conv": nn.Conv2d(1, 4, 3)}, (1, 1, 8, 8), repeats=3)
+    assert [r["name"] for r in rows] == ["lin", "conv"]
+    assert rows[0]["parameters"] == 8 and rows[1]["parameters"] == 4 * 9 + 4
+    assert rows[0]["bytes"] >= 8 * 4  # the tensors plus the file's bookkeeping
+    assert all(r["latency_ms"] > 0 for r in rows)
+
+
+def test_model_costs_bad_input():
+    with pytest.raises(ValueError):
+        eff.model_costs({})
+    with pytest.raises(TypeError, match="not a torch.nn.Module"):
+        eff.model_costs({"x": "model"})
+
+
+def test_run_sizes_one_cache(tmp_path):
+    teacher = ak.student_cnn("small").eval()  # an untrained stand-in keeps this fast
+    res = eff.run_sizes(sizes=("tiny", "medium"), methods=("student", "fma"), seeds=(0,),
+                        per_class=3, epochs=1, teacher=teacher, output_dir=tmp_path,
+                        device="cpu", progress=False)
+    assert [r["method"] for r in res.runs] == ["tiny/student", "tiny/fma",
+                                                "medium/student", "medium/fma"]
+    params = {r["size"]: r["parameters"] for r in res.runs}
+    assert params["tiny"] == ak.count_parameters(ak.student_cnn("tiny"))
+    assert params["medium"] == ak.count_parameters(ak.student_cnn("medium"))
+    # one cache of 30 images: fp16 logits (10 a image) and one uint8 28x28 FMA map each
+    assert res.settings["cache_bytes"] == 30 * (10 * 2 + 28 * 28)
+    rows = eff.size_summary(load_results(tmp_path))
+    assert [(r["size"], r["base_method"]) for r in rows] == [
+        ("tiny", "student"), ("tiny", "fma"), ("medium", "student"), ("medium", "fma")]
+
+
+def test_run_sizes_rejects_bad_names():
+    with pytest.raises(ValueError, match="sizes"):
+        eff.run_sizes(sizes=("huge",), teacher=nn.Identity())
+    with pytest.raises(ValueError, match="methods"):
+        eff.run_sizes(methods=("nope",), teacher=nn.Identity())
+
+
+def test_committed_sizes_results_load():
+    res = eff.load_sizes("mnist5k-sizes")
+    sizes = {r["size"] for r in res.runs}
+    assert sizes == set(eff.SIZES)
+    assert all(0 <= r["test_acc"] <= 1 for r in res.runs)
+
+
+def test_cli_rejects_bad_method():
+    with pytest.raises(SystemExit) as err:
+        eff.main(["--methods", "nope"])
+    assert err.value.code == 2
+    assert torch.get_num_threads() >= 1
