@@ -1,0 +1,384 @@
+"""The teacher cache: the teacher's logits and attention maps, computed once per dataset.
+
+The teacher never changes during distillation, and without random augmentation every
+image is the same in every epoch, so everything the teacher contributes — its logits, its
+FMA/MIP/SALS maps, its AT vectors — can be computed once and looked up by dataset index.
+That is the paper's "reuse the teacher's attention for students of several sizes": one
+cache serves every student, method and seed trained on the same images.
+
+Storage is compact: maps in [0, 1] as ``uint8`` (error <= 1/510) or ``float16``; logits
+and AT vectors as ``float16``. A cache lives on the device (fast lookups in the training
+loop) or in a file that :meth:`TeacherCache.load` memory-maps. Each cache records what it
+was built for — the dataset (name, length, a fingerprint of its pixels and labels), the
+teacher, ``first``/``last``/``p``/size and the map kinds — and refuses a mismatch with a
+clear error rather than silently training on the wrong targets.
+
+Defined in the book's chapter "Attention-guided distillation".
+
+Examples::
+
+    >>> import atkd_lite as ak
+    >>> from atkd_lite.cache import TeacherCache
+    >>> train = ak.load_dataset("mnist5k", "train").per_class(5)
+    >>> teacher = ak.teacher_cnn().eval()
+    >>> cache = TeacherCache.build(teacher, train, maps=("fma", "sals"), progress=False)
+    >>> import torch
+    >>> cache.maps("fma", torch.arange(3)).shape
+    torch.Size([3, 28, 28])
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atkd_lite.atcam import ATCam, combine_maps, layer_map, select_layers
+from atkd_lite.data import ImageSet, make_batches
+from atkd_lite.losses.at import at_vector
+from atkd_lite.saliency import saliency_map
+from atkd_lite.train import autocast_context, get_device
+
+__all__ = ["CACHE_FORMAT", "MAP_KINDS", "CacheMismatchError", "TeacherCache",
+           "dataset_fingerprint", "model_fingerprint"]
+
+CACHE_FORMAT = "atkd_lite.teacher_cache/1"
+
+#: the attention maps a cache can hold
+MAP_KINDS = ("fma", "mip", "sals")
+
+_MAP_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
+
+
+class CacheMismatchError(ValueError):
+    """A teacher cache was built for other data or other settings than it is used with."""
+
+
+def dataset_fingerprint(data: ImageSet) -> str:
+    """A short SHA-1 of an ImageSet's shape, pixels and labels (order matters)."""
+    if not isinstance(data, ImageSet):
+        raise TypeError(f"a teacher cache needs an ImageSet, got {type(data).__name__}")
+    h = hashlib.sha1()
+    h.update(repr(tuple(data.images.shape)).encode())
+    h.update(data.images.contiguous().cpu().numpy().tobytes())
+    h.update(data.labels.contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short SHA-1 of a model's parameters and buffers (which teacher built a cache)."""
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _quantise(maps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.uint8:
+        return maps.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return maps.to(dtype)
+
+
+def _dequantise(maps: torch.Tensor) -> torch.Tensor:
+    if maps.dtype == torch.uint8:
+        return maps.float().div_(255.0)
+    return maps.float()
+
+
+class TeacherCache:
+    """Logits and attention maps of a (frozen) teacher for every image of one dataset.
+
+    Build it with :meth:`build`; look entries up by the dataset indices that
+    :class:`~atkd_lite.data.DeviceBatcher` yields with each batch; pass it to
+    :func:`atkd_lite.distill.distill` as ``cache=``. Save and load with :meth:`save` /
+    :meth:`load` (atomic write; memory-mapped read).
+
+    Attributes:
+        meta (dict): what the cache was built for (dataset name/length/fingerprint,
+            teacher fingerprint, first, last, p, size, map kinds, AT layers, dtypes).
+        device (torch.device): where the tensors live.
+
+    Examples::
+
+        >>> import torch, atkd_lite as ak
+        >>> from atkd_lite.cache import TeacherCache
+        >>> data = ak.load_dataset("mnist5k", "val").per_class(2)
+        >>> cache = TeacherCache.build(ak.teacher_cnn().eval(), data, progress=False)
+        >>> idx = torch.tensor([0, 5])
+        >>> cache.logits(idx).shape, cache.maps("mip", idx).shape, len(cache.at_maps(idx))
+        (torch.Size([2, 10]), torch.Size([2, 28, 28]), 6)
+    """
+
+    def __init__(self, logits: torch.Tensor, maps: dict[str, torch.Tensor],
+                 at: list[torch.Tensor], meta: dict):
+        self._logits = logits
+        self._maps = dict(maps)
+        self._at = list(at)
+        self.meta = dict(meta)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    @torch.no_grad()
+    def build(cls, teacher: nn.Module, data: ImageSet, maps: Sequence[str] = MAP_KINDS,
+              at: bool = True, first: int = 2, last: int = 2, p: float = 1,
+              size: Sequence[int] | None = None, map_dtype: str = "uint8",
+              batch_size: int = 256, device=None, amp: bool | None = None,
+              progress: bool = True) -> TeacherCache:
+        """Run the teacher once over ``data`` and store what distillation needs.
+
+        Args:
+            teacher (nn.Module): the teacher (put in eval mode for the build, restored
+                after; its parameters are never changed). Moved to ``device``.
+            data (ImageSet): the training images, un-augmented.
+            maps (sequence of str): which maps to store, from ``("fma", "mip", "sals")``.
+                SALS maps are taken for the *label* class, as in distillation.
+            at (bool): also store the AT vectors ``q = normalise(flatten(mean_c A²))`` of
+                every capture point (float16), for the AT baseline.
+            first, last, p, size: ATCam settings of the FMA/MIP maps (see
+                :class:`~atkd_lite.ATCam`); size None = the images' H×W.
+            map_dtype (str): ``"uint8"`` (default, 1 byte a pixel), ``"float16"`` or
+                ``"float32"``.
+            batch_size (int): images per teacher forward.
+            device: where to compute and keep the cache (default: cuda → mps → cpu).
+            amp: autocast on CUDA (None = on there), as in distillation.
+            progress (bool): show a progress bar.
+
+        Returns:
+            TeacherCache
+        """
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        fingerprint = dataset_fingerprint(data)
+        if len(data) == 0:
+            raise ValueError(f"the dataset {data.name!r} is empty; nothing to cache")
+        kinds = [maps] if isinstance(maps, str) else list(maps)
+        bad = [k for k in kinds if k not in MAP_KINDS]
+        if bad:
+            raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAP_KINDS)}")
+        if map_dtype not in _MAP_DTYPES:
+            raise ValueError(f"map_dtype must be one of {list(_MAP_DTYPES)}, got {map_dtype!r}")
+        dev = get_device(device)
+        size = tuple(size) if size is not None else tuple(data.image_size)
+        qdtype = _MAP_DTYPES[map_dtype]
+        # One forward captures every capture point; FMA/MIP use the first/last subset,
+        # AT uses all of them.
+        cam_all = ATCam(teacher, first=10**6, last=0)
+        was_training = teacher.training
+        teacher.to(dev).eval()
+        n = len(data)
+        logits_out = None
+        maps_out = {k: torch.empty((n, *size), dtype=qdtype, device=dev) for k in kinds}
+        at_out: list[torch.Tensor] = []
+        selected: list[str] = []
+        try:
+            batches = make_batches(data, batch_size, shuffle=False, device=dev)
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, desc="teacher cache", unit="batch")
+            for x, y, idx in batches:
+                with autocast_context(dev, amp):
+                    logits, feats = cam_all.features(x)
+                if logits_out is None:
+                    logits_out = torch.empty((n, logits.shape[1]), dtype=torch.float16,
+                                             device=dev)
+                    selected = select_layers(cam_all.layer_names, first, last)
+                    if at:
+                        at_out = [torch.empty((n, *f.shape[-2:]), dtype=torch.float16,
+                                              device=dev) for f in feats]
+                logits_out[idx] = logits.float().to(torch.float16)
+                if "fma" in kinds or "mip" in kinds:
+                    chosen = [f for name, f in zip(cam_all.layer_names, feats) if name in selected]
+                    per_layer = [layer_map(f, p=p, size=size) for f in chosen]
+                    for k in ("fma", "mip"):
+                        if k in kinds:
+                            maps_out[k][idx] = _quantise(combine_maps(per_layer, k), qdtype)
+                if at:
+                    for store, f in zip(at_out, feats):
+                        store[idx] = at_vector(f).view(f.shape[0], *f.shape[-2:]).to(torch.float16)
+                if "sals" in kinds:
+                    with autocast_context(dev, amp):
+                        s = saliency_map(teacher, x, target=y)
+                    if tuple(s.shape[-2:]) != size:
+                        raise ValueError(f"SALS maps have the input's size {tuple(s.shape[-2:])};"
+                                         f" build the cache with size=None or {tuple(s.shape[-2:])}")
+                    maps_out["sals"][idx] = _quantise(s, qdtype)
+        finally:
+            teacher.train(was_training)
+        meta = {
+            "format": CACHE_FORMAT,
+            "dataset": data.name,
+            "length": n,
+            "fingerprint": fingerprint,
+            "image_shape": list(data.images.shape[1:]),
+            "teacher": model_fingerprint(teacher),
+            "teacher_config": getattr(teacher, "config", None),
+            "num_classes": int(logits_out.shape[1]),
+            "first": int(first),
+            "last": int(last),
+            "p": float(p),
+            "size": list(size),
+            "maps": kinds,
+            "layers": list(selected),
+            "at_layers": list(cam_all.layer_names) if at else [],
+            "sals_target": "label",
+            "map_dtype": map_dtype,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return cls(logits_out, maps_out, at_out, meta)
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def device(self) -> torch.device:
+        return self._logits.device
+
+    def __len__(self) -> int:
+        return self.meta["length"]
+
+    def _index(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx if idx.device == self.device else idx.to(self.device)
+
+    def logits(self, idx: torch.Tensor, device=None) -> torch.Tensor:
+        """The teacher's logits (float32) for dataset indices ``idx``."""
+        out = self._logits[self._index(idx)].float()
+        return out if device is None else out.to(device, non_blocking=True)
+
+    def maps(self, kind: str, idx: torch.Tensor, device=None) -> torch.Tensor:
+        """The teacher's ``kind`` maps ("fma", "mip" or "sals"), float32 (B, H, W) in [0, 1]."""
+        if kind not in self._maps:
+            raise CacheMismatchError(
+                f"this teacher cache holds no {kind!r} maps (it has {sorted(self._maps)}); "
+                f"build it with TeacherCache.build(..., maps=[..., {kind!r}])"
+            )
+        out = _dequantise(self._maps[kind][self._index(idx)])
+        return out if device is None else out.to(device, non_blocking=True)
+
+    def at_maps(self, idx: torch.Tensor, layers: Sequence[int] | None = None,
+                device=None) -> list[torch.Tensor]:
+        """AT vectors ``q`` of the teacher's capture points, each float32 (B, H_l, W_l).
+
+        Args:
+            idx (Tensor): dataset indices.
+            layers (list of int, optional): which capture points (indices into
+                ``meta["at_layers"]``); default all.
+        """
+        if not self._at:
+            raise CacheMismatchError("this teacher cache holds no AT vectors; build it with "
+                                     "TeacherCache.build(..., at=True)")
+        i = self._index(idx)
+        chosen = range(len(self._at)) if layers is None else layers
+        out = [self._at[k][i].float() for k in chosen]
+        return out if device is None else [o.to(device, non_blocking=True) for o in out]
+
+    # ------------------------------------------------------------------ checks
+    def check(self, data: ImageSet, maps: Sequence[str] = (), at: bool = False,
+              first: int | None = None, last: int | None = None, p: float | None = None,
+              size: Sequence[int] | None = None, teacher: nn.Module | None = None) -> None:
+        """Raise :class:`CacheMismatchError` unless this cache fits ``data`` and the settings.
+
+        Args:
+            data (ImageSet): the training data it will be used with (compared by length
+                and fingerprint, so a different subset or order is caught).
+            maps (sequence of str): map kinds that must be present.
+            at (bool): AT vectors must be present.
+            first, last, p, size: the ATCam settings that FMA/MIP maps must have been
+                built with (None: not checked).
+            teacher (nn.Module, optional): the teacher it must have been built with
+                (compared by a fingerprint of its weights).
+        """
+        m = self.meta
+        if teacher is not None and model_fingerprint(teacher) != m["teacher"]:
+            raise CacheMismatchError(
+                "this teacher cache was built with another teacher (its weights differ); "
+                "build a cache with this teacher: TeacherCache.build(teacher, data)")
+        if len(data) != m["length"] or dataset_fingerprint(data) != m["fingerprint"]:
+            raise CacheMismatchError(
+                f"this teacher cache was built for {m['dataset']!r} ({m['length']} images, "
+                f"fingerprint {m['fingerprint']}), not for {data.name!r} ({len(data)} images, "
+                f"fingerprint {dataset_fingerprint(data)}); build a cache for this data with "
+                "TeacherCache.build(teacher, data)"
+            )
+        kinds = [maps] if isinstance(maps, str) else list(maps)
+        missing = [k for k in kinds if k not in m["maps"]]
+        if missing:
+            raise CacheMismatchError(f"this teacher cache holds {m['maps']} maps but "
+                                     f"{missing} are needed; rebuild it with maps={kinds}")
+        if at and not m["at_layers"]:
+            raise CacheMismatchError("this teacher cache holds no AT vectors; rebuild it "
+                                     "with at=True")
+        if any(k in ("fma", "mip") for k in kinds):
+            for key, want in (("first", first), ("last", last), ("p", p)):
+                if want is not None and float(m[key]) != float(want):
+                    raise CacheMismatchError(
+                        f"this teacher cache was built with {key}={m[key]}, but {key}={want} "
+                        f"was asked for; rebuild it with TeacherCache.build(..., {key}={want})")
+        if size is not None and kinds and list(size) != list(m["size"]):
+            raise CacheMismatchError(f"this teacher cache holds {tuple(m['size'])} maps, but "
+                                     f"{tuple(size)} are needed; rebuild it with size={tuple(size)}")
+
+    # ------------------------------------------------------------------ files
+    def to(self, device) -> TeacherCache:
+        """A copy of the cache on ``device`` (e.g. load from disk, then move to the GPU)."""
+        dev = torch.device(device)
+        return TeacherCache(self._logits.to(dev), {k: v.to(dev) for k, v in self._maps.items()},
+                            [a.to(dev) for a in self._at], self.meta)
+
+    def nbytes(self) -> int:
+        """Bytes held by the cache's tensors."""
+        tensors = [self._logits, *self._maps.values(), *self._at]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def save(self, path) -> Path:
+        """Write the cache to ``path`` atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {"meta": self.meta, "logits": self._logits.cpu(),
+                "maps": {k: v.cpu() for k, v in self._maps.items()},
+                "at": [a.cpu() for a in self._at]}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(blob, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    @classmethod
+    def load(cls, path, device=None, mmap: bool = True) -> TeacherCache:
+        """Read a cache written by :meth:`save`.
+
+        Args:
+            path: the file.
+            device: move the tensors there (e.g. ``"cuda"``); None keeps them on the CPU,
+                memory-mapped from the file when ``mmap`` (nothing is read until used).
+            mmap (bool): memory-map the file instead of reading it all.
+
+        Raises:
+            FileNotFoundError: no such file.
+            CacheMismatchError: not a teacher cache (or another format version).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no teacher cache at {path}")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception as err:
+            raise CacheMismatchError(f"{path} is not a readable teacher cache "
+                                     f"({type(err).__name__}: {err}); build it again") from err
+        if not isinstance(blob, dict) or blob.get("meta", {}).get("format") != CACHE_FORMAT:
+            raise CacheMismatchError(f"{path} is not a teacher cache of format {CACHE_FORMAT!r}")
+        cache = cls(blob["logits"], blob["maps"], blob["at"], blob["meta"])
+        return cache if device is None else cache.to(get_device(device))
+
+    def __repr__(self) -> str:
+        m = self.meta
+        return (f"TeacherCache({m['dataset']!r}: {m['length']} images, maps={m['maps']}, "
+                f"AT layers={len(m['at_layers'])}, first={m['first']}, last={m['last']}, "
+                f"{self.nbytes() / 1e6:.1f} MB on {self.device})")

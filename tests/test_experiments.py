@@ -1,0 +1,97 @@
+"""run_experiment / reproduce write well-formed, reloadable results; the CLI runs them."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import atkd_lite as ak
+from atkd_lite.cli import main
+from atkd_lite.experiments import ExperimentResults, load_results, run_experiment
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return ak.teacher_cnn().eval()  # untrained: the plumbing, not the accuracy, is tested
+
+
+def test_run_experiment_writes_results(teacher, tmp_path):
+    out = tmp_path / "res"
+    res = run_experiment(methods=("student", "fma+kd"), seeds=(0, 1), per_class=2, epochs=1,
+                         student_size="tiny", teacher=teacher, output_dir=out,
+                         device="cpu", progress=False, command="pytest run",
+                         batch_size=16)
+    for name in ("results.json", "results.csv", "results.md", "results.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".*tmp"))
+    blob = json.loads((out / "results.json").read_text())
+    assert blob["provenance"]["command"] == "pytest run"
+    for key in ("git", "device", "versions", "date", "wall_time_s"):
+        assert key in blob["provenance"]
+    assert blob["settings"]["train_size"] == 20 and blob["settings"]["test_size"] == 1000
+    assert len(blob["runs"]) == 4
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("student", "0"), ("student", "1"), ("fma+kd", "0"), ("fma+kd", "1")]
+    # the summary's mean and std are those of the per-run accuracies (recomputed here)
+    for row in res.summary():
+        accs = [float(r["test_acc"]) for r in rows if r["method"] == row["method"]]
+        mean = sum(accs) / 2
+        assert row["mean"] == pytest.approx(mean)
+        assert row["std"] == pytest.approx((sum((a - mean) ** 2 for a in accs)) ** 0.5)
+    md = (out / "results.md").read_text()
+    assert "| student |" in md and "| fma+kd |" in md and "± " in md and "Commit:" in md
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    back = load_results(out)
+    assert isinstance(back, ExperimentResults)
+    assert back.summary() == res.summary() and back.to_markdown() == res.to_markdown()
+
+
+def test_load_results_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reproduce"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not an atkd_lite results"):
+        load_results(tmp_path)
+
+
+def test_run_experiment_bad_input(teacher):
+    with pytest.raises(ValueError, match="unknown method"):
+        run_experiment(methods=("fma", "gradcam"), teacher=teacher, progress=False)
+    with pytest.raises(ValueError, match="augmentation"):
+        run_experiment(methods=("fma",), teacher=teacher, augment=2, progress=False)
+
+
+def test_cli_distill_and_reproduce_tiny(teacher, tmp_path, capsys):
+    ckpt = ak.save_checkpoint(tmp_path / "teacher.pt", teacher)
+    rc = main(["distill", "--method", "sals+kd", "--teacher", str(ckpt), "--per-class", "2",
+               "--epochs", "1", "--student-size", "tiny", "--device", "cpu", "--no-progress",
+               "--output", str(tmp_path / "student.pt")])
+    assert rc == 0
+    assert "test accuracy" in capsys.readouterr().out
+    student, meta = ak.load_checkpoint(tmp_path / "student.pt")
+    assert meta["method"] == "sals+kd" and 0 <= meta["test_acc"] <= 1
+    out = tmp_path / "rep"
+    rc = main(["reproduce", "--teacher", str(ckpt), "--methods", "student,mip", "--seeds", "0",
+               "--per-class", "2", "--epochs", "1", "--student-size", "tiny",
+               "--device", "cpu", "--no-progress", "--output-dir", str(out)])
+    assert rc == 0
+    blob = json.loads((out / "results.json").read_text())
+    assert blob["provenance"]["command"].startswith("atkd-lite reproduce --teacher")
+    assert [r["method"] for r in blob["runs"]] == ["student", "mip"]
+
+
+def test_cli_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["distill", "--method", "gradcam"])
+    assert err.value.code == 2
+    assert "fma+kd" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:
+        main(["reproduce", "--epochs", "0"])
+    assert err.value.code == 2
+    with pytest.raises(SystemExit) as err:
+        main(["reproduce", "--seeds", "a,b", "--no-progress"])
+    assert err.value.code == 2
+    assert "comma-separated" in capsys.readouterr().err
