@@ -210,7 +210,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
                 lr: float = 3e-3, weight_decay: float = 5e-4, batch_size: int = 128,
                 augment: int = 0, device=None, seed: int = 0, progress: bool = True,
                 amp: bool | None = None, channels_last: bool | None = None,
-                label_smoothing: float = 0.0) -> History:
+                label_smoothing: float = 0.0, compile: bool = False) -> History:
     """Train a classifier with cross-entropy; returns a :class:`History`.
 
     Args:
@@ -223,6 +223,8 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
         seed: same seed, same result on the CPU.
         progress: show a ``tqdm`` progress bar.
         amp / channels_last: ``None`` means on for CUDA, off elsewhere.
+        compile: run the training forward through :func:`torch.compile` (opt-in; the
+            model itself is left uncompiled, so hooks and checkpoints work as usual).
 
     The history records, per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``test_acc``
     (if test data), ``time_s`` (wall time of the training part).
@@ -240,6 +242,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
     batches = make_batches(train_data, batch_size, shuffle=True, device=dev, seed=seed,
                            augment=augment)
     opt, sched = make_optimizer(model, lr, weight_decay, epochs * len(batches))
+    forward = torch.compile(model) if compile else model
     use_scaler = dev.type == "cuda" and amp is not False and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     history = History()
@@ -254,7 +257,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(dev, amp):
-                logits = model(x)
+                logits = forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
