@@ -26,7 +26,6 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from torch import nn
 
@@ -166,9 +165,7 @@ def load_sizes(name="mnist5k-sizes") -> ExperimentResults:
     Raises:
         FileNotFoundError: no such results.
     """
-    path = Path(name)
-    packaged = Path(__file__).resolve().parent / "_results" / str(name)
-    return load_results(packaged if not path.exists() and packaged.exists() else path)
+    return load_results(name)
 
 
 def size_summary(results: ExperimentResults) -> list[dict]:

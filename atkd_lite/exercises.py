@@ -33,6 +33,21 @@ __all__ = [
     "check_conv2d_by_hand",
     "check_fc_parameters",
     "check_horizontal_edge_kernel",
+    # chapter 2
+    "check_conv_block_parameters",
+    # chapter 3
+    "check_kd_loss",
+    "check_softmax_with_temperature",
+    "check_temperature_predictions",
+    # chapter 4
+    "check_fma_combination",
+    "check_mip_combination",
+    # chapter 5
+    "check_keep_layers",
+    # chapter 6
+    "check_pointing_game_by_hand",
+    # chapter 7
+    "check_cache_bytes",
 ]
 
 
@@ -164,3 +179,364 @@ def check_horizontal_edge_kernel(kernel) -> None:
     sign = "positive" if r.sum() > 0 else "negative"
     _passed(f"no response to flat regions or vertical edges, a {sign} response along a "
             "horizontal edge (bright above, dark below).")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 2 — Teacher and student
+
+def check_conv_block_parameters(conv_block_parameters) -> None:
+    """Check ``conv_block_parameters(c_in, c_out, k=3)``: parameters of one conv block.
+
+    A block of the book's CNNs is ``Conv2d(c_in, c_out, k×k, bias=False) →
+    BatchNorm2d(c_out) → ReLU``. The reference is the parameter count of those
+    :mod:`torch.nn` layers.
+    """
+    cases = [(1, 8, 3), (8, 16, 3), (32, 64, 3), (3, 5, 5), (16, 32, 1)]
+    for c_in, c_out, k in cases:
+        got = conv_block_parameters(c_in, c_out, k)
+        _hint(isinstance(got, numbers.Integral) or (isinstance(got, float) and got.is_integer()),
+              f"conv_block_parameters({c_in}, {c_out}, {k}) returned {got!r}; return a "
+              "whole number (an int)")
+        block = nn.Sequential(nn.Conv2d(c_in, c_out, k, bias=False, device="meta"),
+                              nn.BatchNorm2d(c_out, device="meta"))
+        want = sum(p.numel() for p in block.parameters())
+        weights = c_in * c_out * k * k
+        where = f"conv_block_parameters({c_in}, {c_out}, {k}) = {got:,}"
+        _hint(got != weights,
+              f"{where} counts only the convolution weights; batch normalisation adds a "
+              "learned scale and shift per output channel")
+        _hint(got != weights + c_out,
+              f"{where}: the convolution has no bias here (bias=False, batch norm's shift "
+              "does its job), but batch norm has a scale *and* a shift per channel")
+        _hint(got != weights + 3 * c_out,
+              f"{where} includes a convolution bias; the book's blocks use bias=False "
+              "because batch norm's shift makes it redundant")
+        _hint(got != weights + 4 * c_out,
+              f"{where} counts batch norm's running mean and variance; those are buffers "
+              "(statistics), not learned parameters")
+        _hint(got == want,
+              f"{where}, but such a block has {want:,} parameters: c_in × c_out × k × k "
+              "convolution weights plus a scale and a shift per output channel")
+    _passed("c_in·c_out·k² convolution weights plus 2·c_out batch-norm parameters "
+            f"(checked on {len(cases)} blocks).")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 3 — Knowledge distillation
+
+def check_softmax_with_temperature(softmax_with_temperature) -> None:
+    """Check ``softmax_with_temperature(logits, T)`` against ``F.softmax(logits / T, dim=1)``.
+
+    ``logits`` is a batch ``(B, K)``; the answer must work for any T > 0 and for large
+    logits (where a naive ``exp`` overflows).
+    """
+    gen = torch.Generator().manual_seed(3)
+    cases = [
+        (torch.randn(3, 4, generator=gen) * 3, 1.0),
+        (torch.randn(3, 4, generator=gen) * 3, 4.0),
+        (torch.randn(5, 10, generator=gen) * 5, 0.5),
+        (torch.tensor([[1000.0, 0.0, -1000.0], [50.0, 60.0, 70.0]]), 2.0),
+    ]
+    for z, T in cases:
+        got = _tensor(softmax_with_temperature(z.clone(), T), "the output")
+        want = F.softmax(z.double() / T, dim=1)
+        _hint(tuple(got.shape) == tuple(z.shape),
+              f"for logits shaped {tuple(z.shape)} the output should have the same shape, "
+              f"got {tuple(got.shape)}")
+        _hint(bool(torch.isfinite(got).all()),
+              f"with logits as large as {z.abs().max().item():g} your output has NaN or inf: "
+              "exp overflows; subtract each row's maximum before exp (it cancels out)")
+        if torch.allclose(got, want, atol=1e-5):
+            continue
+        _hint(not torch.allclose(got, F.softmax(z.double() / T, dim=0), atol=1e-5),
+              "your probabilities sum to 1 down each column (over the batch); normalise "
+              "each row (over the K classes, dim=1)")
+        _hint(not torch.allclose(got, F.softmax(z.double() * T, dim=1), atol=1e-5),
+              "you multiplied the logits by T; divide them by T (a high temperature "
+              "makes the distribution *softer*)")
+        _hint(not torch.allclose(got, F.softmax(z.double(), dim=1), atol=1e-5),
+              f"your output ignores T (T={T}); compute softmax(logits / T)")
+        _hint(False,
+              f"for T={T} your output differs from softmax(logits / T) by up to "
+              f"{(got - want).abs().max().item():.3g}; each row should be "
+              "exp(z_i / T) / sum_j exp(z_j / T)")
+    _passed("rows of exp(z/T) / Σ exp(z/T), numerically stable for logits of ±1000 "
+            f"(checked on {len(cases)} batches and temperatures 0.5 to 4).")
+
+
+def check_kd_loss(kd_loss) -> None:
+    """Check ``kd_loss(student_logits, teacher_logits, T)`` against the package's
+    :func:`atkd_lite.losses.kd_loss`: ``T² · KL(p_T || p_S)``, batch mean.
+    """
+    from atkd_lite.losses import kd_loss as reference
+
+    gen = torch.Generator().manual_seed(4)
+    cases = [(torch.randn(6, 10, generator=gen) * 2, torch.randn(6, 10, generator=gen) * 4, T)
+             for T in (1.0, 4.0, 8.0)]
+    for z_s, z_t, T in cases:
+        got = kd_loss(z_s.clone(), z_t.clone(), T)
+        _hint(isinstance(got, torch.Tensor) and got.numel() == 1,
+              "return a scalar tensor (one number for the batch): average over the batch "
+              "after summing the KL terms over the classes")
+        got = float(got)
+        want = float(reference(z_s, z_t, T))
+        if abs(got - want) <= 1e-4 * max(1.0, abs(want)):
+            continue
+        p_s, p_t = F.softmax(z_s / T, 1), F.softmax(z_t / T, 1)
+        kl_rows = (p_t * (p_t.log() - p_s.log())).sum(1)
+        reverse = float((p_s * (p_s.log() - p_t.log())).sum(1).mean()) * T * T
+        _hint(abs(got - want / (T * T)) > 1e-4 * max(1.0, want),
+              f"at T={T} your loss is the reference divided by T² = {T * T:g}; multiply "
+              "the KL divergence by T² so the gradients keep their size at any T")
+        _hint(abs(got - float(kl_rows.sum()) * T * T) > 1e-4 * max(1.0, want),
+              "your loss is summed over the batch; take the mean over the batch (the KL "
+              "of each example summed over the classes, then averaged)")
+        _hint(abs(got - reverse) > 1e-4 * max(1.0, want),
+              "your KL divergence runs the wrong way round: it is KL(p_teacher || p_student) "
+              "= Σ p_T · (log p_T − log p_S), weighted by the teacher's probabilities")
+        _hint(abs(got - float(kl_rows.mean()) * T * T / z_s.shape[1]) > 1e-4 * max(1.0, want),
+              "your loss is averaged over the classes as well; sum the KL terms over the "
+              "classes and average only over the batch")
+        _hint(False,
+              f"at T={T} your loss is {got:.5f} but should be {want:.5f} = T² · mean over "
+              "the batch of Σ_k p_T,k (log p_T,k − log p_S,k), with p = softmax(z / T)")
+    _passed("T² · KL(softmax(z_T/T) || softmax(z_S/T)), averaged over the batch: the same "
+            "as atkd_lite.losses.kd_loss at T = 1, 4 and 8.")
+
+
+#: the questions of the chapter's "predict the effect of T" exercise and their choices
+TEMPERATURE_QUESTIONS = {
+    "large_T": ("uniform", "one-hot", "unchanged"),
+    "small_T": ("uniform", "one-hot", "unchanged"),
+    "top_class_changes": (True, False),
+}
+
+
+def check_temperature_predictions(predictions) -> None:
+    """Check predictions about ``softmax(z / T)``: a dict with the keys of
+    ``TEMPERATURE_QUESTIONS`` (each question's choices).
+
+    - ``"large_T"``: what the distribution approaches as T grows without bound;
+    - ``"small_T"``: what it approaches as T shrinks towards 0 (no ties in z);
+    - ``"top_class_changes"``: whether changing T can change which class is the most
+      probable.
+
+    The answers are worked out numerically here (softmax at T = 10⁴ and T = 10⁻³ on
+    random logits, and the argmax at many temperatures), not stored.
+    """
+    _hint(isinstance(predictions, dict), "give your predictions as a dict, e.g. "
+          "{'large_T': 'uniform', 'small_T': 'one-hot', 'top_class_changes': True}")
+    for key, choices in TEMPERATURE_QUESTIONS.items():
+        _hint(key in predictions, f"answer the question {key!r} (choices: {choices})")
+        _hint(predictions[key] in choices,
+              f"{key!r} must be one of {choices}, got {predictions[key]!r}")
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(200, 10, generator=gen, dtype=torch.float64) * 4
+
+    def limit(T):
+        p = F.softmax(z / T, dim=1)
+        distance = {"uniform": (p - 1 / z.shape[1]).abs().max().item(),
+                    "one-hot": (p - F.one_hot(z.argmax(1), z.shape[1])).abs().max().item(),
+                    "unchanged": (p - F.softmax(z, dim=1)).abs().max().item()}
+        return min(distance, key=distance.get)
+
+    truth = {"large_T": limit(1e4), "small_T": limit(1e-3)}
+    argmaxes = [(z / T).argmax(1) for T in (0.01, 0.1, 0.5, 1, 2, 4, 8, 16, 100)]
+    truth["top_class_changes"] = any(bool((a != argmaxes[0]).any()) for a in argmaxes)
+    why = {
+        "large_T": "divide the logits by a huge T: all of them get close to 0, so all "
+                   "exp(z/T) get close to 1",
+        "small_T": "divide by a tiny T: the largest logit runs away from all others, so "
+                   "its exp dominates the sum",
+        "top_class_changes": "dividing every logit by the same positive T keeps their order, "
+                             "and softmax is increasing",
+    }
+    for key in TEMPERATURE_QUESTIONS:
+        _hint(predictions[key] == truth[key], f"{key!r}: not {predictions[key]!r}. Hint: {why[key]}.")
+    _passed("as T grows the soft targets approach the uniform distribution, as T shrinks a "
+            "one-hot vector, and the most probable class never changes: T only decides "
+            "how much of the ranking below the top class the student gets to see.")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 4 — Attention maps (ATCam)
+
+def _combination_cases() -> list[list[torch.Tensor]]:
+    """Per-layer maps (each (B, H, W), normalised per image) to combine, with edge cases."""
+    from atkd_lite.atcam import normalize_maps
+
+    gen = torch.Generator().manual_seed(4)
+    random_maps = [normalize_maps(torch.rand(3, 5, 6, generator=gen)) for _ in range(4)]
+    # image 0: two complementary 0/1 masks, so their mean is exactly constant (0.5);
+    # image 1: every layer all zeros (a constant feature map normalises to zeros)
+    mask = (torch.rand(1, 4, 4, generator=gen) > 0.5).float()
+    edge = [torch.cat([mask, torch.zeros(1, 4, 4)]), torch.cat([1 - mask, torch.zeros(1, 4, 4)])]
+    return [random_maps, random_maps[:2], edge]
+
+
+def _check_combination(combine, mode: str, name: str, other: str) -> None:
+    from atkd_lite.atcam import COMBINE, combine_maps
+
+    for layer_maps in _combination_cases():
+        got = _tensor(combine([m.clone() for m in layer_maps]), "the combined map")
+        want = combine_maps(layer_maps, mode).double()
+        stack = torch.stack(layer_maps).double()
+        _hint(tuple(got.shape) == tuple(want.shape),
+              f"for {len(layer_maps)} per-layer maps of shape {tuple(layer_maps[0].shape)} the "
+              f"result should be one map per image, shaped {tuple(want.shape)}; got "
+              f"{tuple(got.shape)}. Stack the layers (torch.stack) and reduce over the "
+              "layer axis (dim=0)")
+        _hint(not torch.isnan(got).any(),
+              "your map contains NaN: when the combined map of an image is constant "
+              "(max = min) the normalisation divides by zero; return zeros for such an "
+              "image instead")
+        if torch.allclose(got, want, atol=1e-5):
+            continue
+        raw = COMBINE[mode](stack)
+        _hint(not torch.allclose(got, raw, atol=1e-5),
+              f"you return the {name} of the layers but do not normalise it again: the "
+              "combined map must be min-max normalised to [0, 1] per image")
+        lo, hi = raw.amin(), raw.amax()
+        _hint(not torch.allclose(got, (raw - lo) / (hi - lo), atol=1e-5),
+              "you normalise with the min and max of the whole batch; normalise each "
+              "image on its own (min and max over H and W only)")
+        swapped = "mip" if mode == "fma" else "fma"
+        _hint(not torch.allclose(got, combine_maps(layer_maps, swapped).double(), atol=1e-5),
+              f"that is the {other} of the layers; {mode.upper()} takes the {name}")
+        worst = (got - want).abs().flatten().argmax()
+        _hint(False, f"your map differs from the expected one by up to "
+                     f"{(got - want).abs().max():.3g} (at flat index {int(worst)}); compute "
+                     f"the elementwise {name} over the layers, then (m - min) / (max - min) "
+                     "per image, and 0 for a constant map")
+    _passed(f"{mode.upper()} = norm({name} over layers), per image, zeros for a constant "
+            "map: the same as atkd_lite.atcam.combine_maps (checked on random maps and "
+            "on two edge cases).")
+
+
+def check_fma_combination(fma_combine) -> None:
+    """Check ``fma_combine(layer_maps)``: FMA, the normalised mean of per-layer maps.
+
+    ``layer_maps`` is a list of per-layer maps, each (B, H, W) and already normalised
+    per image; the answer must equal :func:`atkd_lite.atcam.combine_maps` with
+    ``mode="fma"``: the elementwise mean over layers, min-max normalised per image, and
+    all zeros (not NaN) where that mean is constant.
+    """
+    _check_combination(fma_combine, "fma", "mean", "maximum")
+
+
+def check_mip_combination(mip_combine) -> None:
+    """Check ``mip_combine(layer_maps)``: MIP, the normalised maximum of per-layer maps.
+
+    As :func:`check_fma_combination`, with the elementwise maximum over layers
+    (:func:`atkd_lite.atcam.combine_maps` with ``mode="mip"``).
+    """
+    _check_combination(mip_combine, "mip", "maximum", "mean")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 5 — Attention-guided distillation
+
+def check_keep_layers(keep_layers) -> None:
+    """Check ``keep_layers(names, first, last)``: ATCam's layer selection rule.
+
+    Keep the first ``first`` and the last ``last`` names, in their original order, a
+    name in both ends once; ``first + last >= len(names)`` keeps all; ``first = last =
+    0`` raises :class:`ValueError`. The reference is the rule written with indices
+    (``i < first or i >= N - last``), not a slice.
+    """
+    cases = [
+        (["c1", "c2", "c3", "c4", "c5", "c6"], 2, 2),
+        (["c1", "c2", "c3", "c4", "c5", "c6"], 1, 0),
+        (["c1", "c2", "c3", "c4", "c5", "c6"], 0, 1),
+        (["c1", "c2", "c3", "c4", "c5", "c6"], 4, 4),
+        (["s1", "s2", "s3"], 2, 2),
+        (["s1", "s2", "s3"], 1, 1),
+        (["only"], 1, 3),
+    ]
+    for names, first, last in cases:
+        want = [n for i, n in enumerate(names) if i < first or i >= len(names) - last]
+        got = keep_layers(list(names), first, last)
+        _hint(isinstance(got, (list, tuple)),
+              f"keep_layers(...) should return a list of names, got {type(got).__name__}")
+        got = list(got)
+        if got == want:
+            continue
+        call = f"keep_layers({names}, first={first}, last={last})"
+        _hint(not (last == 0 and got == names),
+              f"{call} returned every name: with last=0, names[-last:] is names[-0:], which "
+              "is the whole list; handle last=0 separately (or use indices)")
+        _hint(len(got) == len(set(got)),
+              f"{call} returned {got}: a layer that is among both the first and the last "
+              "must be kept once")
+        _hint(sorted(got) != sorted(want),
+              f"{call} returned the right layers in the wrong order ({got}); keep the "
+              f"forward order {want}")
+        _hint(False, f"{call} returned {got}, expected {want}")
+    raised = False
+    try:
+        keep_layers(["c1", "c2"], 0, 0)
+    except ValueError:
+        raised = True
+    _hint(raised, "keep_layers(names, 0, 0) would keep no layer at all: raise a ValueError "
+                  "that says to keep at least one")
+    _passed("first and last kept in forward order, overlaps once, last=0 handled, and "
+            "first=last=0 refused (checked on 7 cases).")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 6 — Do the maps look at the right place?
+
+def check_pointing_game_by_hand(pointing_game_by_hand) -> None:
+    """Check ``pointing_game_by_hand(amap, box) -> bool`` for one (H, W) map and box.
+
+    ``box`` is ``(x0, y0, x1, y1)``, end-exclusive; the answer is True when the map's
+    largest value lies inside the box (every pixel holding it, if several do). Compared
+    with hand-placed peaks: inside, just outside each edge (end-exclusive!), ties.
+    """
+    h, w = 12, 10
+    box = (2, 3, 6, 8)  # columns 2..5, rows 3..7
+    cases = []
+    for (r, c), inside in [((3, 2), True), ((7, 5), True), ((5, 4), True),
+                           ((8, 4), False), ((5, 6), False), ((2, 3), False), ((5, 1), False)]:
+        m = torch.rand(h, w, generator=torch.Generator().manual_seed(r * w + c)) * 0.5
+        m[r, c] = 1.0
+        cases.append((m, inside, f"a peak at row {r}, column {c}"))
+    for outside in ((0, 0), (10, 9)):  # the outside peak before / after the inside one
+        tie = torch.zeros(h, w)
+        tie[4, 3] = tie[outside] = 1.0
+        cases.append((tie, False, f"two equal peaks, one outside the box at {outside}"))
+    for m, want, what in cases:
+        got = pointing_game_by_hand(m.clone(), box)
+        _hint(isinstance(got, (bool, torch.Tensor)) and bool(got) == want,
+              f"for {what} and box (x0, y0, x1, y1) = {box} the answer is {want}, got "
+              f"{got!r}. x runs along columns and y along rows, and x1, y1 are end-exclusive.")
+    _passed("peaks inside, on every edge and just outside the end-exclusive box, and a tie "
+            f"with a peak outside: all {len(cases)} cases right.")
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 7 — Efficiency
+
+def check_cache_bytes(cache_bytes) -> None:
+    """Check ``cache_bytes(n_images, height, width, n_classes, n_map_kinds) -> int``.
+
+    Compared with the bytes a real :class:`~atkd_lite.cache.TeacherCache` holds (logits
+    in float16, maps in uint8, no AT vectors) for a few small data sets.
+    """
+    from atkd_lite.cache import TeacherCache
+    from atkd_lite.data import load_dataset
+    from atkd_lite.models import student_cnn
+
+    net = student_cnn("tiny").eval()
+    for n_per_class, kinds in ((1, ["fma"]), (2, ["fma", "mip"])):
+        data = load_dataset("mnist5k", "val").per_class(n_per_class)
+        real = TeacherCache.build(net, data, maps=kinds, at=False, device="cpu",
+                                  progress=False).nbytes()
+        h, w = data.image_size
+        got = cache_bytes(len(data), h, w, data.num_classes, len(kinds))
+        _hint(isinstance(got, numbers.Real) and got == real,
+              f"for {len(data)} images of {h}×{w}, 10 classes and {len(kinds)} map kind(s) "
+              f"the cache holds {real:,} bytes, you said {got!r}. Logits take 2 bytes each "
+              f"(float16), map pixels 1 byte each (uint8).")
+    _passed("logits at 2 bytes per class and maps at 1 byte per pixel match what "
+            "TeacherCache holds.")

@@ -15,7 +15,7 @@ library versions, the date and the total wall time. :func:`load_results` reads a
 folder back, e.g. for a chapter that shows the committed table::
 
     >>> from atkd_lite.experiments import load_results          # doctest: +SKIP
-    >>> res = load_results("results/mnist5k-lowdata")            # doctest: +SKIP
+    >>> res = load_results("mnist5k-lowdata")                      # doctest: +SKIP
     >>> print(res.to_markdown())                                 # doctest: +SKIP
 
 Defined in the book's chapter "Experiments".
@@ -243,18 +243,36 @@ def _provenance_markdown(p: dict) -> str:
             f"Date: {p.get('date')}; total wall time {p.get('wall_time_s', 0):.0f} s\n")
 
 
+#: committed results shipped inside the package (chapters load them by name, so they work
+#: wherever the package is installed, e.g. on Colab)
+PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
+
+
+def packaged_results() -> list[str]:
+    """Names of the committed results shipped with the package."""
+    if not PACKAGED_RESULTS.is_dir():
+        return []
+    return sorted(p.name for p in PACKAGED_RESULTS.iterdir() if (p / "results.json").exists())
+
+
 def load_results(path) -> ExperimentResults:
-    """Read a results folder (or its ``results.json``) written by :meth:`ExperimentResults.save`.
+    """Read results written by :meth:`ExperimentResults.save`: a folder, its ``results.json``,
+    or the *name* of results shipped with the package (see :func:`packaged_results`), e.g.
+    ``load_results("mnist5k-lowdata")``.
 
     Raises:
-        FileNotFoundError: no results there.
+        FileNotFoundError: no results there (the message lists the packaged names).
         ValueError: the file is not an atkd_lite results file.
     """
     path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (PACKAGED_RESULTS / path).exists():
+        path = PACKAGED_RESULTS / path
     if path.is_dir():
         path = path / "results.json"
     if not path.exists():
-        raise FileNotFoundError(f"no results at {path}; run `atkd-lite reproduce` to make them")
+        raise FileNotFoundError(
+            f"no results at {path}; run `atkd-lite reproduce` to make them, or load one "
+            f"shipped with the package by name: {', '.join(packaged_results()) or 'none'}")
     try:
         blob = json.loads(path.read_text())
     except json.JSONDecodeError as err:

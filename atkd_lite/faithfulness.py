@@ -362,11 +362,7 @@ def load_faithfulness(name="cluttered-faithfulness") -> ExperimentResults:
     Raises:
         FileNotFoundError: no such results; ValueError: results without map scores.
     """
-    path = Path(name)
-    packaged = Path(__file__).resolve().parent / "_results" / str(name)
-    if not path.exists() and packaged.exists():
-        path = packaged
-    res = load_results(path)
+    res = load_results(name)
     if "faithfulness" not in res.teacher and not any("faithfulness" in r for r in res.runs):
         raise ValueError(f"{name} holds no map scores; make them with run_faithfulness()")
     return res

@@ -42,6 +42,18 @@ __all__ = [
     "learning_curves",
     "map_overlays",
     "to_image",
+    # chapter "Attention maps"
+    "attribution_grid",
+    "deletion_curves",
+    # chapters "Teacher and student" and "Knowledge distillation"
+    "class_probabilities",
+    "confusion_heatmap",
+    "footprint_bars",
+    "seed_curves",
+    "temperature_bars",
+    # chapters "Do the maps look at the right place?" and "Efficiency"
+    "score_bars",
+    "tradeoff_plot",
 ]
 
 #: colour map for signed values (filters, filter responses): blue < 0 < red
@@ -530,4 +542,536 @@ def bar_chart(values: Mapping[str, float], errors: Mapping[str, float] | None = 
     ax.grid(axis="y", alpha=0.3)
     if len(labels) > 5:
         ax.tick_params(axis="x", labelrotation=30)
+    return _finish(fig, title)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter "Attention maps": deletion curves, and maps drawn with Captum's visualisation
+
+def deletion_curves(curves: Mapping[str, object], fractions: Sequence[float],
+                    title: str | None = None, size: tuple[float, float] = (7.5, 3.4),
+                    highlight: Sequence[str] = ()) -> Figure:
+    """Accuracy against the fraction of deleted pixels, one line per map.
+
+    Args:
+        curves: map name -> accuracies (0–1), one per fraction, e.g. from
+            :func:`atkd_lite.metrics.deletion_curve`.
+        fractions: the deleted fractions (0–1), shared by all curves.
+        title: figure title.
+        size: figure size in inches.
+        highlight: names drawn dashed in grey (e.g. a random baseline).
+
+    Returns:
+        Figure: a single axis; the legend gives each curve's area under the curve (the
+        mean accuracy over the fractions: lower means the map found the evidence sooner).
+
+    Examples::
+
+        >>> from atkd_lite.viz import deletion_curves
+        >>> fig = deletion_curves({"fma": [0.99, 0.6, 0.2], "random": [0.99, 0.97, 0.9]},
+        ...                       [0.0, 0.1, 0.3], highlight=["random"])
+        >>> [line.get_label() for line in fig.axes[0].get_lines()]
+        ['fma (AUC 0.53)', 'random (AUC 0.95)']
+    """
+    if not curves:
+        raise ValueError("no curves to plot; give {name: accuracies}")
+    xs = 100 * np.asarray(list(fractions), dtype=float)
+    fig, ax = plt.subplots(figsize=size)
+    plt.close(fig)
+    for name, accs in curves.items():
+        a = _numpy(accs).astype(float).ravel()
+        if a.shape != xs.shape:
+            raise ValueError(f"curve {name!r} has {a.size} values for {xs.size} fractions")
+        span = xs[-1] - xs[0]
+        # trapezoid rule by hand: np.trapezoid is numpy >= 2 only, np.trapz is gone in 2.4
+        auc = float(((a[1:] + a[:-1]) / 2 * np.diff(xs)).sum() / span) if span > 0 else float(a[0])
+        style = {"color": "0.5", "ls": "--"} if name in highlight else {}
+        ax.plot(xs, 100 * a, marker="o", ms=3, label=f"{name} (AUC {auc:.2f})", **style)
+    ax.set_xlabel("most-attended pixels deleted (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the curves
+    return _finish(fig, title)
+
+
+def attribution_grid(images, rows: Mapping[str, object], titles: Sequence[str] | None = None,
+                     size: float = 1.5, title: str | None = None, cmap: str = "inferno",
+                     alpha: float = 0.7) -> Figure:
+    """Maps of several methods over the same images, drawn by Captum's visualisation.
+
+    Each panel is ``captum.attr.visualization.visualize_image_attr(map, image,
+    method="blended_heat_map", sign="absolute_value")``: the image in grey with the map
+    blended over it, Captum's own way of showing an attribution (it clips the top 2 % of
+    values, so a single hot pixel does not wash out the rest).  Captum's default colour
+    map for absolute values (``Blues``) nearly vanishes over white strokes, hence
+    ``inferno`` at a higher opacity by default.
+
+    Args:
+        images: (N, C, H, W) images.
+        rows: row name (the method) -> maps for the N images, (N, H, W) or (N, 1, H, W).
+        titles: one title per column (image).
+        size: inches per panel.
+        title: figure title.
+        cmap: colour map of the attribution (passed to Captum).
+        alpha: opacity of the attribution over the image (Captum's ``alpha_overlay``).
+
+    Returns:
+        Figure: len(rows) × N panels; each row is labelled with its method.
+    """
+    from captum.attr import visualization as captum_viz
+
+    ims = _numpy(images)
+    if ims.ndim != 4:
+        raise ValueError(f"images must be a batch (N, C, H, W), got shape {ims.shape}")
+    n = len(ims)
+    if not rows:
+        raise ValueError("give at least one row: {method: maps}")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{len(titles)} titles for {n} images; give one per image")
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 0.6, size * len(rows)
+                                                    + (0.4 if title else 0)), squeeze=False)
+    plt.close(fig)
+    for r, (name, maps) in enumerate(rows.items()):
+        m = _numpy(maps)
+        if m.ndim == 4 and m.shape[1] == 1:
+            m = m[:, 0]
+        if m.shape != (n, *ims.shape[2:]):
+            raise ValueError(f"row {name!r}: need maps shaped {(n, *ims.shape[2:])}, "
+                             f"got {m.shape}")
+        for j in range(n):
+            ax = axes[r, j]
+            image = np.moveaxis(ims[j], 0, -1)  # Captum wants (H, W, C)
+            if np.abs(m[j]).max() > 0:
+                captum_viz.visualize_image_attr(m[j][..., None], image, method="blended_heat_map",
+                                                sign="absolute_value", plt_fig_axis=(fig, ax),
+                                                use_pyplot=False, cmap=cmap,
+                                                alpha_overlay=alpha)
+            else:  # Captum cannot normalise an all-zero map: show the image alone
+                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.axis("on")
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j == 0:
+                ax.set_ylabel(str(name), fontsize=9)
+            if r == 0 and titles is not None:
+                ax.set_title(str(titles[j]), fontsize=9)
+    return _finish(fig, title)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapters "Teacher and student" and "Knowledge distillation": model footprints,
+# confusion matrices, soft targets at several temperatures, curves over seeds
+
+#: how footprint_bars labels the entries of atkd_lite.footprint.footprint
+FOOTPRINT_LABELS = {
+    "parameters": "parameters",
+    "size_kb": "size (kB)",
+    "multiply_adds": "multiply-adds per image",
+    "latency_ms": "CPU latency per image (ms)",
+}
+
+
+def _short(v: float) -> str:
+    """1234567 -> '1.23M', 6274 -> '6.27k', 0.5 -> '0.5'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def footprint_bars(footprints: Mapping[str, Mapping[str, float]],
+                   metrics: Sequence[str] | None = None, log: bool = True,
+                   size: tuple[float, float] | None = None, title: str | None = None) -> Figure:
+    """One panel per metric (parameters, size, multiply-adds, latency), one bar per model.
+
+    Under each bar after the first: its value as a fraction (``1/46``) or a multiple
+    (``3×``) of the first model's.
+
+    Args:
+        footprints: model name -> dict of metrics, e.g. from
+            :func:`atkd_lite.footprint.footprint`.
+        metrics: which metrics to draw (default: all of the first model's, in order).
+        log: logarithmic y axes (the models differ by orders of magnitude).
+        size: figure size (default: 2.6 inches per panel).
+        title: figure title.
+
+    Returns:
+        Figure: one axis per metric.
+
+    Examples::
+
+        >>> from atkd_lite.viz import footprint_bars
+        >>> fig = footprint_bars({"teacher": {"parameters": 288170},
+        ...                       "student": {"parameters": 6274}})
+        >>> fig.axes[0].get_title()
+        'parameters'
+    """
+    if not footprints:
+        raise ValueError("no models to compare; give {name: {metric: value}}")
+    names = list(footprints)
+    metrics = list(metrics or footprints[names[0]])
+    missing = [(n, m) for n in names for m in metrics if m not in footprints[n]]
+    if missing:
+        raise ValueError(f"missing values (model, metric): {missing}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=size or (2.6 * len(metrics), 3.0),
+                             squeeze=False)
+    plt.close(fig)
+    for ax, metric in zip(axes[0], metrics):
+        values = np.asarray([float(footprints[n][metric]) for n in names])
+        bars = ax.bar(names, values, color=[f"C{i}" for i in range(len(names))])
+        ratios = [_short(v) if i == 0 or values[0] == 0 or v == 0 else
+                  f"{_short(v)}\n(1/{values[0] / v:.3g})" if v < values[0] else
+                  f"{_short(v)}\n({v / values[0]:.3g}×)" for i, v in enumerate(values)]
+        ax.bar_label(bars, labels=ratios, fontsize=8, padding=2)
+        if log and (values > 0).all():
+            ax.set_yscale("log")
+            ax.set_ylim(values.min() / 3, values.max() * 8)
+        else:
+            ax.margins(y=0.3)
+        ax.set_title(FOOTPRINT_LABELS.get(metric, metric), fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, title)
+
+
+def confusion_heatmap(cm, classes: Sequence[str] | None = None, title: str | None = None,
+                      percent: bool | None = None, hide_diagonal: bool = False,
+                      size: float = 4.2, cmap: str = "Blues") -> Figure:
+    """A confusion matrix (rows: true class, columns: predicted class) with its numbers.
+
+    Args:
+        cm: ``(K, K)`` counts (:func:`atkd_lite.predictions.confusion_matrix`) or
+            probabilities (:func:`atkd_lite.predictions.soft_confusion`).
+        classes: class names (default ``0 … K-1``).
+        title: figure title.
+        percent: write cells as percentages (default: when ``cm`` is not integer).
+        hide_diagonal: leave the diagonal blank and colour only the off-diagonal cells,
+            so that the (small) confusions are visible next to a large diagonal.
+        size: figure width and height in inches.
+        cmap: colour map.
+
+    Returns:
+        Figure: a single axis; zero cells are left blank.
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.viz import confusion_heatmap
+        >>> fig = confusion_heatmap(torch.tensor([[5, 1], [0, 4]]))
+        >>> fig.axes[0].get_ylabel()
+        'true class'
+    """
+    a = _numpy(cm).astype(float)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"need a square (K, K) matrix, got shape {a.shape}")
+    k = a.shape[0]
+    classes = [str(c) for c in (classes if classes is not None else range(k))]
+    if len(classes) != k:
+        raise ValueError(f"{len(classes)} class names for a {k}×{k} matrix")
+    if percent is None:
+        percent = not np.allclose(a, np.round(a))
+    shown = a.copy()
+    if hide_diagonal:
+        np.fill_diagonal(shown, np.nan)
+    fig, ax = plt.subplots(figsize=(size, size))
+    plt.close(fig)
+    vmax = float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0
+    ax.imshow(np.where(shown > 0, shown, np.nan), cmap=cmap, vmin=0, vmax=vmax or 1.0)
+    for i in range(k):
+        for j in range(k):
+            v = shown[i, j]
+            if not np.isfinite(v) or v <= 0:
+                continue
+            text = f"{100 * v:.0f}" if percent else f"{v:.0f}"
+            if percent and 100 * v < 0.5:
+                continue  # "0" would be noise
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if v > 0.6 * vmax else "black")
+    ax.set_xticks(range(k), classes, fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted class" + (" (%)" if percent else ""))
+    ax.set_ylabel("true class")
+    return _finish(fig, title)
+
+
+def _prob_bars(ax, probs: np.ndarray, classes: Sequence[str], highlight: int | None,
+               ymax: float | None = 1.0) -> None:
+    colors = ["C1" if c == highlight else "C0" for c in range(len(probs))]
+    ax.bar(range(len(probs)), probs, color=colors)
+    ax.set_xticks(range(len(probs)), classes, fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    if ymax is not None:
+        ax.set_ylim(0, ymax)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def temperature_bars(logits, temperatures: Sequence[float], image=None, label: int | None = None,
+                     classes: Sequence[str] | None = None, size: float = 2.2,
+                     title: str | None = None) -> Figure:
+    """``softmax(z / T)`` of one example's logits ``z`` for several temperatures T.
+
+    Args:
+        logits: ``(K,)`` logits of one example.
+        temperatures: the T values, one panel each.
+        image: optional image of the example, drawn first.
+        label: optional true class, drawn in a second colour.
+        classes: class names (default ``0 … K-1``).
+        size: inches per panel.
+        title: figure title.
+
+    Returns:
+        Figure: (image panel and) one bar panel per temperature, titled with T and the
+        entropy of the distribution in bits.
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.viz import temperature_bars
+        >>> fig = temperature_bars(torch.tensor([4.0, 1.0, 0.0]), [1, 10])
+        >>> len(fig.axes)
+        2
+    """
+    z = _numpy(logits).astype(float)
+    if z.ndim == 2 and z.shape[0] == 1:
+        z = z[0]
+    if z.ndim != 1:
+        raise ValueError(f"give the logits of one example, shaped (K,), got {z.shape}")
+    temps = [float(t) for t in temperatures]
+    if not temps or min(temps) <= 0:
+        raise ValueError(f"temperatures must be positive numbers, got {temperatures!r}")
+    classes = [str(c) for c in (classes if classes is not None else range(len(z)))]
+    n = len(temps) + (image is not None)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size * 0.95), squeeze=False)
+    plt.close(fig)
+    axes = list(axes[0])
+    if image is not None:
+        ax = axes.pop(0)
+        ax.imshow(to_image(_numpy(image)), cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("input" if label is None else f"label {classes[label]}", fontsize=9)
+    for ax, t in zip(axes, temps):
+        p = np.exp((z - z.max()) / t)
+        p /= p.sum()
+        entropy = -(p * np.log2(np.clip(p, 1e-300, None))).sum()
+        _prob_bars(ax, p, classes, label)
+        ax.set_title(f"T = {t:g}  (entropy {entropy:.2f} bits)", fontsize=8)
+    return _finish(fig, title)
+
+
+def class_probabilities(images, probs, labels: Sequence[int] | None = None,
+                        classes: Sequence[str] | None = None,
+                        titles: Sequence[str] | None = None, size: float = 1.9,
+                        title: str | None = None, ymax: float | None = 1.0) -> Figure:
+    """Images with a model's class probabilities underneath (one column per image).
+
+    Args:
+        images: ``(N, C, H, W)`` / ``(N, H, W)`` images.
+        probs: ``(N, K)`` probabilities.
+        labels: true classes, drawn in a second colour.
+        classes: class names (default ``0 … K-1``).
+        titles: one title per image.
+        size: inches per column.
+        title: figure title.
+        ymax: upper limit of the probability axes (None: each its own).
+
+    Returns:
+        Figure: two rows (images, bars) of N axes.
+    """
+    ims = _as_list(images)
+    p = _numpy(probs).astype(float)
+    if p.ndim != 2 or len(p) != len(ims):
+        raise ValueError(f"need probabilities shaped ({len(ims)}, K), got {p.shape}")
+    for name, seq in (("labels", labels), ("titles", titles)):
+        if seq is not None and len(seq) != len(ims):
+            raise ValueError(f"{len(seq)} {name} for {len(ims)} images; give one per image")
+    classes = [str(c) for c in (classes if classes is not None else range(p.shape[1]))]
+    n = len(ims)
+    fig, axes = plt.subplots(2, n, figsize=(size * n, 2 * size + 0.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.1, 1]})
+    plt.close(fig)
+    for i in range(n):
+        ax = axes[0, i]
+        ax.imshow(ims[i], cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+        _prob_bars(axes[1, i], p[i], classes, None if labels is None else int(labels[i]), ymax)
+    return _finish(fig, title)
+
+
+def seed_curves(groups: Mapping[str, Sequence[Sequence[float]]], ylabel: str = "test accuracy (%)",
+                title: str | None = None, percent: bool = True,
+                size: tuple[float, float] = (5.5, 3.2), ylim: tuple[float, float] | None = None
+                ) -> Figure:
+    """Per group: the mean curve over seeds, with the range of the seeds as a band.
+
+    Args:
+        groups: name -> one sequence of per-epoch values per seed (e.g. the test
+            accuracies of each seed's run).
+        ylabel: axis label.
+        title: figure title.
+        percent: multiply the values by 100.
+        size: figure size in inches.
+        ylim: y-axis limits.
+
+    Returns:
+        Figure: a single axis, one line and band per group.
+
+    Examples::
+
+        >>> from atkd_lite.viz import seed_curves
+        >>> fig = seed_curves({"student": [[0.5, 0.8], [0.6, 0.9]]})
+        >>> [line.get_label() for line in fig.axes[0].get_lines()]
+        ['student (2 seeds)']
+    """
+    if not groups:
+        raise ValueError("no runs to plot; give {name: [values per epoch, per seed]}")
+    fig, ax = plt.subplots(figsize=size)
+    plt.close(fig)
+    for i, (name, runs) in enumerate(groups.items()):
+        lengths = {len(r) for r in runs}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(f"the runs of {name!r} must have the same, non-zero number of "
+                             f"epochs, got {sorted(lengths)}")
+        a = np.asarray(runs, dtype=float) * (100 if percent else 1)
+        epochs = np.arange(1, a.shape[1] + 1)
+        ax.plot(epochs, a.mean(0), color=f"C{i}", marker="o", ms=3,
+                label=f"{name} ({len(a)} seed{'s' if len(a) > 1 else ''})")
+        ax.fill_between(epochs, a.min(0), a.max(0), color=f"C{i}", alpha=0.2, lw=0)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, title)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapters "Do the maps look at the right place?" and "Efficiency": map scores per model
+# and map kind, and the size/latency/accuracy trade-off
+
+def score_bars(scores: Mapping[str, Mapping[str, float]],
+               errors: Mapping[str, Mapping[str, float]] | None = None,
+               ylabel: str = "", chance: float | None = None, title: str | None = None,
+               size: tuple[float, float] | None = None, percent: bool = True,
+               group_labels: Mapping[str, str] | None = None) -> Figure:
+    """Grouped bars: one group per map kind, one bar per model (e.g. energy in the box).
+
+    Args:
+        scores: model -> {group (map kind) -> value}; models are drawn in the given order.
+        errors: optional model -> {group -> error bar half-width} (e.g. std over seeds).
+        ylabel: axis label.
+        chance: draw a dashed line at this value (the chance level), if given.
+        title: figure title.
+        size: figure size in inches (default grows with the number of groups).
+        percent: multiply values (and errors, chance) by 100.
+        group_labels: optional group -> label on the x axis.
+
+    Returns:
+        Figure: a single axis with a legend of the models.
+
+    Examples::
+
+        >>> from atkd_lite.viz import score_bars
+        >>> fig = score_bars({"teacher": {"fma": 0.9, "ig": 0.7},
+        ...                   "student": {"fma": 0.8, "ig": 0.6}}, chance=0.1)
+        >>> len(fig.axes[0].patches)
+        4
+    """
+    if not scores:
+        raise ValueError("no scores to plot; give {model: {kind: value}}")
+    models = list(scores)
+    groups = list(dict.fromkeys(g for m in models for g in scores[m]))
+    k = 100.0 if percent else 1.0
+    fig, ax = plt.subplots(figsize=size or (1.6 + 1.25 * len(groups), 3.4))
+    plt.close(fig)
+    width = 0.8 / len(models)
+    xs = np.arange(len(groups))
+    others = iter(range(10**6))
+    for i, model in enumerate(models):
+        vals = [k * scores[model].get(g, np.nan) for g in groups]
+        err = None
+        if errors is not None and model in errors:
+            err = [k * errors[model].get(g, 0.0) for g in groups]
+        special = {"teacher": "0.15", "student": "0.6"}
+        color = special.get(model) or f"C{next(others) % 10}"
+        ax.bar(xs + (i - (len(models) - 1) / 2) * width, vals, width, yerr=err,
+               label=str(model), color=color, capsize=2, error_kw={"lw": 0.8})
+    if chance is not None:
+        ax.axhline(k * chance, color="k", ls="--", lw=1, label="chance")
+    labels = [group_labels.get(g, g) for g in groups] if group_labels else groups
+    ax.set_xticks(xs, labels, rotation=20 if len(groups) > 4 else 0, ha="right"
+                  if len(groups) > 4 else "center", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(len(models) + 1, 4), loc="upper left",
+              bbox_to_anchor=(0, -0.22 if len(groups) > 4 else -0.12))
+    fig.tight_layout()
+    return _finish(fig, title)
+
+
+def tradeoff_plot(points: Sequence[Mapping[str, object]], x: str = "latency_ms",
+                  y: str = "accuracy", xlabel: str | None = None,
+                  ylabel: str = "test accuracy (%)", logx: bool = True,
+                  title: str | None = None, size: tuple[float, float] = (5.5, 3.6),
+                  lines: bool = True) -> Figure:
+    """Accuracy against a cost (latency, parameters, bytes), one labelled point per model.
+
+    Args:
+        points: dicts with ``name``, the ``x`` key, the ``y`` key (a fraction, shown in
+            %), optionally ``y + "_std"`` (error bar) and ``group`` (points of one group
+            share a colour and are joined by a line, e.g. one method across sizes).
+        x, y: the keys to plot.
+        xlabel, ylabel: axis labels (xlabel defaults to ``x``).
+        logx: logarithmic x axis (costs span orders of magnitude).
+        title: figure title.
+        size: figure size in inches.
+        lines: join the points of a group (False: a plain scatter plot).
+
+    Returns:
+        Figure: a single axis.
+
+    Examples::
+
+        >>> from atkd_lite.viz import tradeoff_plot
+        >>> fig = tradeoff_plot([{"name": "tiny", "latency_ms": 0.1, "accuracy": 0.9},
+        ...                      {"name": "teacher", "latency_ms": 1.0, "accuracy": 0.99}])
+        >>> [t.get_text() for t in fig.axes[0].texts]
+        ['tiny', 'teacher']
+    """
+    if not points:
+        raise ValueError("no points to plot; give [{'name': ..., x: ..., y: ...}]")
+    fig, ax = plt.subplots(figsize=size)
+    plt.close(fig)
+    groups = list(dict.fromkeys(p.get("group", p["name"]) for p in points))
+    labelled: set[str] = set()
+    for gi, g in enumerate(groups):
+        pts = [p for p in points if p.get("group", p["name"]) == g]
+        xs = [float(p[x]) for p in pts]
+        ys = [100 * float(p[y]) for p in pts]
+        err = [100 * float(p.get(f"{y}_std", 0.0)) for p in pts]
+        ax.errorbar(xs, ys, yerr=err, marker="o", ms=5, capsize=3, lw=1,
+                    ls="-" if lines and len(pts) > 1 else "none", color=f"C{gi % 10}",
+                    label=str(g))
+        for p, xv, yv in zip(pts, xs, ys):
+            if str(p["name"]) not in labelled:  # one label per name (groups share names)
+                labelled.add(str(p["name"]))
+                ax.annotate(str(p["name"]), (xv, yv), textcoords="offset points",
+                            xytext=(5, -10), fontsize=8)
+    if logx:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    if len(groups) > 1:
+        ax.legend(fontsize=8, loc="lower right")
     return _finish(fig, title)

@@ -30,7 +30,8 @@ from matplotlib.figure import Figure
 
 from atkd_lite import viz
 
-__all__ = ["Explorer", "explore", "filter_explorer", "widgets_available"]
+__all__ = ["Explorer", "explore", "filter_explorer", "temperature_explorer",
+           "widgets_available"]
 
 
 def widgets_available() -> bool:
@@ -215,3 +216,72 @@ def filter_explorer(images, kernels: Mapping[str, object], image: int = 0,
 
     options = {"image": range(len(arrays)), "kernel": names}
     return Explorer(draw, options, {"image": image, "kernel": kernel}, interactive=interactive)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter "Knowledge distillation": soft targets at a chosen temperature
+
+def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 16, 32),
+                         image: int = 0, T: float | None = None, classes=None,
+                         interactive: bool | None = None) -> Explorer:
+    """Pick an example and a temperature T; see ``softmax(z / T)`` of its logits ``z``.
+
+    A slider over the given temperatures (a ``SelectionSlider`` in a live kernel) and one
+    over the examples. The static figure is :func:`atkd_lite.viz.temperature_bars` for
+    the default example and temperature.
+
+    Args:
+        logits: ``(N, K)`` logits (e.g. the teacher's, from :func:`atkd_lite.predict`).
+        images: the N images (drawn next to the bars).
+        labels: optional true classes, highlighted in the bars.
+        temperatures: the values of T the slider offers.
+        image: the example shown by default.
+        T: the temperature shown by default (default: the first).
+        classes: class names.
+        interactive: show controls (None: when :func:`widgets_available`).
+
+    Returns:
+        Explorer
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.widgets import temperature_explorer
+        >>> ex = temperature_explorer(torch.randn(3, 10), torch.rand(3, 1, 28, 28),
+        ...                           interactive=False)
+        >>> ex.values
+        {'image': 0, 'T': 1}
+    """
+    z = viz._numpy(logits)
+    arrays = viz._as_list(images)
+    if z.ndim != 2 or len(z) != len(arrays):
+        raise ValueError(f"need logits shaped ({len(arrays)}, K) for {len(arrays)} images, "
+                         f"got {z.shape}")
+    temps = list(temperatures)
+    if not temps or min(temps) <= 0:
+        raise ValueError(f"temperatures must be positive numbers, got {temperatures!r}")
+    T = temps[0] if T is None else T
+    if T not in temps:
+        raise ValueError(f"T={T!r} is not one of the temperatures {temps}")
+    if not 0 <= image < len(arrays):
+        raise ValueError(f"image={image} is out of range for {len(arrays)} images")
+    labels = None if labels is None else [int(v) for v in labels]
+
+    def draw(image: int, T: float) -> Figure:
+        return viz.temperature_bars(z[image], [T], image=arrays[image],
+                                    label=None if labels is None else labels[image],
+                                    classes=classes, size=2.6)
+
+    t_option: object = temps
+    if interactive is None:
+        interactive = widgets_available()
+    if interactive:
+        try:  # a slider reads better than a dropdown for an ordered quantity
+            import ipywidgets as w
+
+            t_option = w.SelectionSlider(options=temps, value=T, description="T",
+                                         continuous_update=False)
+        except Exception:  # widgets are an extra: the Explorer falls back by itself
+            t_option = temps
+    options = {"image": range(len(arrays)), "T": t_option}
+    return Explorer(draw, options, {"image": image, "T": T}, interactive=interactive)

@@ -95,3 +95,17 @@ def test_cli_bad_arguments(capsys):
         main(["reproduce", "--seeds", "a,b", "--no-progress"])
     assert err.value.code == 2
     assert "comma-separated" in capsys.readouterr().err
+
+
+def test_committed_results_load_by_name_and_are_well_formed():
+    from atkd_lite.experiments import load_results, packaged_results
+
+    names = packaged_results()
+    assert "mnist5k-lowdata" in names
+    for name in names:
+        res = load_results(name)
+        assert res.provenance.get("command") and res.provenance.get("date")
+        for row in res.summary():
+            assert 0.0 <= row["mean"] <= 1.0
+    with pytest.raises(FileNotFoundError, match="mnist5k-lowdata"):
+        load_results("no-such-results")
