@@ -80,6 +80,6 @@ def __dir__():
 # the submodule binds the package attribute to the module; importing the function here,
 # once, makes ``ak.distill`` the function for good: later imports of ``atkd_lite.distill``
 # find the module in sys.modules and leave the attribute alone.
-from atkd_lite.distill import distill  # noqa: E402
+from atkd_lite.distill import distill  # noqa: E402, F401
 
 __all__ = sorted([*_LAZY, "distill"]) + ["__version__"]

@@ -332,14 +332,17 @@ def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
 # ---------------------------------------------------------------------------------------
 # batching
 
-def random_shift(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+def random_shift(x: torch.Tensor, shifts: torch.Tensor, max_shift: int | None = None) -> torch.Tensor:
     """Translate every image of ``x`` (B, C, H, W) by its own ``shifts[b] = (dy, dx)`` pixels.
 
     Pixels shifted in are zero. Runs as one gather on the tensor's device (no Python loop
-    over samples), so it is cheap on a GPU.
+    over samples), so it is cheap on a GPU. Pass ``max_shift`` (a bound on ``|shifts|``) to
+    avoid reading the shifts back to the host.
     """
     b, _, h, w = x.shape
-    pad = int(shifts.abs().max().item()) if shifts.numel() else 0
+    if max_shift is None:
+        max_shift = int(shifts.abs().max().item()) if shifts.numel() else 0
+    pad = int(max_shift)
     if pad == 0:
         return x
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
@@ -406,7 +409,8 @@ class DeviceBatcher:
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.images[idx].float().div_(255.0)
             if shifts is not None:
-                x = random_shift(x, shifts[i * self.batch_size:(i + 1) * self.batch_size])
+                x = random_shift(x, shifts[i * self.batch_size:(i + 1) * self.batch_size],
+                                 self.augment)
             yield x, self.labels[idx], idx
 
 

@@ -47,7 +47,14 @@ from atkd_lite.losses.attention import FORMS, attention_loss
 from atkd_lite.losses.kd import kd_loss
 from atkd_lite.models import count_parameters
 from atkd_lite.saliency import saliency_map
-from atkd_lite.train import History, autocast_context, evaluate, get_device, seed_everything
+from atkd_lite.train import (
+    History,
+    autocast_context,
+    evaluate,
+    get_device,
+    make_optimizer,
+    seed_everything,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -503,13 +510,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             distiller.setup(x_probe)
         batches = make_batches(train_data, batch_size, shuffle=True, device=dev, seed=seed,
                                augment=augment)
-        opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
-        total_steps = epochs * len(batches)
-        if total_steps >= 8:
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps,
-                                                        pct_start=0.25)
-        else:  # OneCycle needs a few steps per phase; tiny smoke runs keep lr constant
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        opt, sched = make_optimizer(student, lr, weight_decay, epochs * len(batches),
+                                    schedule="onecycle")
         use_scaler = dev.type == "cuda" and amp is not False and not torch.cuda.is_bf16_supported()
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         history = History()

@@ -54,7 +54,9 @@ def _targets(target, logits: torch.Tensor) -> torch.Tensor:
                 f"target has {t.numel()} entries but the batch has {batch}; "
                 "give one class index per sample (or a single int for all)"
             )
-    if bool(((t < 0) | (t >= classes)).any()):
+    # the range check needs the values on the host: do it for CPU tensors only, so a CUDA
+    # training step has no sync here (an out-of-range index still fails in the gather)
+    if t.device.type == "cpu" and bool(((t < 0) | (t >= classes)).any()):
         raise ValueError(f"target class indices must be in [0, {classes - 1}]; got {t.tolist()}")
     return t
 

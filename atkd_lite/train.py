@@ -190,11 +190,25 @@ def evaluate(model: nn.Module, data, batch_size: int = 512, device=None) -> floa
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int,
-                   warmup: float = 0.25):
-    """AdamW with a one-cycle schedule: linear warm-up over ``warmup`` of the steps, then
-    cosine decay to zero. Returns ``(optimizer, scheduler)``; call ``scheduler.step()`` after
-    every optimiser step. Works for any ``total_steps >= 1``."""
+                   warmup: float = 0.25, schedule: str = "warmup-cosine"):
+    """AdamW and its learning-rate schedule; returns ``(optimizer, scheduler)``.
+
+    Call ``scheduler.step()`` after every optimiser step. Two schedules:
+
+    - ``"warmup-cosine"`` (teacher training): linear warm-up over ``warmup`` of the steps,
+      then cosine decay to zero; works for any ``total_steps >= 1``;
+    - ``"onecycle"`` (distillation, as tuned by ``benchmarks/tune_defaults.py``): PyTorch's
+      :class:`~torch.optim.lr_scheduler.OneCycleLR`; it needs a few steps per phase, so runs
+      of fewer than 8 steps (smoke tests) keep the learning rate constant.
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if schedule == "onecycle":
+        if total_steps >= 8:
+            return opt, torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=lr, total_steps=total_steps, pct_start=warmup)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    if schedule != "warmup-cosine":
+        raise ValueError(f"unknown schedule {schedule!r}; use 'warmup-cosine' or 'onecycle'")
     warm = max(1, int(warmup * total_steps))
 
     def factor(step: int) -> float:
