@@ -29,12 +29,16 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from atkd_lite.cache import TeacherCache
-from atkd_lite.data import load_dataset
-from atkd_lite.distill import METHODS, distill
-from atkd_lite.experiments import ExperimentResults, load_results, provenance
-from atkd_lite.models import count_parameters, cpu_latency, model_size_bytes, student_cnn
-from atkd_lite.train import evaluate, get_device, pretrained_teacher, seed_everything
+from atkd_lite.distill import METHODS
+from atkd_lite.experiments import (
+    ExperimentResults,
+    distill_run,
+    load_results,
+    prepare_experiment,
+    simple_settings,
+    teacher_cache_for,
+)
+from atkd_lite.models import count_parameters, cpu_latency, model_size_bytes
 
 __all__ = ["SIZES", "load_sizes", "model_costs", "run_sizes", "size_summary"]
 
@@ -102,51 +106,27 @@ def run_sizes(dataset: str = "mnist5k", sizes: Sequence[str] = SIZES,
         raise ValueError(f"sizes from {list(SIZES)}, methods from {list(METHODS)} and at least "
                          f"one seed, please (got sizes={list(sizes)}, methods={list(methods)}, "
                          f"seeds={list(seeds)})")
-    t_start = time.perf_counter()
-    dev = get_device(device)
-    prov = provenance(command, dev)
-    train = load_dataset(dataset, "train")
-    test = load_dataset(dataset, "test")
-    if per_class is not None:
-        train = train.per_class(per_class, seed=data_seed)
-    teacher_meta: dict = {}
-    if teacher is None:
-        teacher, meta = pretrained_teacher(dataset, epochs=teacher_epochs, device=dev,
-                                           progress=progress)
-        teacher_meta = {"source": "pretrained_teacher", "epochs": teacher_epochs,
-                        "recipe_key": meta.get("recipe_key")}
-    teacher.to(dev).eval()
-    kinds = sorted({METHODS[m][0] for m in methods} & {"fma", "mip", "sals"})
+    setup = prepare_experiment(dataset, per_class, data_seed, teacher, teacher_epochs, device,
+                               progress, command)
+    train, test, t_start = setup.train, setup.test, setup.t_start
     t0 = time.perf_counter()
-    cache = TeacherCache.build(teacher, train, maps=kinds,
-                               at=any(METHODS[m][0] == "at" for m in methods),
-                               device=dev, progress=False)
+    cache = teacher_cache_for(setup, methods, **distill_kwargs)
     build_s = time.perf_counter() - t0
     settings = {"dataset": dataset, "train_name": train.name, "train_size": len(train),
                 "test_name": test.name, "test_size": len(test), "per_class": per_class,
                 "data_seed": data_seed, "student_size": "/".join(sizes), "sizes": list(sizes),
                 "epochs": epochs, "methods": list(methods), "seeds": list(seeds),
                 "cached": True, "cache_bytes": cache.nbytes(), "cache_build_s": build_s,
-                "distill": {k: v for k, v in distill_kwargs.items()
-                            if isinstance(v, (int, float, str, bool, type(None)))}}
-    results = ExperimentResults(settings=settings, provenance=prov, teacher={
-        "test_acc": evaluate(teacher, test, device=dev),
-        "parameters": count_parameters(teacher), **teacher_meta})
+                "distill": simple_settings(distill_kwargs)}
+    results = ExperimentResults(settings=settings, provenance=setup.provenance,
+                                teacher=setup.teacher_info)
     for size in sizes:
         for method in methods:
             for seed in seeds:
-                seed_everything(seed)
-                student = student_cnn(size, in_channels=train.in_channels,
-                                      num_classes=train.num_classes)
-                res = distill(teacher, student, train, test, method=method, epochs=epochs,
-                              seed=seed, cache=cache, device=dev, progress=False,
-                              **distill_kwargs)
-                results.runs.append({"method": f"{size}/{method}", "size": size,
-                                     "base_method": method, "seed": seed,
-                                     "test_acc": res.test_acc,
-                                     "parameters": res.student_parameters,
-                                     "time_per_epoch_s": res.time_per_epoch,
-                                     "params": res.params, "history": res.history.records})
+                res, record = distill_run(setup, method, seed, epochs, size, cache,
+                                          **distill_kwargs)
+                results.runs.append({**record, "method": f"{size}/{method}", "size": size,
+                                     "base_method": method})
                 if output_dir is not None:  # an interrupted run keeps its finished runs
                     results.provenance["wall_time_s"] = time.perf_counter() - t_start
                     results.save(output_dir)

@@ -287,6 +287,79 @@ def load_results(path) -> ExperimentResults:
 # ---------------------------------------------------------------------------------------
 # running
 
+@dataclass
+class ExperimentSetup:
+    """What every experiment starts from: data, teacher and provenance (see
+    :func:`prepare_experiment`)."""
+
+    device: torch.device
+    provenance: dict
+    train: object
+    test: object
+    teacher: torch.nn.Module
+    teacher_info: dict
+    t_start: float
+
+
+def prepare_experiment(dataset: str, per_class: int | None, data_seed: int, teacher,
+                       teacher_epochs: int, device, progress: bool,
+                       command: str | None) -> ExperimentSetup:
+    """Load the data (the low-data subset if ``per_class``), take or train the teacher, and
+    record provenance — the common start of :func:`run_experiment` and the experiments of
+    :mod:`atkd_lite.efficiency` and :mod:`atkd_lite.faithfulness`."""
+    t_start = time.perf_counter()
+    dev = get_device(device)
+    prov = provenance(command, dev)
+    train = load_dataset(dataset, "train")
+    test = load_dataset(dataset, "test")
+    if per_class is not None:
+        train = train.per_class(per_class, seed=data_seed)
+    teacher_meta: dict = {}
+    if teacher is None:
+        teacher, meta = pretrained_teacher(dataset, epochs=teacher_epochs, device=dev,
+                                           progress=progress)
+        teacher_meta = {"source": "pretrained_teacher", "epochs": teacher_epochs,
+                        "recipe_key": meta.get("recipe_key")}
+    teacher.to(dev).eval()
+    info = {"test_acc": evaluate(teacher, test, device=dev),
+            "parameters": count_parameters(teacher), **teacher_meta}
+    return ExperimentSetup(dev, prov, train, test, teacher, info, t_start)
+
+
+def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: bool = False,
+                      **distill_kwargs) -> TeacherCache:
+    """One :class:`~atkd_lite.cache.TeacherCache` with what ``methods`` need, built with the
+    same layer selection, map size and precision that ``distill_kwargs`` give distill."""
+    kinds = sorted({METHODS[m][0] for m in methods} & {"fma", "mip", "sals"})
+    return TeacherCache.build(
+        setup.teacher, setup.train, maps=kinds, at=any(METHODS[m][0] == "at" for m in methods),
+        device=setup.device, progress=progress, first=distill_kwargs.get("first", 2),
+        last=distill_kwargs.get("last", 2), size=distill_kwargs.get("size"),
+        amp=distill_kwargs.get("amp"))
+
+
+def distill_run(setup: ExperimentSetup, method: str, seed: int, epochs: int,
+                student_size: str = "small", cache: TeacherCache | None = None,
+                progress: bool = False, **distill_kwargs):
+    """Distil one fresh, seeded student; returns ``(DistillResult, run record)``."""
+    seed_everything(seed)
+    student = student_cnn(student_size, in_channels=setup.train.in_channels,
+                          num_classes=setup.train.num_classes)
+    res = distill(setup.teacher, student, setup.train, setup.test, method=method,
+                  epochs=epochs, seed=seed, cache=cache, device=setup.device,
+                  progress=progress, **distill_kwargs)
+    record = {"method": method, "seed": seed, "test_acc": res.test_acc,
+              "parameters": res.student_parameters, "time_per_epoch_s": res.time_per_epoch,
+              "params": res.params, "history": res.history.records}
+    return res, record
+
+
+def simple_settings(distill_kwargs: dict) -> dict:
+    """The JSON-friendly part of ``distill_kwargs`` (for a results file's settings)."""
+    return {k: v for k, v in distill_kwargs.items()
+            if isinstance(v, (int, float, str, bool, type(None)))}
+
+
 def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHODS,
                    seeds: Sequence[int] = (0, 1, 2), per_class: int | None = 100,
                    epochs: int = 15, student_size: str = "small", teacher=None,
@@ -324,52 +397,25 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
         raise ValueError("give at least one seed")
     if distill_kwargs.get("augment") and use_cache:
         raise ValueError("augmentation and the teacher cache do not mix; pass use_cache=False")
-    t_start = time.perf_counter()
-    dev = get_device(device)
-    prov = provenance(command, dev)
-    train = load_dataset(dataset, "train")
-    test = load_dataset(dataset, "test")
-    if per_class is not None:
-        train = train.per_class(per_class, seed=data_seed)
-    teacher_meta: dict = {}
-    if teacher is None:
-        teacher, meta = pretrained_teacher(dataset, epochs=teacher_epochs, device=dev,
-                                           progress=progress)
-        teacher_meta = {"source": "pretrained_teacher", "epochs": teacher_epochs,
-                        "recipe_key": meta.get("recipe_key")}
-    teacher.to(dev).eval()
-    teacher_info = {"test_acc": evaluate(teacher, test, device=dev),
-                    "parameters": count_parameters(teacher), **teacher_meta}
-    cache = None
-    if use_cache:
-        kinds = sorted({METHODS[m][0] for m in methods} & {"fma", "mip", "sals"})
-        needs_at = any(METHODS[m][0] == "at" for m in methods)
-        cache = TeacherCache.build(
-            teacher, train, maps=kinds, at=needs_at, device=dev, progress=progress,
-            first=distill_kwargs.get("first", 2), last=distill_kwargs.get("last", 2),
-            size=distill_kwargs.get("size"), amp=distill_kwargs.get("amp"))
+    setup = prepare_experiment(dataset, per_class, data_seed, teacher, teacher_epochs, device,
+                               progress, command)
+    train, test = setup.train, setup.test
+    cache = teacher_cache_for(setup, methods, progress, **distill_kwargs) if use_cache else None
     settings = {"dataset": dataset, "train_name": train.name, "train_size": len(train),
                 "test_name": test.name, "test_size": len(test), "per_class": per_class,
                 "data_seed": data_seed, "student_size": student_size, "epochs": epochs,
                 "methods": list(methods), "seeds": list(seeds), "cached": use_cache,
-                "distill": {k: v for k, v in distill_kwargs.items()
-                            if isinstance(v, (int, float, str, bool, type(None)))}}
-    results = ExperimentResults(settings=settings, teacher=teacher_info, provenance=prov)
+                "distill": simple_settings(distill_kwargs)}
+    results = ExperimentResults(settings=settings, teacher=setup.teacher_info,
+                                provenance=setup.provenance)
     for method in methods:
         for seed in seeds:
-            seed_everything(seed)
-            student = student_cnn(student_size, in_channels=train.in_channels,
-                                  num_classes=train.num_classes)
-            res = distill(teacher, student, train, test, method=method, epochs=epochs,
-                          seed=seed, cache=cache, device=dev, progress=progress,
-                          **distill_kwargs)
-            results.runs.append({"method": method, "seed": seed, "test_acc": res.test_acc,
-                                 "parameters": res.student_parameters,
-                                 "time_per_epoch_s": res.time_per_epoch,
-                                 "params": res.params, "history": res.history.records})
+            res, record = distill_run(setup, method, seed, epochs, student_size, cache,
+                                      progress, **distill_kwargs)
+            results.runs.append(record)
             if progress:
                 print(f"{method:8s} seed {seed}: test accuracy {100 * res.test_acc:.2f}%")
-    results.provenance["wall_time_s"] = time.perf_counter() - t_start
+    results.provenance["wall_time_s"] = time.perf_counter() - setup.t_start
     if output_dir is not None:
         results.save(output_dir)
     return results

@@ -51,14 +51,19 @@ import torch
 from torch import nn
 
 from atkd_lite.atcam import ATCam, normalize_maps
-from atkd_lite.cache import TeacherCache
 from atkd_lite.data import ImageSet, load_dataset
-from atkd_lite.distill import METHODS, distill
-from atkd_lite.experiments import ExperimentResults, load_results, provenance
+from atkd_lite.distill import METHODS
+from atkd_lite.experiments import (
+    ExperimentResults,
+    distill_run,
+    load_results,
+    prepare_experiment,
+    simple_settings,
+    teacher_cache_for,
+)
 from atkd_lite.metrics import box_mask, energy_in_box, pointing_game
-from atkd_lite.models import count_parameters, student_cnn
 from atkd_lite.saliency import saliency_map
-from atkd_lite.train import evaluate, get_device, pretrained_teacher, seed_everything
+from atkd_lite.train import get_device
 
 __all__ = [
     "MAP_KINDS",
@@ -280,54 +285,31 @@ def run_faithfulness(dataset: str = "cluttered", methods: Sequence[str] = DEFAUL
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if not seeds:
         raise ValueError("give at least one seed")
-    t_start = time.perf_counter()
-    dev = get_device(device)
-    prov = provenance(command, dev)
-    train = load_dataset(dataset, "train")
-    test = load_dataset(dataset, "test")
-    if test.boxes is None:
-        raise ValueError(f"{test.name} has no boxes; use dataset='cluttered'")
-    if per_class is not None:
-        train = train.per_class(per_class, seed=data_seed)
-    teacher_meta: dict = {}
-    if teacher is None:
-        teacher, meta = pretrained_teacher(dataset, epochs=teacher_epochs, device=dev,
-                                           progress=progress)
-        teacher_meta = {"source": "pretrained_teacher", "epochs": teacher_epochs,
-                        "recipe_key": meta.get("recipe_key")}
-    teacher.to(dev).eval()
+    if load_dataset(dataset, "test").boxes is None:
+        raise ValueError(f"{dataset} has no boxes; use dataset='cluttered'")
+    setup = prepare_experiment(dataset, per_class, data_seed, teacher, teacher_epochs, device,
+                               progress, command)
+    train, test, dev, t_start = setup.train, setup.test, setup.device, setup.t_start
     scored = scoring_subset(test, score_n)
-    teacher_info = {"test_acc": evaluate(teacher, test, device=dev),
-                    "parameters": count_parameters(teacher), **teacher_meta,
-                    "faithfulness": score_maps(teacher, scored, kinds, ig_steps=ig_steps,
+    teacher_info = {**setup.teacher_info,
+                    "faithfulness": score_maps(setup.teacher, scored, kinds, ig_steps=ig_steps,
                                                device=dev)}
-    map_kinds = sorted({METHODS[m][0] for m in methods} & {"fma", "mip", "sals"})
-    cache = TeacherCache.build(teacher, train, maps=map_kinds,
-                               at=any(METHODS[m][0] == "at" for m in methods),
-                               device=dev, progress=progress)
+    cache = teacher_cache_for(setup, methods, progress, **distill_kwargs)
     settings = {"dataset": dataset, "train_name": train.name, "train_size": len(train),
                 "test_name": test.name, "test_size": len(test), "per_class": per_class,
                 "data_seed": data_seed, "student_size": student_size, "epochs": epochs,
                 "methods": list(methods), "seeds": list(seeds), "cached": True,
                 "kinds": list(kinds), "score_n": len(scored), "ig_steps": ig_steps,
                 "chance": chance_scores(scored.boxes, scored.image_size),
-                "distill": {k: v for k, v in distill_kwargs.items()
-                            if isinstance(v, (int, float, str, bool, type(None)))}}
-    results = ExperimentResults(settings=settings, teacher=teacher_info, provenance=prov)
+                "distill": simple_settings(distill_kwargs)}
+    results = ExperimentResults(settings=settings, teacher=teacher_info,
+                                provenance=setup.provenance)
     for method in methods:
         for seed in seeds:
-            seed_everything(seed)
-            student = student_cnn(student_size, in_channels=train.in_channels,
-                                  num_classes=train.num_classes)
-            res = distill(teacher, student, train, test, method=method, epochs=epochs,
-                          seed=seed, cache=cache, device=dev, progress=False,
-                          **distill_kwargs)
+            res, record = distill_run(setup, method, seed, epochs, student_size, cache,
+                                      **distill_kwargs)
             scores = score_maps(res.student, scored, kinds, ig_steps=ig_steps, device=dev)
-            results.runs.append({"method": method, "seed": seed, "test_acc": res.test_acc,
-                                 "parameters": res.student_parameters,
-                                 "time_per_epoch_s": res.time_per_epoch,
-                                 "params": res.params, "history": res.history.records,
-                                 "faithfulness": scores})
+            results.runs.append({**record, "faithfulness": scores})
             if output_dir is not None:  # an interrupted experiment keeps its finished runs
                 results.provenance["wall_time_s"] = time.perf_counter() - t_start
                 results.save(output_dir)
