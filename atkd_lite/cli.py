@@ -181,6 +181,7 @@ def _add_distill_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``atkd-lite`` command line."""
     parser = argparse.ArgumentParser(
         prog="atkd-lite",
         description="Attention-guided knowledge distillation: train teachers, distil "
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line with argv (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]

@@ -107,8 +107,8 @@ METHODS: dict[str, tuple[str | None, bool]] = {
 class Distiller:
     """Base distiller: cross-entropy, plus KD when ``alpha > 0``; no attention term.
 
-    Subclasses override :meth:`teacher_attention` and :meth:`student_forward` (and
-    :meth:`attention_term` if the distance is not :func:`attention_loss`).
+    Subclasses override ``teacher_signals`` and ``student_forward`` (and
+    ``attention_term`` if the distance is not :func:`~atkd_lite.losses.attention_loss`).
 
     Args:
         student, teacher (nn.Module): the networks (teacher frozen by :func:`distill`).
@@ -117,7 +117,7 @@ class Distiller:
         T (float): KD temperature.
         cache (TeacherCache, optional): teacher outputs by dataset index.
         amp (bool, optional): autocast on CUDA.
-        attention_form (str): form of :func:`attention_loss`.
+        attention_form (str): form of :func:`~atkd_lite.losses.attention_loss`.
     """
 
     kind: str | None = None

@@ -257,7 +257,7 @@ def packaged_results() -> list[str]:
 
 def load_results(path) -> ExperimentResults:
     """Read results written by :meth:`ExperimentResults.save`: a folder, its ``results.json``,
-    or the *name* of results shipped with the package (see :func:`packaged_results`), e.g.
+    or the *name* of results shipped with the package (see ``packaged_results()``), e.g.
     ``load_results("mnist5k-lowdata")``.
 
     Raises:
@@ -382,7 +382,7 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
         teacher_epochs (int): epochs for that teacher.
         output_dir (path, optional): where to write the results files.
         device: cuda → mps → cpu by default.
-        use_cache (bool): build a :class:`TeacherCache` once and use it for every run.
+        use_cache (bool): build a :class:`~atkd_lite.cache.TeacherCache` once and use it for every run.
         progress (bool): progress bars.
         command (str, optional): the command to record (default: ``sys.argv``).
         **distill_kwargs: passed to :func:`~atkd_lite.distill.distill` (alpha, beta, …).

@@ -239,7 +239,7 @@ def feature_map_grid(features, max_maps: int = 16, ncols: int = 8, title: str | 
         title: figure title.
         size: inches per map.
         order: ``"index"`` (channels 0, 1, 2, ...) or ``"energy"`` (the channels with the
-            largest mean |A| first, i.e. the most active ones).
+            largest mean ``|A|`` first, i.e. the most active ones).
 
     Returns:
         Figure: one axis per shown channel, titled with its channel index.

@@ -17,19 +17,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from atkd_lite.atcam import ATCam
-from atkd_lite.models import teacher_cnn
-from atkd_lite.saliency import saliency_map
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from atkd_lite.benchmark import attention_overhead
 
 
 def bench(device: torch.device, batch: int, reps: int, warmup: int, size: int):
@@ -37,47 +28,11 @@ def bench(device: torch.device, batch: int, reps: int, warmup: int, size: int):
 
     Each repetition times every variant once, so a ratio is formed from calls that ran
     seconds apart; its median is robust to slow drifts in machine load, which a ratio
-    of two separately taken medians is not.
+    of two separately taken medians is not. The measuring code is
+    :func:`atkd_lite.benchmark.attention_overhead` (the book's chapter "Attention maps"
+    calls it too); this is the same measurement on a freshly initialised teacher.
     """
-    torch.manual_seed(0)
-    teacher = teacher_cnn().to(device).eval()
-    x = torch.randn(batch, 1, size, size, device=device)
-    fma, mip = ATCam(teacher, combine="fma"), ATCam(teacher, combine="mip")
-
-    def plain():
-        with torch.no_grad():
-            teacher(x)
-
-    def with_fma():
-        with torch.no_grad():
-            fma(x)
-
-    def with_mip():
-        with torch.no_grad():
-            mip(x)
-
-    def sals():
-        saliency_map(teacher, x)
-
-    variants = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for rep in range(warmup + reps):
-        # rotate the order each repetition so no variant always runs first (cache, turbo)
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
-            _sync(device)
-            t0 = time.perf_counter()
-            variants[name]()
-            _sync(device)
-            if rep >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    ratios = {
-        name: statistics.median(a / b for a, b in zip(ts, times["plain"]))
-        for name, ts in times.items()
-    }
-    return medians, ratios
+    return attention_overhead(device=device, batch=batch, reps=reps, warmup=warmup, size=size)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,161 @@
+"""attribution_maps (against Captum and ATCam), Welch's test (against SciPy), the ATCam
+cost benchmark and the chapter-4 figures."""
+
+import math
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients, LayerGradCam
+
+import atkd_lite as ak
+from atkd_lite.attributions import MAP_METHODS, attribution_maps
+from atkd_lite.benchmark import VARIANTS, attention_overhead
+from atkd_lite.stats import compare_methods, t_sf_two_sided, welch_t_test
+
+
+@pytest.fixture(scope="module")
+def net_and_x():
+    torch.manual_seed(0)
+    net = ak.student_cnn("tiny").eval()
+    x = torch.rand(4, 1, 28, 28)
+    return net, x
+
+
+def minmax(m):
+    flat = m.flatten(1)
+    lo, hi = flat.min(1).values[:, None, None], flat.max(1).values[:, None, None]
+    return (m - lo) / (hi - lo)
+
+
+@pytest.mark.parametrize("method", MAP_METHODS)
+def test_every_method_gives_normalised_maps(net_and_x, method):
+    net, x = net_and_x
+    maps = attribution_maps(net, x, method)
+    assert maps.shape == (4, 28, 28) and maps.dtype == torch.float32
+    assert not maps.requires_grad
+    assert float(maps.min()) >= 0 and float(maps.max()) <= 1
+
+
+def test_sals_agrees_with_captum_saliency(net_and_x):
+    net, x = net_and_x
+    assert torch.allclose(attribution_maps(net, x, "sals", target=3),
+                          attribution_maps(net, x, "saliency", target=3), atol=1e-5)
+
+
+def test_ig_is_captums_abs_attribution(net_and_x):
+    net, x = net_and_x
+    ref = IntegratedGradients(net).attribute(x, baselines=0 * x, target=2, n_steps=8)
+    got = attribution_maps(net, x, "ig", target=2, n_steps=8)
+    assert torch.allclose(got, minmax(ref.abs()[:, 0]), atol=1e-4)
+
+
+def test_gradcam_is_upsampled_layer_gradcam(net_and_x):
+    net, x = net_and_x
+    layer = net.get_submodule(net.atkd_capture_points()[-1])
+    cam = LayerGradCam(net, layer).attribute(x, target=1, relu_attributions=True)
+    ref = torch.nn.functional.interpolate(cam, size=(28, 28), mode="bilinear")[:, 0]
+    keep = ref.flatten(1).amax(1) > ref.flatten(1).amin(1)  # skip all-zero CAMs
+    got = attribution_maps(net, x, "gradcam", target=1)
+    assert torch.allclose(got[keep], minmax(ref[keep]), atol=1e-5)
+
+
+def test_fma_is_atcam_and_predicted_class_is_default(net_and_x):
+    net, x = net_and_x
+    with torch.no_grad():
+        logits, ref = ak.ATCam(net, first=1, last=1, combine="fma")(x)
+    assert torch.allclose(attribution_maps(net, x, "fma", first=1, last=1), ref)
+    pred = logits.argmax(1)
+    assert torch.allclose(attribution_maps(net, x, "sals"),
+                          attribution_maps(net, x, "sals", target=pred))
+
+
+def test_random_maps_are_seeded_and_mode_is_restored(net_and_x):
+    net, x = net_and_x
+    net.train()
+    try:
+        a = attribution_maps(net, x, "random", seed=1)
+        assert net.training
+    finally:
+        net.eval()
+    assert torch.equal(a, attribution_maps(net, x, "random", seed=1))
+    assert not torch.equal(a, attribution_maps(net, x, "random", seed=2))
+
+
+@pytest.mark.parametrize("bad, err", [(dict(method="lime"), ValueError),
+                                      (dict(x=torch.rand(28, 28)), ValueError)])
+def test_bad_input_is_a_clear_error(net_and_x, bad, err):
+    net, x = net_and_x
+    kw = {"x": x, "method": "fma", **bad}
+    with pytest.raises(err, match="choose one of|B, C, H, W"):
+        attribution_maps(net, kw["x"], kw["method"])
+
+
+# ----------------------------------------------------------------------- statistics
+@pytest.mark.parametrize("a, b", [
+    ([0.95, 0.96, 0.97], [0.90, 0.91, 0.92]),
+    ([0.951, 0.949, 0.955, 0.948], [0.950, 0.952, 0.947]),
+    ([1.0, 2.0, 4.0, 8.0, 3.0], [2.5, 2.6]),
+])
+def test_welch_matches_scipy(a, b):
+    stats = pytest.importorskip("scipy.stats")
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    got = welch_t_test(a, b)
+    assert got["t"] == pytest.approx(ref.statistic, rel=1e-9)
+    assert got["p"] == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-12)
+    assert got["diff"] == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+
+
+@pytest.mark.parametrize("t, df", [(0.0, 3), (1.3, 2.5), (4.2, 7), (-2.0, 30), (12.0, 1)])
+def test_t_tail_matches_scipy(t, df):
+    stats = pytest.importorskip("scipy.stats")
+    assert t_sf_two_sided(t, df) == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-8)
+
+
+def test_welch_zero_variance_and_too_few_values():
+    assert welch_t_test([0.9, 0.9], [0.9, 0.9])["p"] == 1.0
+    r = welch_t_test([0.9, 0.9], [0.8, 0.8])
+    assert math.isinf(r["t"]) and r["p"] == 0.0
+    with pytest.raises(ValueError, match="at least two"):
+        welch_t_test([0.9], [0.8, 0.7])
+
+
+def test_compare_methods_indicators():
+    rows = compare_methods({"student": [0.90, 0.91, 0.92], "big": [0.95, 0.96, 0.97],
+                            "same": [0.91, 0.92, 0.90]})
+    assert [r["method"] for r in rows] == ["big", "same"]
+    big, same = rows
+    assert big["significant"] and big["exceeds_pooled_std"]
+    assert not same["significant"] and not same["exceeds_pooled_std"]
+    assert same["diff"] == pytest.approx(0.0, abs=1e-12) and same["p"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="baseline"):
+        compare_methods({"kd": [0.9, 0.8]})
+
+
+# ----------------------------------------------------------------------- benchmark
+def test_attention_overhead_reports_every_variant():
+    medians, ratios = attention_overhead(device="cpu", batch=2, reps=2, warmup=0,
+                                         model=ak.student_cnn("tiny"))
+    assert set(medians) == set(ratios) == set(VARIANTS)
+    assert ratios["plain"] == 1.0 and all(t > 0 for t in medians.values())
+    with pytest.raises(ValueError, match="reps"):
+        attention_overhead(device="cpu", reps=0)
+
+
+# ----------------------------------------------------------------------- figures
+def test_deletion_curves_auc_is_the_mean_accuracy():
+    fig = ak.viz.deletion_curves({"flat": [0.8, 0.8, 0.8], "linear": [1.0, 0.5, 0.0]},
+                                 [0.0, 0.25, 0.5])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["flat (AUC 0.80)", "linear (AUC 0.50)"]
+    with pytest.raises(ValueError, match="fractions"):
+        ak.viz.deletion_curves({"x": [1.0]}, [0.0, 0.5])
+
+
+def test_attribution_grid_has_a_panel_per_map():
+    images = torch.rand(3, 1, 28, 28)
+    maps = {"a": torch.rand(3, 28, 28), "b": torch.zeros(3, 1, 28, 28)}
+    fig = ak.viz.attribution_grid(images, maps, titles=["x", "y", "z"])
+    assert len(fig.axes) == 6
+    assert fig.axes[0].get_ylabel() == "a" and fig.axes[0].get_title() == "x"
+    with pytest.raises(ValueError, match="maps shaped"):
+        ak.viz.attribution_grid(images, {"a": torch.rand(2, 28, 28)})
