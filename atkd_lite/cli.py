@@ -238,11 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_reproduce, parser=p)
 
+    for name, (_, about) in DELEGATED.items():  # listed in --help; run by main()
+        sub.add_parser(name, help=about, add_help=False)
     return parser
+
+
+#: subcommands whose own parsers live with their experiment (``atkd-lite NAME --help``)
+DELEGATED = {
+    "faithfulness": ("atkd_lite.faithfulness", "maps vs ground-truth boxes on cluttered digits"),
+    "sizes": ("atkd_lite.efficiency", "students of three sizes from one teacher cache"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with argv (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return int(importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]

@@ -160,7 +160,7 @@ def size_summary(results: ExperimentResults) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m atkd_lite.efficiency``: run :func:`run_sizes` and save it."""
-    p = argparse.ArgumentParser(prog="python -m atkd_lite.efficiency",
+    p = argparse.ArgumentParser(prog="atkd-lite sizes",
                                 description="Students of three sizes from one teacher cache.")
     p.add_argument("--output-dir", default="results/mnist5k-sizes")
     p.add_argument("--dataset", default="mnist5k")

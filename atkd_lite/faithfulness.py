@@ -421,7 +421,7 @@ def faithfulness_markdown(results: ExperimentResults, metric: str = "energy") ->
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m atkd_lite.faithfulness``: run :func:`run_faithfulness` and save it."""
-    p = argparse.ArgumentParser(prog="python -m atkd_lite.faithfulness",
+    p = argparse.ArgumentParser(prog="atkd-lite faithfulness",
                                 description="Teacher and distilled students on the cluttered "
                                             "digits; score every attribution map against the "
                                             "digit's box.")

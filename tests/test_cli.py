@@ -43,3 +43,16 @@ def test_tiny_training_run_writes_a_checkpoint(tmp_path):
 
     _, meta = load_checkpoint(out)
     assert meta["epochs"] == 1 and 0 <= meta["test_acc"] <= 1
+
+
+@pytest.mark.parametrize("command, module", [("sizes", "efficiency"),
+                                             ("faithfulness", "faithfulness")])
+def test_experiment_subcommands_delegate_to_their_modules(command, module, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert f"atkd-lite {command}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--methods", "bogus"])
+    assert exc.value.code == 2
+    assert "unknown method" in capsys.readouterr().err
