@@ -54,6 +54,7 @@ def _cmd_train_teacher(args) -> int:
     test = ak.load_dataset(args.dataset, "test")
     if args.limit_per_class:
         train = train.per_class(args.limit_per_class, seed=args.seed)
+    ak.seed_everything(args.seed)  # the initial weights are part of the run
     model = ak.teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
     print(f"training the teacher ({ak.count_parameters(model):,} parameters) on {train} "
           f"for {args.epochs} epochs on {device}")
