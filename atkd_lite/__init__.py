@@ -1,6 +1,6 @@
 """atkd_lite — attention-guided knowledge distillation, the companion package of the book.
 
-The public names (see ``DESIGN.md`` in the project and the API page of the book)::
+The public names::
 
     import atkd_lite as ak
     cam = ak.ATCam(model, layers=None, first=2, last=2, combine="fma", p=1, size=None)
@@ -9,8 +9,19 @@ The public names (see ``DESIGN.md`` in the project and the API page of the book)
     ak.distill(teacher, student, train_data, test_data, method="fma")
     ak.losses.kd_loss / attention_loss / at_loss
 
-Submodules are imported lazily so that ``import atkd_lite`` stays fast (captum and
-torchvision load only when a function that needs them is first used).
+Three layers, so the method stands apart from what serves the book:
+
+- the **core** (this package's modules): ``runtime`` (device, seeds, precision, safe
+  files) → ``data`` → ``models`` → ``atcam`` / ``saliency`` → ``losses`` →
+  ``distillers`` / ``engine`` (one training loop) → ``cache``, ``checkpoints``,
+  ``attributions``, ``metrics``, ``cost``. The core never imports the other two layers.
+- :mod:`atkd_lite.experiments` — the one grid runner, results with provenance, the
+  statistics protocol, and the experiments (low-data, sizes, faithfulness);
+- :mod:`atkd_lite.book` — figures, widgets and exercise checks, which only the chapters
+  need.
+
+Submodules are imported lazily, so ``import atkd_lite`` stays fast (torch, captum and
+torchvision load only when a name that needs them is first used).
 """
 
 from __future__ import annotations
@@ -27,35 +38,38 @@ _LAZY = {
     "cluttered_mnist": "data",
     "ImageSet": "data",
     "DeviceBatcher": "data",
-    # models
+    # models and what they cost
     "teacher_cnn": "models",
     "student_cnn": "models",
     "build_model": "models",
-    "count_parameters": "models",
-    "model_size_bytes": "models",
-    "cpu_latency": "models",
-    # training
-    "get_device": "train",
-    "seed_everything": "train",
-    "train_model": "train",
-    "evaluate": "train",
-    "predict": "train",
-    "save_checkpoint": "train",
-    "load_checkpoint": "train",
-    "pretrained_teacher": "train",
+    "count_parameters": "cost",
+    "model_size_bytes": "cost",
+    "cpu_latency": "cost",
+    # running
+    "get_device": "runtime",
+    "seed_everything": "runtime",
     "cache_dir": "config",
     "profile": "config",
+    # training and checkpoints
+    "train_model": "engine",
+    "evaluate": "engine",
+    "predict": "engine",
+    "distill": "engine",
+    "DistillConfig": "engine",
+    "save_checkpoint": "checkpoints",
+    "load_checkpoint": "checkpoints",
+    "pretrained_teacher": "checkpoints",
     # attention
     "ATCam": "atcam",
     "saliency_map": "saliency",
-    # distillation
+    "attribution_maps": "attributions",
     "TeacherCache": "cache",
 }
 
 _SUBMODULES = {
-    "atcam", "attributions", "benchmark", "cache", "cli", "config", "data", "efficiency",
-    "exercises", "experiments", "faithfulness", "footprint", "losses", "metrics", "models",
-    "predictions", "saliency", "stats", "train", "viz", "widgets",
+    "atcam", "attributions", "book", "cache", "checkpoints", "cli", "config", "cost", "data",
+    "distillers", "engine", "experiments", "losses", "metrics", "models", "runtime",
+    "saliency",
 }
 
 
@@ -76,10 +90,4 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 
-# ``distill`` names both a submodule and the function ``ak.distill`` (DESIGN.md). Importing
-# the submodule binds the package attribute to the module; importing the function here,
-# once, makes ``ak.distill`` the function for good: later imports of ``atkd_lite.distill``
-# find the module in sys.modules and leave the attribute alone.
-from atkd_lite.distill import distill  # noqa: E402, F401
-
-__all__ = sorted([*_LAZY, "distill"]) + ["__version__"]
+__all__ = sorted(_LAZY) + ["__version__"]

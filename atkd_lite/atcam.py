@@ -14,27 +14,28 @@ differ in exactly one place, the combine step (:data:`COMBINE`):
 
 ``norm`` is a per-sample min-max normalisation to [0, 1] that maps a constant map to
 zeros (never NaN), see :func:`normalize_maps`. It also treats rounding-level differences
-(within 64 ULPs of the map's magnitude) as constant: DESIGN.md's threshold, an absolute
+(within 64 ULPs of the map's magnitude) as constant: the method's threshold, an absolute
 1e-12, is too tight for float32 maps, since resizing a constant map leaves 1-2 ULPs of
 noise. All map arithmetic runs in float32, also under autocast (float64 stays float64),
 so maps of a half-precision teacher and a float32 student are comparable.
 
 The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`resize_maps`,
 :func:`layer_map`, :func:`combine_maps` and :func:`attention_from_features` are the
-reusable pieces; the distillation engine and the book call them directly. The
-mathematics is fixed in DESIGN.md ("The mathematics"); the book explains it in the
-ATCam chapter.
+reusable pieces; the distillation engine and the book call them directly.
+
+Defined in the book's chapter "Attention maps", which derives every step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from atkd_lite.runtime import at_least_float32, check_images, float32_math
 
 __all__ = [
     "ATCam",
@@ -63,18 +64,6 @@ COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _float32_math(device: torch.device):
-    """Context that switches autocast off, so map arithmetic stays in float32."""
-    if device.type in ("cpu", "cuda", "xpu", "mps"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """Upcast half/bfloat16 (autocast outputs) to float32; keep float32/float64 as they are."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
 def _check_size(size) -> tuple[int, int] | None:
     """Validate an output size: None, or two positive ints (H, W)."""
     if size is None:
@@ -98,16 +87,6 @@ def _check_count(name: str, value) -> int:
             f"{name} must be a non-negative int (how many capture points to keep); got {value!r}"
         )
     return value
-
-
-def _check_input(x) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor shaped (B, C, H, W); got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"x must be a 4-D batch shaped (B, C, H, W); got shape {tuple(x.shape)}. "
-            "For a single image of shape (C, H, W) pass x.unsqueeze(0)."
-        )
 
 
 def select_layers(names: Sequence[str], first: int = 2, last: int = 2) -> list[str]:
@@ -145,7 +124,7 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     ``norm(m) = (m - min m) / (max m - min m)`` per sample (over every dimension but the
     first), and ``norm(m) = 0`` where the map is constant: a constant map carries no
     "where", so it becomes all zeros rather than NaN. Constant means
-    ``max - min <= max(eps, ULPS * finfo.eps * max(|min|, |max|))``: DESIGN.md's absolute
+    ``max - min <= max(eps, ULPS * finfo.eps * max(|min|, |max|))``: the method's absolute
     1e-12, widened by 64 units of float precision relative to the map's magnitude, because
     rounding (e.g. bilinear resizing of a constant map) leaves differences of 1-2 ULPs
     that are noise, not attention. Differentiable, and its gradient is finite (zero) for
@@ -194,7 +173,7 @@ def layer_map(
         size (two ints, optional): output (H, W); bilinear, ``align_corners=False``.
             None keeps (H_l, W_l).
         normalize (bool): apply :func:`normalize_maps` after resizing (resize first,
-            then normalise, as DESIGN.md fixes).
+            then normalise, as the method fixes).
 
     Returns:
         Tensor: float32 (float64 for float64 features), shape (B, H, W) (values in
@@ -217,8 +196,8 @@ def layer_map(
             "Capture a module whose output is a conv feature map."
         )
     size = _check_size(size)
-    with _float32_math(features.device):
-        a = _at_least_float32(features)
+    with float32_math(features.device):
+        a = at_least_float32(features)
         if p == 1 and a.device.type != "cpu":
             # one fused pass, no full-size |A| temporary (CPU's kernel for this is slow)
             m = torch.linalg.vector_norm(a, ord=1, dim=1) / a.shape[1]
@@ -311,8 +290,8 @@ def combine_maps(maps: Sequence[torch.Tensor] | torch.Tensor, mode: str = "fma")
                 f"got {sorted(shapes)}"
             )
         stack = torch.stack(maps)
-    with _float32_math(stack.device):
-        return normalize_maps(COMBINE[mode](_at_least_float32(stack)))
+    with float32_math(stack.device):
+        return normalize_maps(COMBINE[mode](at_least_float32(stack)))
 
 
 def attention_from_features(
@@ -378,8 +357,10 @@ class ATCam:
 
     Args:
         model (nn.Module): the CNN; called as ``model(x)`` and returns logits.
-        layers (list of str, optional): explicit capture points (names from
-            ``model.named_modules()``), in this order. None = auto (see above).
+        layers (list of str, "all" or None): explicit capture points (names from
+            ``model.named_modules()``), in this order; None = auto (see above), then
+            ``first``/``last`` select among them; ``"all"`` = every auto capture point,
+            no selection (what the AT baseline and the teacher cache use).
         first (int): how many of the earliest capture points to keep (default 2).
         last (int): how many of the latest capture points to keep (default 2).
         combine (str): ``"fma"`` (mean over layers) or ``"mip"`` (max over layers).
@@ -411,7 +392,7 @@ class ATCam:
     def __init__(
         self,
         model: nn.Module,
-        layers: Sequence[str] | None = None,
+        layers: Sequence[str] | str | None = None,
         first: int = 2,
         last: int = 2,
         combine: str = "fma",
@@ -438,6 +419,9 @@ class ATCam:
         self.size = _check_size(size)
         self._named = dict(model.named_modules())
 
+        self.keep_all = isinstance(layers, str) and layers == "all"
+        if self.keep_all:
+            layers = None
         # candidates: ordered names, or None while the Conv2d order is still unknown
         if layers is not None:
             if isinstance(layers, str):
@@ -458,8 +442,11 @@ class ATCam:
                     "model an atkd_capture_points() method"
                 )
         self.layer_names: list[str] | None = (
-            None if self._candidates is None else select_layers(self._candidates, first, last)
+            None if self._candidates is None else self._select(self._candidates)
         )
+
+    def _select(self, names: list[str]) -> list[str]:
+        return list(names) if self.keep_all else select_layers(names, self.first, self.last)
 
     def _check_names(self, names: list[str], source: str) -> None:
         if not names:
@@ -497,7 +484,7 @@ class ATCam:
             >>> [tuple(f.shape) for f in feats]
             [(2, 4, 10, 10), (2, 8, 8, 8)]
         """
-        _check_input(x)
+        check_images(x)
         hooked = self.layer_names if self.layer_names is not None else self._convs
         captured: dict[str, torch.Tensor] = {}  # insertion order = first-run order
 
@@ -524,7 +511,7 @@ class ATCam:
                     "none of the model's Conv2d layers ran in its forward pass; "
                     "pass layers=[...] naming modules that do run"
                 )
-            self.layer_names = select_layers(ran, self.first, self.last)
+            self.layer_names = self._select(ran)
         missing = [n for n in self.layer_names if n not in captured]
         if missing:
             raise ValueError(

@@ -23,7 +23,8 @@ Captum's maps are the same quantities Captum's own visualisation shows with
 ``sign="absolute_value"``. ``sals`` and ``saliency`` are the same map computed twice (the
 package's and Captum's), which is a check that the two agree.
 
-Defined in the book's chapter "Attention maps".
+Defined in the book's chapter "Attention maps"; the chapter "Do the maps look at the
+right place?" scores them against boxes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import torch
 from torch import nn
 
 from atkd_lite.atcam import ATCam, normalize_maps
-from atkd_lite.saliency import _targets, saliency_map
+from atkd_lite.runtime import check_images, eval_mode
+from atkd_lite.saliency import class_targets, saliency_map
 
 __all__ = ["MAP_METHODS", "attribution_maps"]
 
@@ -91,21 +93,14 @@ def attribution_maps(model: nn.Module, x: torch.Tensor, method: str = "fma", tar
         True
     """
     if not isinstance(method, str) or method.lower() not in MAP_METHODS:
-        raise ValueError(f"unknown map method {method!r}; choose one of {', '.join(MAP_METHODS)}")
+        raise ValueError(f"unknown map kind {method!r}; choose one of {', '.join(MAP_METHODS)}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module returning logits; got "
                         f"{type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a batch of images (B, C, H, W); got {got}")
-    method = method.lower()
-    was_training = model.training
-    model.eval()
-    try:
-        return _maps(model, x, method, target, first, last, layer, n_steps,
+    check_images(x)
+    with eval_mode(model):
+        return _maps(model, x, method.lower(), target, first, last, layer, n_steps,
                      internal_batch_size, seed).detach().float()
-    finally:
-        model.train(was_training)
 
 
 def _maps(model, x, method, target, first, last, layer, n_steps, internal_batch_size, seed):
@@ -121,7 +116,7 @@ def _maps(model, x, method, target, first, last, layer, n_steps, internal_batch_
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
     with torch.no_grad():
-        t = _targets(target, model(x))
+        t = class_targets(target, model(x))
     if method == "saliency":
         # a leaf that asks for gradients itself: Captum warns when it has to switch them on
         attr = Saliency(model).attribute(x.detach().requires_grad_(True), target=t, abs=True)

@@ -31,18 +31,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from atkd_lite.atcam import ATCam, combine_maps, layer_map, select_layers
+from atkd_lite.atcam import ATCam, attention_from_features, select_layers
 from atkd_lite.data import ImageSet, make_batches
 from atkd_lite.losses.at import at_vector
+from atkd_lite.runtime import atomic_write, autocast_context, eval_mode, get_device, progress_bar
 from atkd_lite.saliency import saliency_map
-from atkd_lite.train import autocast_context, get_device
 
 __all__ = ["CACHE_FORMAT", "MAP_KINDS", "CacheMismatchError", "TeacherCache",
            "dataset_fingerprint", "model_fingerprint"]
@@ -96,7 +95,7 @@ class TeacherCache:
 
     Build it with :meth:`build`; look entries up by the dataset indices that
     :class:`~atkd_lite.data.DeviceBatcher` yields with each batch; pass it to
-    :func:`atkd_lite.distill.distill` as ``cache=``. Save and load with :meth:`save` /
+    :func:`atkd_lite.distill` as ``cache=``. Save and load with :meth:`save` /
     :meth:`load` (atomic write; memory-mapped read).
 
     Attributes:
@@ -168,20 +167,16 @@ class TeacherCache:
         qdtype = _MAP_DTYPES[map_dtype]
         # One forward captures every capture point; FMA/MIP use the first/last subset,
         # AT uses all of them.
-        cam_all = ATCam(teacher, first=10**6, last=0)
-        was_training = teacher.training
-        teacher.to(dev).eval()
+        cam_all = ATCam(teacher, layers="all")
+        teacher.to(dev)
         n = len(data)
         logits_out = None
         maps_out = {k: torch.empty((n, *size), dtype=qdtype, device=dev) for k in kinds}
         at_out: list[torch.Tensor] = []
         selected: list[str] = []
-        try:
-            batches = make_batches(data, batch_size, shuffle=False, device=dev)
-            if progress:
-                from tqdm.auto import tqdm
-
-                batches = tqdm(batches, desc="teacher cache", unit="batch")
+        batches = progress_bar(make_batches(data, batch_size, shuffle=False, device=dev),
+                               progress, desc="teacher cache", unit="batch")
+        with eval_mode(teacher):
             for x, y, idx in batches:
                 with autocast_context(dev, amp):
                     logits, feats = cam_all.features(x)
@@ -193,12 +188,12 @@ class TeacherCache:
                         at_out = [torch.empty((n, *f.shape[-2:]), dtype=torch.float16,
                                               device=dev) for f in feats]
                 logits_out[idx] = logits.float().to(torch.float16)
-                if "fma" in kinds or "mip" in kinds:
-                    chosen = [f for name, f in zip(cam_all.layer_names, feats) if name in selected]
-                    per_layer = [layer_map(f, p=p, size=size) for f in chosen]
-                    for k in ("fma", "mip"):
-                        if k in kinds:
-                            maps_out[k][idx] = _quantise(combine_maps(per_layer, k), qdtype)
+                for k in ("fma", "mip"):
+                    if k in kinds:
+                        chosen = [f for name, f in zip(cam_all.layer_names, feats)
+                                  if name in selected]
+                        maps = attention_from_features(chosen, size, p=p, combine=k)
+                        maps_out[k][idx] = _quantise(maps, qdtype)
                 if at:
                     for store, f in zip(at_out, feats):
                         store[idx] = at_vector(f).view(f.shape[0], *f.shape[-2:]).to(torch.float16)
@@ -209,8 +204,6 @@ class TeacherCache:
                         raise ValueError(f"SALS maps have the input's size {tuple(s.shape[-2:])};"
                                          f" build the cache with size=None or {tuple(s.shape[-2:])}")
                     maps_out["sals"][idx] = _quantise(s, qdtype)
-        finally:
-            teacher.train(was_training)
         meta = {
             "format": CACHE_FORMAT,
             "dataset": data.name,
@@ -279,7 +272,8 @@ class TeacherCache:
     # ------------------------------------------------------------------ checks
     def check(self, data: ImageSet, maps: Sequence[str] = (), at: bool = False,
               first: int | None = None, last: int | None = None, p: float | None = None,
-              size: Sequence[int] | None = None, teacher: nn.Module | None = None) -> None:
+              size: Sequence[int] | None = None, teacher: nn.Module | None = None,
+              num_classes: int | None = None) -> None:
         """Raise :class:`CacheMismatchError` unless this cache fits ``data`` and the settings.
 
         Args:
@@ -291,8 +285,13 @@ class TeacherCache:
                 built with (None: not checked).
             teacher (nn.Module, optional): the teacher it must have been built with
                 (compared by a fingerprint of its weights).
+            num_classes (int, optional): the number of classes of the student.
         """
         m = self.meta
+        if num_classes is not None and m["num_classes"] != num_classes:
+            raise CacheMismatchError(
+                f"the cache holds {m['num_classes']} teacher logits per image but the student "
+                f"has {num_classes} classes")
         if teacher is not None and model_fingerprint(teacher) != m["teacher"]:
             raise CacheMismatchError(
                 "this teacher cache was built with another teacher (its weights differ); "
@@ -336,19 +335,10 @@ class TeacherCache:
 
     def save(self, path) -> Path:
         """Write the cache to ``path`` atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         blob = {"meta": self.meta, "logits": self._logits.cpu(),
                 "maps": {k: v.cpu() for k, v in self._maps.items()},
                 "at": [a.cpu() for a in self._at]}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(blob, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
     @classmethod
     def load(cls, path, device=None, mmap: bool = True) -> TeacherCache:

@@ -1,13 +1,17 @@
-"""The ``atkd-lite`` command line (also ``python -m atkd_lite``).
+"""The ``atkd-lite`` command line (also ``python -m atkd_lite``): one subcommand per job.
 
 Subcommands::
 
-    atkd-lite train-teacher --dataset mnist5k --epochs 12 --output teacher.pt
     atkd-lite datasets
+    atkd-lite train-teacher --dataset mnist5k --epochs 12 --output teacher.pt
     atkd-lite distill --method sals --student-size small --per-class 100 --epochs 15
     atkd-lite reproduce --output-dir results/mnist5k-lowdata
+    atkd-lite sizes --output-dir results/mnist5k-sizes
+    atkd-lite faithfulness --output-dir results/cluttered-faithfulness
 
-Bad arguments print a one-line error and exit with status 2 (argparse's convention).
+Every argument is checked before any work starts. Bad arguments and errors print one line
+``atkd-lite COMMAND: error: …`` and exit with status 2 (argparse's convention); Ctrl-C
+exits with 130 without a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import argparse
 import sys
 
 __all__ = ["build_parser", "main"]
+
+STUDENT_SIZES = ["tiny", "small", "medium"]
 
 
 def _int_at_least(minimum: int, kind: str):
@@ -37,12 +43,95 @@ _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _list_of(kind):
+    """An argparse ``type`` for comma-separated values, e.g. ``0,1,2``."""
+
+    def parse(text: str) -> list:
+        items = [t for t in text.replace(" ", "").split(",") if t]
+        try:
+            if not items:
+                raise ValueError
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__} values, e.g. "
+                f"{'0,1,2' if kind is int else 'student,fma'}; got {text!r}") from None
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: auto = cuda → mps → cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    if seed:
+        p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def _add_distill_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="student epochs (default: the profile's or the tuned value)")
+    p.add_argument("--alpha", type=float, default=None, help="KD weight (default: tuned)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="attention-loss weight (default: tuned per method)")
+    p.add_argument("--T", type=float, default=None, help="KD temperature (default: tuned)")
+    p.add_argument("--first", type=_nonneg_int, default=None, help="ATCam first layers")
+    p.add_argument("--last", type=_nonneg_int, default=None, help="ATCam last layers")
+    p.add_argument("--attention-form", choices=["l2", "bce"], default=None,
+                   help="attention-loss form (default: tuned)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size")
+
+
+def _add_grid_options(p: argparse.ArgumentParser, methods: str, seeds: str,
+                      output_dir: str) -> None:
+    p.add_argument("--output-dir", default=output_dir,
+                   help=f"where to write results.{{json,csv,md,png}} (default: {output_dir})")
+    p.add_argument("--methods", type=_list_of(str), default=None,
+                   help=f"comma-separated methods (default: {methods})")
+    p.add_argument("--seeds", type=_list_of(int), default=None,
+                   help=f"comma-separated seeds (default: {seeds})")
+    p.add_argument("--teacher", default=None,
+                   help="teacher checkpoint (default: the pretrained teacher, trained once)")
+    p.add_argument("--teacher-epochs", type=_positive_int, default=12,
+                   help="epochs of the pretrained teacher (default: 12)")
+    p.add_argument("--per-class", type=_nonneg_int, default=None,
+                   help="training images per class, 0 = the whole split (default: 100)")
+
+
+def _distill_settings(args) -> dict:
+    """The distillation settings given on the command line, validated now."""
+    from atkd_lite.engine import DistillConfig
+
+    settings = {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta), ("T", args.T),
+                                  ("first", args.first), ("last", args.last),
+                                  ("attention_form", args.attention_form), ("lr", args.lr),
+                                  ("batch_size", args.batch_size)) if v is not None}
+    DistillConfig().replace(**settings).validate()
+    return settings
+
+
+def _check_choices(what: str, values, valid) -> None:
+    bad = [v for v in values if v not in valid]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {', '.join(map(str, bad))}; choose from "
+                         f"{', '.join(valid)}")
+
+
+def _check_dataset(name: str) -> None:
+    from atkd_lite.data import DATASETS
+
+    _check_choices("dataset", [name], list(DATASETS))
+
+
+def _load_teacher(path):
+    from atkd_lite.checkpoints import load_checkpoint
+
+    return load_checkpoint(path)[0] if path else None
+
+
+# ---------------------------------------------------------------------------------------
+# commands
 
 def _cmd_datasets(args) -> int:
     from atkd_lite.data import DATASETS
@@ -54,10 +143,8 @@ def _cmd_datasets(args) -> int:
 
 def _cmd_train_teacher(args) -> int:
     import atkd_lite as ak
-    from atkd_lite.data import DATASETS
 
-    if args.dataset not in DATASETS:
-        args.parser.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    _check_dataset(args.dataset)
     device = ak.get_device(args.device)
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
@@ -81,104 +168,109 @@ def _cmd_train_teacher(args) -> int:
     return 0
 
 
-def _check_methods(parser, methods) -> None:
-    from atkd_lite.distill import METHODS
-
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-
-
-def _distill_settings(args) -> dict:
-    return {k: v for k, v in (("alpha", args.alpha), ("beta", args.beta), ("T", args.T),
-                              ("first", args.first), ("last", args.last),
-                              ("attention_form", args.attention_form), ("lr", args.lr),
-                              ("batch_size", args.batch_size)) if v is not None}
-
-
 def _cmd_distill(args) -> int:
     import atkd_lite as ak
-    from atkd_lite.data import DATASETS
-    from atkd_lite.distill import distill
+    from atkd_lite.distillers import parse_method
 
-    _check_methods(args.parser, [args.method])
-    if args.dataset not in DATASETS:
-        args.parser.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    method = parse_method(args.method)[0]
+    _check_dataset(args.dataset)
+    settings = _distill_settings(args)
     device = ak.get_device(args.device)
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
     if args.per_class:
         train = train.per_class(args.per_class, seed=0)
-    if args.teacher:
-        teacher, meta = ak.load_checkpoint(args.teacher)
-    else:
-        teacher, meta = ak.pretrained_teacher(args.dataset, epochs=args.teacher_epochs,
-                                              device=device, progress=not args.no_progress)
+    teacher = _load_teacher(args.teacher)
+    if teacher is None:
+        teacher, _ = ak.pretrained_teacher(args.dataset, epochs=args.teacher_epochs,
+                                           device=device, progress=not args.no_progress)
     ak.seed_everything(args.seed)
     student = ak.student_cnn(args.student_size, in_channels=train.in_channels,
                              num_classes=train.num_classes)
     print(f"distilling a {args.student_size} student ({ak.count_parameters(student):,} "
-          f"parameters) with {args.method!r} on {train} on {device}")
+          f"parameters) with {method!r} on {train} on {device}")
     epochs = args.epochs or ak.profile().student_epochs
-    result = distill(teacher, student, train, test, method=args.method, epochs=epochs,
-                     augment=args.augment, device=device, seed=args.seed,
-                     progress=not args.no_progress, **_distill_settings(args))
-    last = result.history.last
-    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("loss"))
+    result = ak.distill(teacher, student, train, test, method=method, epochs=epochs,
+                        augment=args.augment, device=device, seed=args.seed,
+                        progress=not args.no_progress, **settings)
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in result.history.last.items()
+                      if k.startswith("loss"))
     print(f"test accuracy {result.test_acc:.4f} ({terms}; "
           f"{result.time_per_epoch:.2f} s per epoch)")
     if args.output:
-        ak.save_checkpoint(args.output, result.student, dataset=args.dataset,
-                           method=args.method, test_acc=result.test_acc,
-                           history=result.history.records, distill=result.params)
+        ak.save_checkpoint(args.output, result.student, dataset=args.dataset, method=method,
+                           test_acc=result.test_acc, history=result.history.records,
+                           distill=result.params)
         print(f"saved {args.output}")
     return 0
 
 
 def _cmd_reproduce(args) -> int:
-    from atkd_lite.experiments import ALL_METHODS, reproduce
+    from atkd_lite.distillers import METHODS
+    from atkd_lite.experiments import reproduce
 
-    methods = args.methods.split(",") if args.methods else list(ALL_METHODS)
-    _check_methods(args.parser, methods)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    except ValueError:
-        args.parser.error(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {args.seeds!r}")
-    command = " ".join(["atkd-lite", *args.argv])
-    teacher = None
-    if args.teacher:
-        import atkd_lite as ak
-
-        teacher, _ = ak.load_checkpoint(args.teacher)
-    results = reproduce(output_dir=args.output_dir, profile=args.profile, methods=methods,
-                        teacher=teacher,
-                        seeds=seeds, epochs=args.epochs, per_class=args.per_class,
+    _check_choices("method", args.methods or [], list(METHODS))
+    results = reproduce(output_dir=args.output_dir, profile=args.profile, methods=args.methods,
+                        teacher=_load_teacher(args.teacher), seeds=args.seeds,
+                        epochs=args.epochs, per_class=args.per_class or None,
                         student_size=args.student_size, device=args.device,
-                        progress=not args.no_progress, command=command,
+                        progress=not args.no_progress, command=args.command_line,
                         **_distill_settings(args))
     print(results.to_markdown())
-    print(f"wrote {', '.join(f'{args.output_dir}/{f}' for f in ('results.json', 'results.csv', 'results.md', 'results.png'))}")
+    print(f"wrote {args.output_dir}")
     return 0
 
 
-def _add_distill_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--student-size", default="small", choices=["tiny", "small", "medium"],
-                   help="student size (default: small)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="student epochs (default: the profile's)")
-    p.add_argument("--per-class", type=_positive_int, default=None,
-                   help="training images per class (low-data setting)")
-    p.add_argument("--alpha", type=float, default=None, help="KD weight (default: tuned)")
-    p.add_argument("--beta", type=float, default=None,
-                   help="attention-loss weight (default: tuned)")
-    p.add_argument("--T", type=float, default=None, help="KD temperature (default: tuned)")
-    p.add_argument("--first", type=_nonneg_int, default=None, help="ATCam first layers")
-    p.add_argument("--last", type=_nonneg_int, default=None, help="ATCam last layers")
-    p.add_argument("--attention-form", choices=["l2", "bce"], default=None,
-                   help="attention-loss form (default: tuned)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size")
+def _cmd_sizes(args) -> int:
+    from atkd_lite.distillers import METHODS
+    from atkd_lite.experiments.sizes import SIZES, run_sizes
 
+    methods = args.methods or ["student", "fma"]
+    _check_choices("method", methods, list(METHODS))
+    _check_choices("student size", args.sizes, list(SIZES))
+    _check_dataset(args.dataset)
+    per_class = 100 if args.per_class is None else args.per_class
+    res = run_sizes(dataset=args.dataset, sizes=args.sizes, methods=methods,
+                    seeds=args.seeds or [0, 1, 2], per_class=per_class or None,
+                    epochs=args.epochs or 30, teacher=_load_teacher(args.teacher),
+                    teacher_epochs=args.teacher_epochs, output_dir=args.output_dir,
+                    device=args.device, progress=not args.no_progress,
+                    command=args.command_line, **_distill_settings(args))
+    print(res.to_markdown())
+    print(f"wrote {args.output_dir}")
+    return 0
+
+
+def _cmd_faithfulness(args) -> int:
+    from atkd_lite.distillers import METHODS
+    from atkd_lite.experiments.faithfulness import (
+        DEFAULT_METHODS,
+        MAP_KINDS,
+        faithfulness_markdown,
+        run_faithfulness,
+    )
+
+    methods = args.methods or list(DEFAULT_METHODS)
+    _check_choices("method", methods, list(METHODS))
+    _check_choices("map kind", args.kinds, list(MAP_KINDS))
+    _check_dataset(args.dataset)
+    per_class = 100 if args.per_class is None else args.per_class
+    res = run_faithfulness(dataset=args.dataset, methods=methods, seeds=args.seeds or [0, 1, 2],
+                           per_class=per_class or None, epochs=args.epochs or 30,
+                           student_size=args.student_size, teacher=_load_teacher(args.teacher),
+                           teacher_epochs=args.teacher_epochs, kinds=args.kinds,
+                           score_n=args.score_n or None, ig_steps=args.ig_steps,
+                           output_dir=args.output_dir, device=args.device,
+                           progress=not args.no_progress, command=args.command_line,
+                           **_distill_settings(args))
+    print(faithfulness_markdown(res, "energy"))
+    print(faithfulness_markdown(res, "pointing"))
+    print(f"wrote {args.output_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# the parser
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``atkd-lite`` command line."""
@@ -197,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-teacher", help="train the default teacher CNN")
     p.add_argument("--dataset", default="mnist5k", help="dataset name (default: mnist5k)")
     p.add_argument("--epochs", type=_positive_int, default=12, help="epochs (default: 12)")
-    p.add_argument("--augment", type=int, default=2,
+    p.add_argument("--augment", type=_nonneg_int, default=2,
                    help="max random shift in pixels, 0 for none (default: 2)")
     p.add_argument("--limit-per-class", type=_positive_int, default=None,
                    help="train on this many images per class (quick runs)")
     p.add_argument("--output", "-o", default=None, help="checkpoint file to write")
     _add_common(p)
-    p.set_defaults(func=_cmd_train_teacher, parser=p)
+    p.set_defaults(func=_cmd_train_teacher)
 
     p = sub.add_parser("distill", help="distil one student from the teacher (one run)")
     p.add_argument("--method", default="fma",
@@ -214,63 +306,73 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher checkpoint (default: the pretrained teacher, trained once)")
     p.add_argument("--teacher-epochs", type=_positive_int, default=12,
                    help="epochs of the pretrained teacher (default: 12)")
+    p.add_argument("--student-size", default="small", choices=STUDENT_SIZES,
+                   help="student size (default: small)")
+    p.add_argument("--per-class", type=_positive_int, default=None,
+                   help="training images per class (low-data setting)")
     p.add_argument("--augment", type=_nonneg_int, default=0,
                    help="max random shift in pixels (default: 0)")
     p.add_argument("--output", "-o", default=None, help="student checkpoint file to write")
     _add_distill_options(p)
     _add_common(p)
-    p.set_defaults(func=_cmd_distill, parser=p)
+    p.set_defaults(func=_cmd_distill)
 
     p = sub.add_parser("reproduce",
                        help="every method x several seeds; results table, file and plot")
-    p.add_argument("--output-dir", default="results/mnist5k-lowdata",
-                   help="where to write results.{json,csv,md,png} "
-                        "(default: results/mnist5k-lowdata)")
+    _add_grid_options(p, "all", "the profile's", "results/mnist5k-lowdata")
     p.add_argument("--profile", choices=["cpu", "gpu"], default=None,
                    help="settings profile (default: $ATKD_LITE_PROFILE, else by device)")
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: profile's)")
-    p.add_argument("--teacher", default=None,
-                   help="teacher checkpoint (default: the pretrained teacher, trained once)")
+    p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)
     _add_distill_options(p)
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, mps or auto (default: auto = cuda → mps → cpu)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=_cmd_reproduce, parser=p)
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_reproduce)
 
-    for name, (_, about) in DELEGATED.items():  # listed in --help; run by main()
-        sub.add_parser(name, help=about, add_help=False)
+    p = sub.add_parser("sizes", help="students of three sizes from one teacher cache")
+    _add_grid_options(p, "student,fma", "0,1,2", "results/mnist5k-sizes")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--sizes", type=_list_of(str), default=STUDENT_SIZES,
+                   help="comma-separated student sizes (default: tiny,small,medium)")
+    _add_distill_options(p)
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_sizes)
+
+    p = sub.add_parser("faithfulness", help="maps vs ground-truth boxes on cluttered digits")
+    _add_grid_options(p, "student,kd,fma,mip,sals", "0,1,2", "results/cluttered-faithfulness")
+    p.add_argument("--dataset", default="cluttered")
+    p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)
+    p.add_argument("--kinds", type=_list_of(str), default=None,
+                   help="comma-separated map kinds (default: all)")
+    p.add_argument("--score-n", type=_nonneg_int, default=0,
+                   help="test images to score; 0 = all")
+    p.add_argument("--ig-steps", type=_positive_int, default=16)
+    _add_distill_options(p)
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_faithfulness)
     return parser
-
-
-#: subcommands whose own parsers live with their experiment (``atkd-lite NAME --help``)
-DELEGATED = {
-    "faithfulness": ("atkd_lite.faithfulness", "maps vs ground-truth boxes on cluttered digits"),
-    "sizes": ("atkd_lite.efficiency", "students of three sizes from one teacher cache"),
-}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with argv (default: ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        import importlib
-
-        return int(importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    args.command_line = " ".join(["atkd-lite", *argv])
+    if args.command == "faithfulness" and args.kinds is None:
+        from atkd_lite.experiments.faithfulness import MAP_KINDS
+
+        args.kinds = list(MAP_KINDS)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError) as err:
-        print(f"atkd-lite {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"atkd-lite {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"atkd-lite {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,18 +12,16 @@ Defined in the book's chapter "Teacher and student".
 Examples::
 
     >>> import torch
-    >>> from atkd_lite.models import teacher_cnn, student_cnn, count_parameters
+    >>> from atkd_lite.models import teacher_cnn, student_cnn
     >>> t, s = teacher_cnn(), student_cnn()
     >>> t(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
-    >>> count_parameters(t) > 10 * count_parameters(s)
-    True
+    >>> t.atkd_capture_points()[:2]
+    ['features.s1c1', 'features.s1c2']
 """
 
 from __future__ import annotations
 
-import io
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -34,9 +32,6 @@ __all__ = [
     "CNN",
     "STUDENT_SIZES",
     "build_model",
-    "count_parameters",
-    "cpu_latency",
-    "model_size_bytes",
     "student_cnn",
     "teacher_cnn",
 ]
@@ -165,48 +160,3 @@ def build_model(config: dict) -> CNN:
         return CNN(**kwargs)
     except TypeError as err:
         raise ValueError(f"invalid model config {config!r}: {err}") from err
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (optionally only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def model_size_bytes(model: nn.Module) -> int:
-    """Bytes of the serialised ``state_dict`` (parameters and buffers), as saved to disk."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
-
-
-@torch.no_grad()
-def cpu_latency(model: nn.Module, input_shape=(1, 1, 28, 28), repeats: int = 50,
-                warmup: int = 5, threads: int | None = None) -> float:
-    """Median CPU latency of one forward pass, in seconds (model copied to CPU, eval mode).
-
-    Args:
-        model: the network (left unchanged; a CPU copy is timed).
-        input_shape: the batch shape, (1, C, H, W) for per-image latency.
-        repeats: timed repetitions; the median is returned.
-        warmup: untimed repetitions first.
-        threads: torch threads to use while timing (default: the current setting).
-    """
-    import copy
-
-    m = copy.deepcopy(model).cpu().eval()
-    x = torch.zeros(input_shape)
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        for _ in range(warmup):
-            m(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            m(x)
-            times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old_threads)
-    times.sort()
-    return times[len(times) // 2]

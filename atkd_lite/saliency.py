@@ -22,13 +22,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from atkd_lite.atcam import _at_least_float32, _check_input, normalize_maps
+from atkd_lite.atcam import normalize_maps
+from atkd_lite.runtime import at_least_float32, check_images
 
-__all__ = ["saliency_map"]
+__all__ = ["class_targets", "saliency_map"]
 
 
-def _targets(target, logits: torch.Tensor) -> torch.Tensor:
-    """Target class per sample as a (B,) long tensor on the logits' device."""
+def class_targets(target, logits: torch.Tensor) -> torch.Tensor:
+    """Target class per sample as a (B,) long tensor on the logits' device.
+
+    ``target`` is None (each sample's predicted class), an int (one class for all), or
+    one class index per sample (list or tensor); indices are range-checked on the CPU.
+    """
     batch, classes = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
@@ -111,7 +116,7 @@ def saliency_map(
         raise TypeError(
             f"model must be a torch.nn.Module returning logits; got {type(model).__name__}"
         )
-    _check_input(x)
+    check_images(x)
     if not (x.is_floating_point() or x.is_complex()):
         raise TypeError(f"x must be a floating-point tensor to take gradients; got {x.dtype}")
     # A fresh leaf: the gradient is w.r.t. this copy, so the caller's x keeps no .grad.
@@ -121,7 +126,7 @@ def saliency_map(
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"model must return logits shaped (B, K); got {got}")
-        t = _targets(target, logits)
+        t = class_targets(target, logits)
         selected = logits.gather(1, t.unsqueeze(1)).sum()
         if selected.requires_grad:
             (grad,) = torch.autograd.grad(
@@ -131,7 +136,7 @@ def saliency_map(
             grad = None
     if grad is None:  # the logits do not depend on the input at all
         grad = torch.zeros_like(x_in)
-    maps = normalize_maps(_at_least_float32(grad).abs().amax(dim=1))
+    maps = normalize_maps(at_least_float32(grad).abs().amax(dim=1))
     if not create_graph:
         maps, logits = maps.detach(), logits.detach()
     return (logits, maps) if return_logits else maps

@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from atkd_lite.benchmark import attention_overhead
+from atkd_lite.cost import attention_overhead
 
 
 def bench(device: torch.device, batch: int, reps: int, warmup: int, size: int):
@@ -29,7 +29,7 @@ def bench(device: torch.device, batch: int, reps: int, warmup: int, size: int):
     Each repetition times every variant once, so a ratio is formed from calls that ran
     seconds apart; its median is robust to slow drifts in machine load, which a ratio
     of two separately taken medians is not. The measuring code is
-    :func:`atkd_lite.benchmark.attention_overhead` (the book's chapter "Attention maps"
+    :func:`atkd_lite.cost.attention_overhead` (the book's chapter "Attention maps"
     calls it too); this is the same measurement on a freshly initialised teacher.
     """
     return attention_overhead(device=device, batch=batch, reps=reps, warmup=warmup, size=size)

@@ -28,7 +28,7 @@ import torch
 
 import atkd_lite as ak
 from atkd_lite.cache import TeacherCache
-from atkd_lite.distill import ATDistiller, make_distiller
+from atkd_lite.distillers import make_distiller
 
 VARIANTS = [  # (name, method, cached)
     ("ce", "student", False),
@@ -48,13 +48,11 @@ VARIANTS = [  # (name, method, cached)
 def make_step(method, cached, teacher, student0, cache, x, y, idx, dev=None):
     dev = torch.device("cpu") if dev is None else dev
     student = copy.deepcopy(student0).to(dev).train()
-    distiller = make_distiller(method, student, teacher, alpha=0.5, beta=3.0, T=4.0,
-                               cache=cache if cached else None, device=dev,
-                               amp=None if dev.type == "cuda" else False,
-                               attention_form="l2", first=2, last=2, size=None,
-                               beta_at=500.0)
-    if isinstance(distiller, ATDistiller):
-        distiller.setup(x[:2])
+    beta = None if method == "at" else 3.0  # AT keeps its own default weight
+    distiller = make_distiller(method, student, teacher, alpha=0.5, beta=beta, T=4.0,
+                               cache=cache if cached else None,
+                               amp=None if dev.type == "cuda" else False)
+    distiller.setup(x[:2])
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
 
     def step():

@@ -117,7 +117,7 @@ def agreement(quick: bool) -> list[tuple[str, float, float, bool]]:
 
     # autocast on CUDA vs float32 on the CPU: maps stay close
     def amp_maps(t, s, xx, yy):
-        ctx = ak.train.autocast_context(xx.device)
+        ctx = ak.runtime.autocast_context(xx.device)
         with torch.no_grad(), ctx:
             return ATCam(t)(xx)[1]
     mc, mg = both(amp_maps)

@@ -34,7 +34,7 @@ import torch
 import atkd_lite as ak
 from atkd_lite.cache import TeacherCache
 from atkd_lite.config import cache_dir
-from atkd_lite.distill import distill
+from atkd_lite.engine import distill
 
 SEEDS = (0, 1)
 

@@ -7,7 +7,8 @@ import torch
 
 import atkd_lite as ak
 from atkd_lite.cache import CacheMismatchError, TeacherCache
-from atkd_lite.distill import METHODS, distill
+from atkd_lite.distillers import METHODS
+from atkd_lite.engine import distill
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,8 @@ def _run(data, method, **kw):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_with_finite_named_terms(data, method):
-    kind, use_kd = METHODS[method]
+    cls, use_kd = METHODS[method]
+    kind = cls.kind
     before = {k: v.clone() for k, v in data[2].state_dict().items()}
     result = _run(data, method)
     rec = result.history.last

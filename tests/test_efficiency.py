@@ -1,4 +1,4 @@
-"""Tests for atkd_lite.efficiency: model costs by hand, and students of several sizes
+"""Tests for atkd_lite.experiments.sizes: model costs by hand, and students of several sizes
 trained from one teacher cache."""
 
 import pytest
@@ -6,14 +6,15 @@ import torch
 from torch import nn
 
 import atkd_lite as ak
-from atkd_lite import efficiency as eff
+from atkd_lite.cost import model_costs
 from atkd_lite.experiments import load_results
+from atkd_lite.experiments import sizes as eff
 
 
 def test_model_costs_by_hand():
     lin = nn.Linear(3, 2)  # 3*2 weights + 2 biases = 8 parameters, 32 bytes in float32
-    rows = eff.model_costs({"lin": lin}, (1, 3), repeats=3)
-    rows += eff.model_costs({"conv": nn.Conv2d(1, 4, 3)}, (1, 1, 8, 8), repeats=3)
+    rows = model_costs({"lin": lin}, (1, 3), repeats=3)
+    rows += model_costs({"conv": nn.Conv2d(1, 4, 3)}, (1, 1, 8, 8), repeats=3)
     assert [r["name"] for r in rows] == ["lin", "conv"]
     assert rows[0]["parameters"] == 8 and rows[1]["parameters"] == 4 * 9 + 4
     assert rows[0]["bytes"] >= 8 * 4  # the tensors plus the file's bookkeeping
@@ -22,9 +23,9 @@ def test_model_costs_by_hand():
 
 def test_model_costs_bad_input():
     with pytest.raises(ValueError):
-        eff.model_costs({})
+        model_costs({})
     with pytest.raises(TypeError, match="not a torch.nn.Module"):
-        eff.model_costs({"x": "model"})
+        model_costs({"x": "model"})
 
 
 def test_run_sizes_one_cache(tmp_path):
@@ -47,7 +48,7 @@ def test_run_sizes_one_cache(tmp_path):
 def test_run_sizes_rejects_bad_names():
     with pytest.raises(ValueError, match="sizes"):
         eff.run_sizes(sizes=("huge",), teacher=nn.Identity())
-    with pytest.raises(ValueError, match="methods"):
+    with pytest.raises(ValueError, match="unknown method"):
         eff.run_sizes(methods=("nope",), teacher=nn.Identity())
 
 
@@ -58,8 +59,4 @@ def test_committed_sizes_results_load():
     assert all(0 <= r["test_acc"] <= 1 for r in res.runs)
 
 
-def test_cli_rejects_bad_method():
-    with pytest.raises(SystemExit) as err:
-        eff.main(["--methods", "nope"])
-    assert err.value.code == 2
     assert torch.get_num_threads() >= 1

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atkd_lite import exercises
+from atkd_lite.book import exercises
 
 # ------------------------------------------------------------------ chapter 1: dense layer
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atkd_lite import exercises
+from atkd_lite.book import exercises
 
 
 def stub(*args):

@@ -8,7 +8,7 @@ package (plain tensor arithmetic), so the check's reference is tested too.
 import pytest
 import torch
 
-from atkd_lite import exercises
+from atkd_lite.book import exercises
 
 
 def _norm(m):

@@ -4,7 +4,7 @@ unsolved stubs propagate NotImplementedError."""
 import pytest
 import torch
 
-from atkd_lite import exercises
+from atkd_lite.book import exercises
 
 
 def pointing_right(amap, box):

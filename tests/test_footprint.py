@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import atkd_lite as ak
-from atkd_lite.footprint import footprint, layer_summary, multiply_adds
+from atkd_lite.cost import footprint, layer_summary, multiply_adds
 
 
 class Tiny(nn.Module):

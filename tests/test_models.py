@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 import atkd_lite as ak
-from atkd_lite.models import STUDENT_SIZES, build_model, count_parameters, model_size_bytes
+from atkd_lite.cost import count_parameters, model_size_bytes
+from atkd_lite.models import STUDENT_SIZES, build_model
 
 
 def _conv_outputs_in_order(model, x):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.predictions import ambiguous, confusion_matrix, most_confused, soft_confusion
+from atkd_lite.book.predictions import ambiguous, confusion_matrix, most_confused, soft_confusion
 
 
 def test_confusion_matrix_matches_a_hand_count():

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import atkd_lite as ak
-from atkd_lite.train import CheckpointError, get_device, load_checkpoint, save_checkpoint
+from atkd_lite.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from atkd_lite.runtime import get_device
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_loss_goes_down_on_a_small_batch():
     model = ak.student_cnn("small")
     hist = ak.train_model(model, train, epochs=25, lr=1e-2, batch_size=64, progress=False,
                           device="cpu")
-    losses = hist["train_loss"]
+    losses = hist["loss"]
     assert losses[-1] < 0.5 * losses[0]
     assert hist["train_acc"][-1] > 0.8
 
@@ -40,7 +41,7 @@ def test_same_seed_same_result_on_cpu(small_sets):
         model = ak.student_cnn("tiny")
         hist = ak.train_model(model, train, test, epochs=2, seed=7, progress=False,
                               device="cpu", augment=1)
-        runs.append((hist["train_loss"], [p.detach().clone() for p in model.parameters()]))
+        runs.append((hist["loss"], [p.detach().clone() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
@@ -91,13 +92,13 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
 
 def test_pretrained_teacher_trains_once_then_loads(tmp_path, monkeypatch):
     calls = []
-    real = ak.train.train_model
+    real = ak.train_model
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ak.train, "train_model", counting)
+    monkeypatch.setattr(ak.checkpoints, "train_model", counting)
     t1, meta1 = ak.pretrained_teacher(epochs=1, cache=tmp_path, progress=False, device="cpu",
                                       batch_size=256)
     t2, meta2 = ak.pretrained_teacher(epochs=1, cache=tmp_path, progress=False, device="cpu",

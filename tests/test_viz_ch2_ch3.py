@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from atkd_lite import viz, widgets
+from atkd_lite.book import viz, widgets
 
 
 def test_footprint_bars_one_panel_per_metric_with_ratios():

@@ -14,8 +14,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from atkd_lite import viz, widgets  # noqa: E402
-from atkd_lite.train import History  # noqa: E402
+from atkd_lite.book import viz, widgets  # noqa: E402
+from atkd_lite.engine import History  # noqa: E402
 
 VERTICAL = torch.tensor([[1.0, 0.0, -1.0]] * 3)
 

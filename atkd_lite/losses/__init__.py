@@ -1,4 +1,5 @@
-"""Loss functions, one small module each (DESIGN.md, "The mathematics").
+"""Loss functions, one small module each (the book's chapters "Knowledge distillation" and
+"Attention-guided distillation" derive them).
 
 - :func:`kd_loss` — Hinton's soft-target loss, T²·KL, batch mean (``kd.py``);
 - :func:`attention_loss` — distance between student and teacher attention maps

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.atcam import _at_least_float32, _float32_math, resize_maps
+from atkd_lite.atcam import resize_maps
+from atkd_lite.runtime import at_least_float32, float32_math
 
 __all__ = ["at_loss", "at_vector", "pair_layers"]
 
@@ -52,8 +53,8 @@ def at_vector(features: torch.Tensor, size: Sequence[int] | None = None) -> torc
         (torch.Size([2, 16]), True)
     """
     _check_4d(features, "features")
-    with _float32_math(features.device):
-        m = _at_least_float32(features).pow(2).mean(dim=1)
+    with float32_math(features.device):
+        m = at_least_float32(features).pow(2).mean(dim=1)
         if size is not None and tuple(m.shape[-2:]) != tuple(size):
             m = resize_maps(m, size)  # bilinear, align_corners=False
         return F.normalize(m.flatten(1), dim=1)
@@ -113,7 +114,9 @@ def at_loss(
         student_feats (list of Tensor): student feature maps, each (B, C_s, H_s, W_s).
         teacher_feats (list of Tensor): teacher feature maps, each (B, C_t, H_t, W_t), same
             count as the student's (select them with :func:`pair_layers` first when the
-            networks differ in depth). Detached here.
+            networks differ in depth); or the teacher's AT maps already computed, each
+            (B, H_t, W_t) (e.g. ``at_vector(A).view(B, H, W)``, as a teacher cache stores
+            them; L2-normalised again here). Detached here.
         mode (str): ``"code"`` (mean squared difference, the authors' code) or ``"paper"``
             (batch mean of the L2 distance, their eq. 2 without β/2).
 
@@ -150,13 +153,17 @@ def at_loss(
     total = None
     for k, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
         _check_4d(fs, f"student_feats[{k}]")
-        _check_4d(ft, f"teacher_feats[{k}]")
+        if isinstance(ft, torch.Tensor) and ft.dim() == 3:  # the teacher's AT map itself
+            with float32_math(ft.device):
+                q_t = F.normalize(at_least_float32(ft.detach()).flatten(1), dim=1)
+        else:
+            _check_4d(ft, f"teacher_feats[{k}]")
+            q_t = at_vector(ft.detach())
         if fs.shape[0] != ft.shape[0]:
             raise ValueError(
                 f"pair {k}: student batch {fs.shape[0]} != teacher batch {ft.shape[0]}; "
                 "feed both networks the same images"
             )
-        q_t = at_vector(ft.detach())
         q_s = at_vector(fs, size=ft.shape[-2:])
         diff = q_s - q_t
         term = diff.pow(2).mean() if mode == "code" else diff.norm(dim=1).mean()

@@ -2,7 +2,7 @@
 
 Two forms (``form=``), both with the teacher's map detached:
 
-- ``"l2"`` (default, DESIGN.md): the batch mean of ``||n(M_S) − n(M_T)||²`` where ``n``
+- ``"l2"`` (default): the batch mean of ``||n(M_S) − n(M_T)||²`` where ``n``
   L2-normalises each flattened map. It is zero for equal maps, ignores a positive
   per-sample scale of either map (only *where* the attention is matters, not how strong),
   and lies in [0, 2] for non-negative maps.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.atcam import _float32_math
+from atkd_lite.runtime import float32_math
 
 __all__ = ["FORMS", "attention_loss"]
 
@@ -75,7 +75,7 @@ def attention_loss(student_map: torch.Tensor, teacher_map: torch.Tensor,
             f"{tuple(teacher_map.shape)} differ in shape; compute both at the same size "
             "(ATCam(..., size=(H, W)) or the input's size)"
         )
-    with _float32_math(student_map.device):
+    with float32_math(student_map.device):
         s = student_map.float().flatten(1)
         t = teacher_map.detach().float().flatten(1)
         if form == "l2":

@@ -6,7 +6,7 @@ The student is pulled towards the teacher's *softened* class probabilities::
 
 The factor T² keeps the gradient's size independent of the temperature T, so the weight
 α of the KD term in ``L = (1 − α)·CE + α·KD + β·L_att`` means the same at every T.
-The cross-entropy with the labels is *not* part of this loss (DESIGN.md).
+The cross-entropy with the labels is *not* part of this loss: the distiller weighs the two.
 
 Defined in the book's chapter "Knowledge distillation".
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.atcam import _float32_math
+from atkd_lite.runtime import float32_math
 
 __all__ = ["kd_loss"]
 
@@ -57,7 +57,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         )
     if isinstance(T, bool) or not isinstance(T, (int, float)) or T <= 0:
         raise ValueError(f"temperature T must be a positive number (e.g. 4.0); got {T!r}")
-    with _float32_math(student_logits.device):
+    with float32_math(student_logits.device):
         log_p_s = F.log_softmax(student_logits.float() / T, dim=1)
         log_p_t = F.log_softmax(teacher_logits.detach().float() / T, dim=1)
         kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)

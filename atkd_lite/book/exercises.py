@@ -14,7 +14,7 @@ One small function per exercise, grouped by chapter.
 
 Examples::
 
-    >>> from atkd_lite import exercises
+    >>> from atkd_lite.book import exercises
     >>> exercises.check_fc_parameters(lambda n_in, n_out: n_in * n_out + n_out)
     ✅ Correct: n_in × n_out weights plus n_out biases; a 1000×1000 RGB image
        into 1,000 units needs 3,000,001,000 parameters.

@@ -16,7 +16,7 @@ distillation" (soft targets, ambiguous digits).
 Examples::
 
     >>> import torch
-    >>> from atkd_lite.predictions import confusion_matrix, most_confused
+    >>> from atkd_lite.book.predictions import confusion_matrix, most_confused
     >>> cm = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]))
     >>> cm.tolist()
     [[1, 0, 0], [0, 1, 0], [0, 1, 1]]

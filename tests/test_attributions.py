@@ -1,7 +1,5 @@
-"""attribution_maps (against Captum and ATCam), Welch's test (against SciPy), the ATCam
-cost benchmark and the chapter-4 figures."""
-
-import math
+"""attribution_maps (against Captum and ATCam), the ATCam cost benchmark and the chapter-4
+figures."""
 
 import pytest
 import torch
@@ -9,8 +7,8 @@ from captum.attr import IntegratedGradients, LayerGradCam
 
 import atkd_lite as ak
 from atkd_lite.attributions import MAP_METHODS, attribution_maps
-from atkd_lite.benchmark import VARIANTS, attention_overhead
-from atkd_lite.stats import compare_methods, t_sf_two_sided, welch_t_test
+from atkd_lite.book import viz
+from atkd_lite.cost import VARIANTS, attention_overhead
 
 
 @pytest.fixture(scope="module")
@@ -82,53 +80,13 @@ def test_random_maps_are_seeded_and_mode_is_restored(net_and_x):
 
 
 @pytest.mark.parametrize("bad, err", [(dict(method="lime"), ValueError),
-                                      (dict(x=torch.rand(28, 28)), ValueError)])
+                                      (dict(x=torch.rand(28, 28)), ValueError),
+                                      (dict(x=[[0.0]]), TypeError)])
 def test_bad_input_is_a_clear_error(net_and_x, bad, err):
     net, x = net_and_x
     kw = {"x": x, "method": "fma", **bad}
     with pytest.raises(err, match="choose one of|B, C, H, W"):
         attribution_maps(net, kw["x"], kw["method"])
-
-
-# ----------------------------------------------------------------------- statistics
-@pytest.mark.parametrize("a, b", [
-    ([0.95, 0.96, 0.97], [0.90, 0.91, 0.92]),
-    ([0.951, 0.949, 0.955, 0.948], [0.950, 0.952, 0.947]),
-    ([1.0, 2.0, 4.0, 8.0, 3.0], [2.5, 2.6]),
-])
-def test_welch_matches_scipy(a, b):
-    stats = pytest.importorskip("scipy.stats")
-    ref = stats.ttest_ind(a, b, equal_var=False)
-    got = welch_t_test(a, b)
-    assert got["t"] == pytest.approx(ref.statistic, rel=1e-9)
-    assert got["p"] == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-12)
-    assert got["diff"] == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
-
-
-@pytest.mark.parametrize("t, df", [(0.0, 3), (1.3, 2.5), (4.2, 7), (-2.0, 30), (12.0, 1)])
-def test_t_tail_matches_scipy(t, df):
-    stats = pytest.importorskip("scipy.stats")
-    assert t_sf_two_sided(t, df) == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-8)
-
-
-def test_welch_zero_variance_and_too_few_values():
-    assert welch_t_test([0.9, 0.9], [0.9, 0.9])["p"] == 1.0
-    r = welch_t_test([0.9, 0.9], [0.8, 0.8])
-    assert math.isinf(r["t"]) and r["p"] == 0.0
-    with pytest.raises(ValueError, match="at least two"):
-        welch_t_test([0.9], [0.8, 0.7])
-
-
-def test_compare_methods_indicators():
-    rows = compare_methods({"student": [0.90, 0.91, 0.92], "big": [0.95, 0.96, 0.97],
-                            "same": [0.91, 0.92, 0.90]})
-    assert [r["method"] for r in rows] == ["big", "same"]
-    big, same = rows
-    assert big["significant"] and big["exceeds_pooled_std"]
-    assert not same["significant"] and not same["exceeds_pooled_std"]
-    assert same["diff"] == pytest.approx(0.0, abs=1e-12) and same["p"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="baseline"):
-        compare_methods({"kd": [0.9, 0.8]})
 
 
 # ----------------------------------------------------------------------- benchmark
@@ -143,19 +101,19 @@ def test_attention_overhead_reports_every_variant():
 
 # ----------------------------------------------------------------------- figures
 def test_deletion_curves_auc_is_the_mean_accuracy():
-    fig = ak.viz.deletion_curves({"flat": [0.8, 0.8, 0.8], "linear": [1.0, 0.5, 0.0]},
+    fig = viz.deletion_curves({"flat": [0.8, 0.8, 0.8], "linear": [1.0, 0.5, 0.0]},
                                  [0.0, 0.25, 0.5])
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["flat (AUC 0.80)", "linear (AUC 0.50)"]
     with pytest.raises(ValueError, match="fractions"):
-        ak.viz.deletion_curves({"x": [1.0]}, [0.0, 0.5])
+        viz.deletion_curves({"x": [1.0]}, [0.0, 0.5])
 
 
 def test_attribution_grid_has_a_panel_per_map():
     images = torch.rand(3, 1, 28, 28)
     maps = {"a": torch.rand(3, 28, 28), "b": torch.zeros(3, 1, 28, 28)}
-    fig = ak.viz.attribution_grid(images, maps, titles=["x", "y", "z"])
+    fig = viz.attribution_grid(images, maps, titles=["x", "y", "z"])
     assert len(fig.axes) == 6
     assert fig.axes[0].get_ylabel() == "a" and fig.axes[0].get_title() == "x"
     with pytest.raises(ValueError, match="maps shaped"):
-        ak.viz.attribution_grid(images, {"a": torch.rand(2, 28, 28)})
+        viz.attribution_grid(images, {"a": torch.rand(2, 28, 28)})

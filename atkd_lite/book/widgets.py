@@ -13,7 +13,7 @@ Defined in the book's chapter "CNN basics"; later chapters add explorers here.
 Examples::
 
     >>> import torch
-    >>> from atkd_lite.widgets import filter_explorer
+    >>> from atkd_lite.book.widgets import filter_explorer
     >>> kernels = {"vertical edge": torch.tensor([[1., 0, -1]] * 3)}
     >>> ex = filter_explorer(torch.rand(4, 1, 28, 28), kernels, interactive=False)
     >>> ex.values, ex.controls is None
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 
 from matplotlib.figure import Figure
 
-from atkd_lite import viz
+from atkd_lite.book import viz
 
 __all__ = ["Explorer", "explore", "filter_explorer", "temperature_explorer",
            "widgets_available"]
@@ -163,8 +163,8 @@ def explore(draw: Callable[..., Figure], interactive: bool | None = None,
 
     Examples::
 
-        >>> from atkd_lite.viz import image_grid
-        >>> from atkd_lite.widgets import explore
+        >>> from atkd_lite.book.viz import image_grid
+        >>> from atkd_lite.book.widgets import explore
         >>> import torch
         >>> images = torch.rand(5, 28, 28)
         >>> ex = explore(lambda i: image_grid(images[i]), i=range(5), interactive=False)
@@ -197,7 +197,7 @@ def filter_explorer(images, kernels: Mapping[str, object], image: int = 0,
         interactive: show controls (None: when :func:`widgets_available`).
 
     Returns:
-        Explorer: its static figure is :func:`atkd_lite.viz.filter_response` for the
+        Explorer: its static figure is :func:`atkd_lite.book.viz.filter_response` for the
         default image and kernel.
     """
     arrays = viz._as_list(images)
@@ -227,7 +227,7 @@ def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 
     """Pick an example and a temperature T; see ``softmax(z / T)`` of its logits ``z``.
 
     A slider over the given temperatures (a ``SelectionSlider`` in a live kernel) and one
-    over the examples. The static figure is :func:`atkd_lite.viz.temperature_bars` for
+    over the examples. The static figure is :func:`atkd_lite.book.viz.temperature_bars` for
     the default example and temperature.
 
     Args:
@@ -246,7 +246,7 @@ def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.widgets import temperature_explorer
+        >>> from atkd_lite.book.widgets import temperature_explorer
         >>> ex = temperature_explorer(torch.randn(3, 10), torch.rand(3, 1, 28, 28),
         ...                           interactive=False)
         >>> ex.values

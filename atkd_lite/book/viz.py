@@ -14,7 +14,7 @@ Defined in the book's chapter "CNN basics"; later chapters add their figures her
 Examples::
 
     >>> import torch
-    >>> from atkd_lite import viz
+    >>> from atkd_lite.book import viz
     >>> fig = viz.image_grid(torch.rand(6, 1, 28, 28), titles=list("abcdef"), ncols=3)
     >>> len(fig.axes)
     6
@@ -31,6 +31,8 @@ import matplotlib
 import matplotlib.pyplot as plt  # also wires notebooks' inline display of Figure objects
 import numpy as np
 from matplotlib.figure import Figure
+
+from atkd_lite.metrics import curve_area
 
 __all__ = [
     "bar_chart",
@@ -160,7 +162,7 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int | None = 
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.viz import image_grid
+        >>> from atkd_lite.book.viz import image_grid
         >>> image_grid(torch.rand(3, 28, 28), titles=["0", "1", "2"]).axes[1].get_title()
         '1'
     """
@@ -201,7 +203,7 @@ def filter_grid(weights, ncols: int = 8, title: str | None = None, size: float =
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.viz import filter_grid
+        >>> from atkd_lite.book.viz import filter_grid
         >>> len(filter_grid(torch.nn.Conv2d(1, 16, 3).weight).axes)
         16
     """
@@ -290,7 +292,7 @@ def filter_responses(images, kernels: Mapping[str, object], titles: Sequence[str
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.viz import filter_responses
+        >>> from atkd_lite.book.viz import filter_responses
         >>> k = {"vertical edge": torch.tensor([[1., 0, -1]] * 3)}
         >>> len(filter_responses(torch.rand(4, 1, 28, 28), k).axes)
         8
@@ -365,7 +367,7 @@ def filter_response(image, kernel, name: str = "kernel", size: float = 2.0,
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.viz import filter_response
+        >>> from atkd_lite.book.viz import filter_response
         >>> fig = filter_response(torch.rand(28, 28), torch.tensor([[1., 0, -1]] * 3), "vertical")
         >>> [ax.get_title() for ax in fig.axes]
         ['input', 'vertical', 'response']
@@ -461,7 +463,7 @@ def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
     """One line per run: a metric against the epoch.
 
     Args:
-        histories: run name -> a :class:`~atkd_lite.train.History` (``history[key]``), a
+        histories: run name -> a :class:`~atkd_lite.engine.History` (``history[key]``), a
             dict of lists, or a plain list of values (one per epoch).
         key: the metric to plot, e.g. ``"test_acc"`` or ``"train_loss"``.
         ylabel: axis label (default: ``key``).
@@ -474,7 +476,7 @@ def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
 
     Examples::
 
-        >>> from atkd_lite.viz import learning_curves
+        >>> from atkd_lite.book.viz import learning_curves
         >>> fig = learning_curves({"student": [0.5, 0.7, 0.8], "kd": [0.6, 0.8, 0.85]})
         >>> [line.get_label() for line in fig.axes[0].get_lines()]
         ['student', 'kd']
@@ -518,7 +520,7 @@ def bar_chart(values: Mapping[str, float], errors: Mapping[str, float] | None = 
 
     Examples::
 
-        >>> from atkd_lite.viz import bar_chart
+        >>> from atkd_lite.book.viz import bar_chart
         >>> fig = bar_chart({"student": 0.91, "fma": 0.93}, ylabel="accuracy")
         >>> len(fig.axes[0].patches)
         2
@@ -567,7 +569,7 @@ def deletion_curves(curves: Mapping[str, object], fractions: Sequence[float],
 
     Examples::
 
-        >>> from atkd_lite.viz import deletion_curves
+        >>> from atkd_lite.book.viz import deletion_curves
         >>> fig = deletion_curves({"fma": [0.99, 0.6, 0.2], "random": [0.99, 0.97, 0.9]},
         ...                       [0.0, 0.1, 0.3], highlight=["random"])
         >>> [line.get_label() for line in fig.axes[0].get_lines()]
@@ -582,9 +584,7 @@ def deletion_curves(curves: Mapping[str, object], fractions: Sequence[float],
         a = _numpy(accs).astype(float).ravel()
         if a.shape != xs.shape:
             raise ValueError(f"curve {name!r} has {a.size} values for {xs.size} fractions")
-        span = xs[-1] - xs[0]
-        # trapezoid rule by hand: np.trapezoid is numpy >= 2 only, np.trapz is gone in 2.4
-        auc = float(((a[1:] + a[:-1]) / 2 * np.diff(xs)).sum() / span) if span > 0 else float(a[0])
+        auc = curve_area(xs, a)
         style = {"color": "0.5", "ls": "--"} if name in highlight else {}
         ax.plot(xs, 100 * a, marker="o", ms=3, label=f"{name} (AUC {auc:.2f})", **style)
     ax.set_xlabel("most-attended pixels deleted (%)")
@@ -664,7 +664,7 @@ def attribution_grid(images, rows: Mapping[str, object], titles: Sequence[str] |
 # Chapters "Teacher and student" and "Knowledge distillation": model footprints,
 # confusion matrices, soft targets at several temperatures, curves over seeds
 
-#: how footprint_bars labels the entries of atkd_lite.footprint.footprint
+#: how footprint_bars labels the entries of atkd_lite.cost.footprint
 FOOTPRINT_LABELS = {
     "parameters": "parameters",
     "size_kb": "size (kB)",
@@ -691,7 +691,7 @@ def footprint_bars(footprints: Mapping[str, Mapping[str, float]],
 
     Args:
         footprints: model name -> dict of metrics, e.g. from
-            :func:`atkd_lite.footprint.footprint`.
+            :func:`atkd_lite.cost.footprint`.
         metrics: which metrics to draw (default: all of the first model's, in order).
         log: logarithmic y axes (the models differ by orders of magnitude).
         size: figure size (default: 2.6 inches per panel).
@@ -702,7 +702,7 @@ def footprint_bars(footprints: Mapping[str, Mapping[str, float]],
 
     Examples::
 
-        >>> from atkd_lite.viz import footprint_bars
+        >>> from atkd_lite.book.viz import footprint_bars
         >>> fig = footprint_bars({"teacher": {"parameters": 288170},
         ...                       "student": {"parameters": 6274}})
         >>> fig.axes[0].get_title()
@@ -742,8 +742,8 @@ def confusion_heatmap(cm, classes: Sequence[str] | None = None, title: str | Non
     """A confusion matrix (rows: true class, columns: predicted class) with its numbers.
 
     Args:
-        cm: ``(K, K)`` counts (:func:`atkd_lite.predictions.confusion_matrix`) or
-            probabilities (:func:`atkd_lite.predictions.soft_confusion`).
+        cm: ``(K, K)`` counts (:func:`atkd_lite.book.predictions.confusion_matrix`) or
+            probabilities (:func:`atkd_lite.book.predictions.soft_confusion`).
         classes: class names (default ``0 … K-1``).
         title: figure title.
         percent: write cells as percentages (default: when ``cm`` is not integer).
@@ -758,7 +758,7 @@ def confusion_heatmap(cm, classes: Sequence[str] | None = None, title: str | Non
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.viz import confusion_heatmap
+        >>> from atkd_lite.book.viz import confusion_heatmap
         >>> fig = confusion_heatmap(torch.tensor([[5, 1], [0, 4]]))
         >>> fig.axes[0].get_ylabel()
         'true class'
@@ -828,7 +828,7 @@ def temperature_bars(logits, temperatures: Sequence[float], image=None, label: i
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.viz import temperature_bars
+        >>> from atkd_lite.book.viz import temperature_bars
         >>> fig = temperature_bars(torch.tensor([4.0, 1.0, 0.0]), [1, 10])
         >>> len(fig.axes)
         2
@@ -923,7 +923,7 @@ def seed_curves(groups: Mapping[str, Sequence[Sequence[float]]], ylabel: str = "
 
     Examples::
 
-        >>> from atkd_lite.viz import seed_curves
+        >>> from atkd_lite.book.viz import seed_curves
         >>> fig = seed_curves({"student": [[0.5, 0.8], [0.6, 0.9]]})
         >>> [line.get_label() for line in fig.axes[0].get_lines()]
         ['student (2 seeds)']
@@ -978,7 +978,7 @@ def score_bars(scores: Mapping[str, Mapping[str, float]],
 
     Examples::
 
-        >>> from atkd_lite.viz import score_bars
+        >>> from atkd_lite.book.viz import score_bars
         >>> fig = score_bars({"teacher": {"fma": 0.9, "ig": 0.7},
         ...                   "student": {"fma": 0.8, "ig": 0.6}}, chance=0.1)
         >>> len(fig.axes[0].patches)
@@ -1039,7 +1039,7 @@ def tradeoff_plot(points: Sequence[Mapping[str, object]], x: str = "latency_ms",
 
     Examples::
 
-        >>> from atkd_lite.viz import tradeoff_plot
+        >>> from atkd_lite.book.viz import tradeoff_plot
         >>> fig = tradeoff_plot([{"name": "tiny", "latency_ms": 0.1, "accuracy": 0.9},
         ...                      {"name": "teacher", "latency_ms": 1.0, "accuracy": 0.99}])
         >>> [t.get_text() for t in fig.axes[0].texts]

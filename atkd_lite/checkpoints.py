@@ -1,0 +1,190 @@
+"""Checkpoints and the cached teacher: save and load models safely, train the teacher once.
+
+- :func:`save_checkpoint` writes a model's config, weights and metadata atomically, with a
+  SHA-256 digest of its tensors;
+- :func:`load_checkpoint` reads one back (never unpickling code: ``weights_only=True``),
+  verifies the digest and the metadata you expect, and rebuilds the model if needed;
+- :func:`pretrained_teacher` loads the default teacher from the cache, or trains it
+  (deterministically) and caches it.
+
+Defined in the book's chapter "Teacher and student".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atkd_lite.config import cache_dir
+from atkd_lite.cost import count_parameters
+from atkd_lite.data import load_dataset
+from atkd_lite.engine import train_model
+from atkd_lite.models import build_model, teacher_cnn
+from atkd_lite.runtime import atomic_write, get_device, seed_everything
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "load_checkpoint",
+    "pretrained_teacher",
+    "save_checkpoint",
+    "tensor_digest",
+]
+
+CHECKPOINT_FORMAT = "atkd_lite.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupt, incomplete, or does not match what was asked for."""
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor] | list[torch.Tensor]) -> str:
+    """SHA-256 of tensors' names, dtypes, shapes and bytes (detects damaged files).
+
+    torch does not verify the CRCs of the zip records it reads, so a flipped block inside
+    a tensor would otherwise load silently.
+    """
+    items = tensors.items() if isinstance(tensors, dict) else enumerate(tensors)
+    h = hashlib.sha256()
+    for name, t in items:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import atkd_lite
+
+    return {"atkd_lite": atkd_lite.__version__, "torch": str(torch.__version__)}
+
+
+def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
+    """Save ``model`` (its config and weights) with ``metadata``, atomically.
+
+    The file is written to a unique temporary name in the same folder and renamed into
+    place (:func:`~atkd_lite.runtime.atomic_write`), so an interrupted save never leaves a
+    half-written checkpoint. Versions of atkd_lite and torch and a digest of the weights
+    are recorded.
+    """
+    config = getattr(model, "config", None)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": CHECKPOINT_FORMAT, "config": config, "parameters": count_parameters(model),
+            **_versions(), **metadata, "sha256": tensor_digest(state)}
+    return atomic_write(path, lambda tmp: torch.save({"meta": meta, "state_dict": state}, tmp))
+
+
+def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu",
+                    expect: dict | None = None) -> tuple[nn.Module, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns ``(model, meta)``.
+
+    Args:
+        path: the file.
+        model: load into this model; if None, the model is rebuilt from the stored config.
+        expect: metadata that must match (e.g. ``{"dataset": "mnist5k"}``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is corrupt or damaged (its weights do not match their
+            digest), not an atkd_lite checkpoint, its metadata differs from ``expect``, or
+            its weights do not fit ``model``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is corrupt or not a checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); delete it and train again "
+            "(pretrained_teacher(...) retrains automatically)"
+        ) from err
+    if (not isinstance(blob, dict) or not isinstance(blob.get("meta"), dict)
+            or blob["meta"].get("format") != CHECKPOINT_FORMAT
+            or not isinstance(blob.get("state_dict"), dict)):
+        raise CheckpointError(f"{path} is not an atkd_lite checkpoint "
+                              f"(expected format {CHECKPOINT_FORMAT!r})")
+    meta = blob["meta"]
+    if meta.get("sha256") is not None and tensor_digest(blob["state_dict"]) != meta["sha256"]:
+        raise CheckpointError(f"{path} is damaged: its weights do not match the digest saved "
+                              "with them; delete it and train again")
+    for key, want in (expect or {}).items():
+        if meta.get(key) != want:
+            raise CheckpointError(f"{path} was saved with {key}={meta.get(key)!r}, "
+                                  f"but {want!r} was expected")
+    if model is None:
+        if meta.get("config") is None:
+            raise CheckpointError(f"{path} stores no model config; pass the model to load into")
+        try:
+            model = build_model(meta["config"])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+    elif meta.get("config") is not None and getattr(model, "config", None) not in (None, meta["config"]):
+        raise CheckpointError(f"{path} holds a model with config {meta['config']}, which does "
+                              f"not match the model given ({model.config})")
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {path} do not fit the model: {err}") from err
+    return model, meta
+
+
+def teacher_recipe(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0,
+                   **train_kwargs) -> tuple[dict, str]:
+    """The default teacher's recipe and its short hash (the cache file's key)."""
+    train = load_dataset(dataset, "train")
+    config = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes).config
+    recipe = {"dataset": dataset, "epochs": epochs, "seed": seed, "config": config,
+              "train": {k: train_kwargs[k] for k in sorted(train_kwargs)},
+              "image_size": list(train.image_size)}
+    return recipe, hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0,
+                       cache=None, device=None, progress: bool = True, retrain: bool = False,
+                       **train_kwargs) -> tuple[nn.Module, dict]:
+    """The default teacher trained on ``dataset``: loaded from the cache, or trained and cached.
+
+    The cache file name encodes the dataset, epochs, seed and architecture, so a changed
+    recipe never loads a stale teacher. A corrupt or damaged cache file is retrained (with
+    a message saying so). Returns ``(teacher in eval mode on device, metadata)`` with the
+    test accuracy in the metadata.
+
+    Examples::
+
+        >>> import atkd_lite as ak
+        >>> teacher, meta = ak.pretrained_teacher(progress=False)   # doctest: +SKIP
+        >>> meta["test_acc"] > 0.97                                  # doctest: +SKIP
+        True
+    """
+    dev = get_device(device)
+    train = load_dataset(dataset, "train")
+    test = load_dataset(dataset, "test")
+    _, key = teacher_recipe(dataset, epochs, seed, **train_kwargs)
+    path = cache_dir(cache) / "teachers" / f"teacher-{dataset}-{key}.pt"
+    seed_everything(seed)  # the initial weights are part of the recipe
+    model = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
+    if path.exists() and not retrain:
+        try:
+            model, meta = load_checkpoint(path, model, expect={"recipe_key": key})
+            return model.to(dev).eval(), meta
+        except CheckpointError as err:
+            print(f"retraining the teacher: {err}")
+            seed_everything(seed)
+            model = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
+    train_kwargs.setdefault("augment", 2)
+    history = train_model(model, train, test, epochs=epochs, seed=seed, device=dev,
+                          progress=progress, **train_kwargs)
+    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "recipe_key": key,
+            "test_acc": history.last["test_acc"], "history": history.records,
+            "device": str(dev)}
+    save_checkpoint(path, model, **meta)
+    _, meta = load_checkpoint(path, model)  # what we return is exactly what is on disk
+    return model.to(dev).eval(), meta

@@ -1,0 +1,325 @@
+"""What a model costs: parameters, bytes, multiply-adds, latency, and the attention overhead.
+
+Every cost measurement of the package is here:
+
+- :func:`count_parameters`, :func:`model_size_bytes` — exact and machine independent;
+- :func:`multiply_adds` — the multiply-accumulate operations of one forward pass
+  (convolutions and linear layers, the layers that dominate a CNN's compute);
+- :func:`layer_summary` — one row per block: output shape and parameters;
+- :func:`cpu_latency`, :func:`footprint`, :func:`model_costs` — measured CPU latency
+  (median of repeated runs; varies with the machine and its load) with the counts above;
+- :func:`attention_overhead` — what ATCam FMA/MIP and SALS cost next to a plain forward
+  pass, as medians of interleaved repetitions (``benchmarks/bench_atcam.py`` is its
+  command line).
+
+Defined in the book's chapters "Teacher and student" (sizes) and "Efficiency" (time).
+
+Examples::
+
+    >>> import atkd_lite as ak
+    >>> from atkd_lite.cost import count_parameters, multiply_adds
+    >>> multiply_adds(ak.student_cnn("small")) < multiply_adds(ak.teacher_cnn()) / 10
+    True
+    >>> count_parameters(ak.teacher_cnn()) > 10 * count_parameters(ak.student_cnn())
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from atkd_lite.atcam import ATCam
+from atkd_lite.models import teacher_cnn
+from atkd_lite.runtime import check_int, eval_mode, get_device, synchronize
+from atkd_lite.saliency import saliency_map
+
+__all__ = [
+    "VARIANTS",
+    "attention_overhead",
+    "count_parameters",
+    "cpu_latency",
+    "footprint",
+    "layer_summary",
+    "model_costs",
+    "model_size_bytes",
+    "multiply_adds",
+]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes of the serialised ``state_dict`` (parameters and buffers), as saved to disk."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@torch.no_grad()
+def cpu_latency(model: nn.Module, input_shape=(1, 1, 28, 28), repeats: int = 50,
+                warmup: int = 5, threads: int | None = None) -> float:
+    """Median CPU latency of one forward pass, in seconds (model copied to CPU, eval mode).
+
+    Args:
+        model: the network (left unchanged; a CPU copy is timed).
+        input_shape: the batch shape, (1, C, H, W) for per-image latency.
+        repeats: timed repetitions; the median is returned.
+        warmup: untimed repetitions first.
+        threads: torch threads to use while timing (default: the current setting).
+    """
+    m = copy.deepcopy(model).cpu().eval()
+    x = torch.zeros(input_shape)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            m(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            m(x)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old_threads)
+    times.sort()
+    return times[len(times) // 2]
+
+
+
+def _check(model, input_shape) -> tuple[int, ...]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"input_shape must be a batch shape (B, C, H, W), got {input_shape!r}")
+    return shape
+
+
+def _run_with_hooks(model: nn.Module, input_shape, modules, hook) -> None:
+    """One eval-mode forward on zeros with ``hook`` on ``modules``; hooks always removed."""
+    device = next(model.parameters(), torch.zeros(())).device
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(torch.zeros(input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def multiply_adds(model: nn.Module, input_shape=(1, 1, 28, 28)) -> int:
+    """Multiply-accumulate operations of one forward pass of a batch shaped ``input_shape``.
+
+    Counts ``Conv2d`` (output elements × in-channels/groups × kernel area) and ``Linear``
+    (output elements × in-features); batch norm, activations and pooling are ignored
+    (a few operations per activation, small next to the convolutions).
+
+    Args:
+        model (nn.Module): the network.
+        input_shape: batch shape; ``(1, C, H, W)`` for the cost per image.
+
+    Returns:
+        int: multiply-adds (one multiply-add = two floating-point operations).
+    """
+    shape = _check(model, input_shape)
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        else:
+            total += output.numel() * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    _run_with_hooks(model, shape, layers, hook)
+    return total
+
+
+def layer_summary(model: nn.Module, input_shape=(1, 1, 28, 28), depth: int = 2) -> list[dict]:
+    """One row per module at ``depth`` (dots in its name + 1), in the order they run.
+
+    For the book's CNNs, depth 2 gives the conv blocks (``features.s1c1``), the pools and
+    the head's layers.
+
+    Args:
+        model (nn.Module): the network.
+        input_shape: batch shape of the probe input.
+        depth (int): module depth to list (1 = the model's direct children).
+
+    Returns:
+        list of dict: ``name``, ``type``, ``output_shape`` (without the batch dimension)
+        and ``parameters`` (of that module, including its children).
+
+    Examples::
+
+        >>> import atkd_lite as ak
+        >>> rows = layer_summary(ak.student_cnn())
+        >>> rows[0]["name"], rows[0]["output_shape"]
+        ('features.s1c1', (8, 28, 28))
+    """
+    shape = _check(model, input_shape)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive int, got {depth!r}")
+    named = [(n, m) for n, m in model.named_modules() if n and n.count(".") + 1 == depth]
+    if not named:
+        raise ValueError(f"the model has no modules at depth {depth}; try depth=1")
+    names = {id(m): n for n, m in named}
+    rows: list[dict] = []
+
+    def hook(module, inputs, output):
+        out = output if isinstance(output, torch.Tensor) else output[0]
+        rows.append({"name": names[id(module)], "type": type(module).__name__,
+                     "output_shape": tuple(out.shape[1:]),
+                     "parameters": count_parameters(module)})
+
+    _run_with_hooks(model, shape, [m for _, m in named], hook)
+    return rows
+
+
+def footprint(model: nn.Module, input_shape=(1, 1, 28, 28), repeats: int = 50,
+              threads: int | None = 1) -> dict:
+    """Parameters, size, multiply-adds and CPU latency of ``model`` for one input batch.
+
+    Args:
+        model (nn.Module): the network (not changed; latency is timed on a CPU copy).
+        input_shape: batch shape, ``(1, C, H, W)`` for per-image figures.
+        repeats (int): timed forward passes; the median is reported.
+        threads (int, optional): torch threads while timing (1 by default: a small
+            device has few cores, and one thread makes numbers comparable across
+            machines); None = the current setting.
+
+    Returns:
+        dict: ``parameters`` (int), ``size_kb`` (serialised state dict, kilobytes of
+        1,000 bytes), ``multiply_adds`` (int), ``latency_ms`` (median, milliseconds).
+    """
+    shape = _check(model, input_shape)
+    return {
+        "parameters": count_parameters(model),
+        "size_kb": model_size_bytes(model) / 1000,
+        "multiply_adds": multiply_adds(model, shape),
+        "latency_ms": 1000 * cpu_latency(model, shape, repeats=repeats, threads=threads),
+    }
+
+
+def model_costs(models: Mapping[str, nn.Module], input_shape: Sequence[int] = (1, 1, 28, 28),
+                repeats: int = 50, threads: int | None = 1) -> list[dict]:
+    """Parameters, serialised bytes and median CPU latency of each model.
+
+    Args:
+        models: name -> model (each is copied to the CPU for timing; left unchanged).
+        input_shape: the batch timed, ``(1, C, H, W)`` for the latency of one image.
+        repeats: timed forward passes per model (the median is reported).
+        threads: torch threads while timing (1: what one core of a small device gives,
+            and less disturbed by other work on the machine); None = current setting.
+
+    Returns:
+        list of dict: ``name``, ``parameters``, ``bytes``, ``latency_ms``.
+    """
+    if not models:
+        raise ValueError("give at least one model, e.g. {'teacher': teacher}")
+    rows = []
+    for name, model in models.items():
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name!r} is a {type(model).__name__}, not a torch.nn.Module")
+        rows.append({"name": name, "parameters": count_parameters(model),
+                     "bytes": model_size_bytes(model),
+                     "latency_ms": 1e3 * cpu_latency(model, tuple(input_shape), repeats=repeats,
+                                                     threads=threads)})
+    return rows
+
+
+#: the timed variants, in the order they are reported
+VARIANTS = ("plain", "fma", "mip", "sals")
+
+
+def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: int = 5,
+                       size: int = 28, model: nn.Module | None = None,
+                       in_channels: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """Median time of a plain forward, ATCam FMA/MIP and SALS, and their paired ratios.
+
+    Args:
+        device: where to run (``None``: cuda → mps → cpu, as :func:`~atkd_lite.get_device`).
+        batch (int): images per call.
+        reps (int): timed repetitions (each times every variant once).
+        warmup (int): untimed repetitions first (allocator, kernels, caches).
+        size (int): image side in pixels; the input is random noise (the cost of a
+            forward pass does not depend on the pixel values).
+        model (nn.Module, optional): the network to time (put in eval mode; moved to
+            ``device``); default a freshly initialised :func:`~atkd_lite.teacher_cnn`
+            seeded with 0 (weights do not change the cost either).
+        in_channels (int): channels of the random input.
+
+    Returns:
+        (dict, dict): ``medians`` — variant -> median seconds per call; ``ratios`` —
+        variant -> median over repetitions of ``time(variant) / time(plain)`` (so
+        ``ratios["plain"] == 1.0``). Variants are :data:`VARIANTS`.
+
+    Raises:
+        ValueError: for non-positive ``batch``, ``reps`` or ``size``, or negative
+            ``warmup``.
+
+    Examples::
+
+        >>> from atkd_lite.cost import attention_overhead
+        >>> medians, ratios = attention_overhead(device="cpu", batch=4, reps=2, warmup=0)
+        >>> all(t > 0 for t in medians.values())
+        True
+    """
+    batch, reps, size = (check_int("batch", batch, 1), check_int("reps", reps, 1),
+                         check_int("size", size, 1))
+    warmup = check_int("warmup", warmup, 0)
+    dev = get_device(device)
+    if model is None:
+        torch.manual_seed(0)
+        model = teacher_cnn(in_channels=in_channels)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = model.to(dev).eval()
+    x = torch.randn(batch, in_channels, size, size, device=dev)
+    fma, mip = ATCam(model, combine="fma"), ATCam(model, combine="mip")
+
+    def plain():
+        with torch.no_grad():
+            model(x)
+
+    def with_fma():
+        with torch.no_grad():
+            fma(x)
+
+    def with_mip():
+        with torch.no_grad():
+            mip(x)
+
+    def sals():
+        saliency_map(model, x)
+
+    variants = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    names = list(VARIANTS)
+    for rep in range(warmup + reps):
+        # rotate the order each repetition so no variant always runs first (cache, turbo)
+        k = rep % len(names)
+        for name in names[k:] + names[:k]:
+            synchronize(dev)
+            t0 = time.perf_counter()
+            variants[name]()
+            synchronize(dev)
+            if rep >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    ratios = {name: statistics.median(a / b for a, b in zip(ts, times["plain"]))
+              for name, ts in times.items()}
+    return medians, ratios

@@ -1,0 +1,323 @@
+"""Distillers: one small class per method, each an ``nn.Module`` holding student and teacher.
+
+Every method minimises one loss (the book's chapter "Attention-guided distillation")::
+
+    L = (1 − α)·CE(z_S, y) + α·KD(z_S, z_T; T) + β·L_att(student, teacher)
+
+with α = 0 unless the method has ``+kd``, and no attention term for ``student`` and
+``kd``. As in mdistiller, a distiller's :meth:`Distiller.forward_train` returns the
+student's logits and its loss terms by name; the training loop only sums and logs them.
+A distiller carries its own needs:
+
+- ``kind`` — which teacher signal it matches (``"fma"``, ``"mip"``, ``"sals"``, ``"at"``
+  or None), hence what it needs from a :class:`~atkd_lite.cache.TeacherCache`
+  (:meth:`Distiller.cache_needs`);
+- ``default_beta`` — its tuned attention weight, used when ``beta`` is not given;
+- :meth:`Distiller.setup` — anything it must learn about the networks before training
+  (AT pairs the capture points of two networks of different depths).
+
+``train()`` keeps the teacher in eval mode whatever it is called with, so the loop needs
+no freeze/restore code. :data:`METHODS` maps each method name to its distiller; it is
+the one place the method string is decoded.
+
+Defined in the book's chapter "Attention-guided distillation".
+
+Examples::
+
+    >>> import torch, atkd_lite as ak
+    >>> from atkd_lite.distillers import make_distiller
+    >>> d = make_distiller("fma+kd", ak.student_cnn("tiny"), ak.teacher_cnn().eval())
+    >>> logits, terms = d.forward_train(torch.rand(4, 1, 28, 28), torch.arange(4), None)
+    >>> sorted(terms)
+    ['loss', 'loss_att', 'loss_ce', 'loss_kd']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atkd_lite.atcam import ATCam
+from atkd_lite.losses.at import at_loss, at_vector, pair_layers
+from atkd_lite.losses.attention import attention_loss
+from atkd_lite.losses.kd import kd_loss
+from atkd_lite.runtime import autocast_context, eval_mode
+from atkd_lite.saliency import saliency_map
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "METHODS",
+    "ATCamDistiller",
+    "ATDistiller",
+    "Distiller",
+    "FMADistiller",
+    "MIPDistiller",
+    "SalsDistiller",
+    "make_distiller",
+    "parse_method",
+]
+
+
+#: the KD weight α of ``kd`` and ``+kd`` methods, tuned with the other defaults
+DEFAULT_ALPHA = 0.5
+
+
+class Distiller(nn.Module):
+    """Cross-entropy, plus Hinton's KD when ``alpha > 0``; no attention term.
+
+    Subclasses set ``kind`` (the teacher signal their attention term matches: ``"fma"``,
+    ``"mip"``, ``"sals"``, ``"at"``; None here) and ``default_beta`` (its tuned weight),
+    and override :meth:`teacher_signals` and :meth:`student_forward` (and
+    :meth:`attention_term` when the distance is not
+    :func:`~atkd_lite.losses.attention_loss`).
+
+    Args:
+        student, teacher (nn.Module): the networks (the teacher is never trained).
+        alpha (float): weight of KD; CE gets ``1 − alpha``. 0 = no KD.
+        beta (float, optional): weight of the attention term; None = ``default_beta``.
+        T (float): KD temperature.
+        attention_form (str): the form of :func:`~atkd_lite.losses.attention_loss`.
+        first, last (int): ATCam's layer selection (FMA and MIP).
+        size (two ints, optional): map size (FMA and MIP); None = the input's H×W.
+        cache (TeacherCache, optional): teacher logits and maps by dataset index.
+        amp (bool, optional): autocast on CUDA (None = on there).
+    """
+
+    # the teacher signal matched by the attention term (None: no attention term), and the
+    # attention weight β tuned for it (see benchmarks/tune_defaults.py)
+    kind: str | None = None
+    default_beta: float = 0.0
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 0.0,
+                 beta: float | None = None, T: float = 8.0, attention_form: str = "l2",
+                 first: int = 2, last: int = 2, size: Sequence[int] | None = None,
+                 cache=None, amp: bool | None = None):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+        self.alpha, self.T = float(alpha), float(T)
+        self.beta = float(self.default_beta if beta is None else beta)
+        self.attention_form = attention_form
+        self.first, self.last, self.size = first, last, size
+        self.cache, self.amp = cache, amp
+
+    def train(self, mode: bool = True) -> Distiller:
+        """Train or evaluate the student; the teacher always stays in eval mode."""
+        self.training = mode
+        self.student.train(mode)
+        self.teacher.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    def setup(self, x_probe: torch.Tensor) -> None:
+        """Prepare for training with a probe batch (nothing to do here)."""
+
+    def cache_needs(self) -> dict:
+        """What a teacher cache must hold for this distiller (see ``TeacherCache.check``)."""
+        return {}
+
+    # -- teacher side -------------------------------------------------------------------
+    def teacher_logits(self, x: torch.Tensor, idx) -> torch.Tensor | None:
+        """The teacher's logits when KD is on (from the cache if there is one), else None."""
+        if self.alpha == 0:
+            return None
+        if self.cache is not None:
+            return self.cache.logits(idx, device=self.device)
+        with torch.no_grad(), autocast_context(self.device, self.amp):
+            return self.teacher(x).float()
+
+    def teacher_signals(self, x, y, idx) -> tuple[torch.Tensor | None, object]:
+        """The teacher's logits (None when KD is off) and its attention (None here)."""
+        return self.teacher_logits(x, idx), None
+
+    # -- student side -------------------------------------------------------------------
+    def student_forward(self, x, y) -> tuple[torch.Tensor, object]:
+        """The student's logits and its attention (None here)."""
+        with autocast_context(self.device, self.amp):
+            return self.student(x), None
+
+    def attention_term(self, s_att, t_att) -> torch.Tensor:
+        """The unweighted attention loss between the student's and the teacher's signal."""
+        return attention_loss(s_att, t_att, form=self.attention_form)
+
+    def forward_train(self, x, y, idx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One training forward: ``(student logits, {"loss": total, "loss_ce": …, …})``.
+
+        The terms are unweighted; ``"loss"`` is their weighted sum, the one to minimise.
+        """
+        t_logits, t_att = self.teacher_signals(x, y, idx)
+        logits, s_att = self.student_forward(x, y)
+        ce = F.cross_entropy(logits.float(), y)
+        terms = {"loss_ce": ce}
+        total = (1 - self.alpha) * ce
+        if self.alpha > 0:
+            terms["loss_kd"] = kd_loss(logits, t_logits, self.T)
+            total = total + self.alpha * terms["loss_kd"]
+        if self.kind is not None:
+            terms["loss_att"] = self.attention_term(s_att, t_att)
+            total = total + self.beta * terms["loss_att"]
+        return logits, {"loss": total, **terms}
+
+
+class ATCamDistiller(Distiller):
+    """ATCam maps (FMA or MIP, by ``kind``): the attention loss between the two networks' maps."""
+
+    def __init__(self, student, teacher, **kw):
+        super().__init__(student, teacher, **kw)
+        self.student_cam = ATCam(student, first=self.first, last=self.last,
+                                 combine=self.kind, size=self.size)
+        self.teacher_cam = ATCam(teacher, first=self.first, last=self.last,
+                                 combine=self.kind, size=self.size)
+
+    def cache_needs(self) -> dict:
+        return {"maps": [self.kind], "first": self.first, "last": self.last,
+                "size": self.size}
+
+    def teacher_signals(self, x, y, idx):
+        if self.cache is not None:
+            return self.teacher_logits(x, idx), self.cache.maps(self.kind, idx,
+                                                                device=self.device)
+        with torch.no_grad(), autocast_context(self.device, self.amp):
+            t_logits, t_maps = self.teacher_cam(x)
+        return t_logits.float(), t_maps
+
+    def student_forward(self, x, y):
+        with autocast_context(self.device, self.amp):
+            return self.student_cam(x)
+
+
+class FMADistiller(ATCamDistiller):
+    """FMA: feature map accumulation (mean over the selected layers' maps)."""
+
+    kind = "fma"
+    default_beta = 1.0
+
+
+class MIPDistiller(ATCamDistiller):
+    """MIP: maximum intensity projection (max over the selected layers' maps)."""
+
+    kind = "mip"
+    default_beta = 1.0
+
+
+class SalsDistiller(Distiller):
+    """SALS: the attention loss between saliency maps for the label class.
+
+    The teacher's map needs gradients w.r.t. the input only (its parameters are frozen);
+    the student's is built with ``create_graph=True`` so the loss reaches its parameters
+    (double backprop). The student runs in train mode, so its BatchNorm couples the
+    samples of a batch slightly (O(1/B)); the map is still the gradient of the summed
+    label logits w.r.t. each image. Saliency maps are noisier than FMA maps, hence a
+    smaller tuned weight.
+    """
+
+    kind = "sals"
+    default_beta = 0.1
+
+    def cache_needs(self) -> dict:
+        return {"maps": ["sals"]}
+
+    def teacher_signals(self, x, y, idx):
+        if self.cache is not None:
+            return self.teacher_logits(x, idx), self.cache.maps("sals", idx, device=self.device)
+        with autocast_context(self.device, self.amp):
+            t_logits, t_maps = saliency_map(self.teacher, x, target=y, return_logits=True)
+        return t_logits.float(), t_maps
+
+    def student_forward(self, x, y):
+        with autocast_context(self.device, self.amp):
+            return saliency_map(self.student, x, target=y, create_graph=True,
+                                return_logits=True)
+
+
+class ATDistiller(Distiller):
+    """AT baseline (Zagoruyko & Komodakis): :func:`~atkd_lite.losses.at.at_loss` on every
+    capture point, layers of the two networks paired by depth (:func:`~atkd_lite.losses.at.pair_layers`).
+
+    The teacher side is its AT maps ``q`` (B, H, W), computed online or read from a
+    cache; :func:`~atkd_lite.losses.at.at_loss` takes them as they are. The default weight is the β/2 = 500 of
+    Zagoruyko & Komodakis' code (β = 1e3 with the mean-squared "code" form).
+    """
+
+    kind = "at"
+    default_beta = 500.0
+
+    def __init__(self, student, teacher, **kw):
+        super().__init__(student, teacher, **kw)
+        self.student_cam = ATCam(student, layers="all")
+        self.teacher_cam = ATCam(teacher, layers="all")
+        self.pairs: list[tuple[int, int]] | None = None
+
+    def setup(self, x_probe: torch.Tensor) -> None:
+        """Find both networks' capture points with one probe forward and pair them."""
+        with eval_mode(self.student, self.teacher), torch.no_grad():
+            _, fs = self.student_cam.features(x_probe)
+            _, ft = self.teacher_cam.features(x_probe)
+        self.pairs = pair_layers(len(fs), len(ft))
+
+    def cache_needs(self) -> dict:
+        return {"at": True}
+
+    def teacher_signals(self, x, y, idx):
+        layers = [j for _, j in self.pairs]
+        if self.cache is not None:
+            return self.teacher_logits(x, idx), self.cache.at_maps(idx, layers,
+                                                                  device=self.device)
+        with torch.no_grad(), autocast_context(self.device, self.amp):
+            t_logits, feats = self.teacher_cam.features(x)
+            q = [at_vector(feats[j]).view(x.shape[0], *feats[j].shape[-2:]) for j in layers]
+        return t_logits.float(), q
+
+    def student_forward(self, x, y):
+        with autocast_context(self.device, self.amp):
+            logits, feats = self.student_cam.features(x)
+        return logits, [feats[i] for i, _ in self.pairs]
+
+    def attention_term(self, s_feats, t_q):
+        return at_loss(s_feats, t_q)
+
+
+#: method name -> (distiller class, uses KD)
+METHODS: dict[str, tuple[type[Distiller], bool]] = {
+    "student": (Distiller, False),
+    "kd": (Distiller, True),
+    "at": (ATDistiller, False),
+    "fma": (FMADistiller, False),
+    "mip": (MIPDistiller, False),
+    "sals": (SalsDistiller, False),
+    "at+kd": (ATDistiller, True),
+    "fma+kd": (FMADistiller, True),
+    "mip+kd": (MIPDistiller, True),
+    "sals+kd": (SalsDistiller, True),
+}
+
+
+def parse_method(method) -> tuple[str, type[Distiller], bool]:
+    """``(canonical name, distiller class, uses KD)`` of a method name such as ``"FMA + KD"``.
+
+    Raises:
+        ValueError: an unknown method, listing the valid ones.
+    """
+    name = method.lower().replace(" ", "") if isinstance(method, str) else None
+    if name not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cls, use_kd = METHODS[name]
+    return name, cls, use_kd
+
+
+def make_distiller(method: str, student: nn.Module, teacher: nn.Module, *,
+                   alpha: float | None = None, **kw) -> Distiller:
+    """The distiller for ``method`` (see :data:`METHODS`), e.g. ``"fma+kd"``.
+
+    ``alpha`` is the KD weight for ``kd`` and ``+kd`` methods (None:
+    :data:`DEFAULT_ALPHA`) and is forced to 0 for the others; the other keywords go to the
+    distiller.
+    """
+    _, cls, use_kd = parse_method(method)
+    alpha = (DEFAULT_ALPHA if alpha is None else alpha) if use_kd else 0.0
+    return cls(student, teacher, alpha=alpha, **kw)

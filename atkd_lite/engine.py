@@ -1,0 +1,574 @@
+"""The training engine: one loop (:func:`fit`) behind :func:`train_model` and :func:`distill`.
+
+- :func:`fit` runs epochs of a *step* ``step(x, y, idx) -> (logits, {"loss": …, …})``:
+  AdamW with a learning-rate schedule, autocast on CUDA (bf16 where supported, else fp16
+  with a gradient scaler), loss sums kept on the device (no host sync inside an epoch),
+  a progress bar, one :class:`History` record per epoch, and a clear error when a loss
+  term stops being finite;
+- :func:`train_model` trains any classifier with cross-entropy (the teacher);
+- :func:`distill` trains a student from a frozen teacher with a method by name
+  (:data:`~atkd_lite.distillers.METHODS`) and a :class:`DistillConfig`;
+- :func:`evaluate` / :func:`predict` run a model over a dataset.
+
+Defined in the book's chapters "Teacher and student" (``train_model``) and
+"Attention-guided distillation" (``distill``).
+
+Examples::
+
+    >>> import atkd_lite as ak
+    >>> train = ak.load_dataset("mnist5k", "train").per_class(20)
+    >>> model = ak.student_cnn("tiny")
+    >>> hist = ak.train_model(model, train, epochs=1, progress=False, device="cpu")
+    >>> len(hist["loss"])
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atkd_lite.cost import count_parameters
+from atkd_lite.data import ImageSet, make_batches
+from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, parse_method
+from atkd_lite.losses.attention import FORMS
+from atkd_lite.runtime import (
+    autocast_context,
+    check_int,
+    check_number,
+    eval_mode,
+    frozen,
+    get_device,
+    progress_bar,
+    seed_everything,
+    synchronize,
+)
+
+__all__ = [
+    "DistillConfig",
+    "DistillResult",
+    "History",
+    "distill",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+    "predict",
+    "train_model",
+]
+
+
+@dataclass
+class History:
+    """Per-epoch metrics: ``history["test_acc"]`` is a list with one value per epoch."""
+
+    records: list[dict] = field(default_factory=list)
+
+    def append(self, **metrics) -> None:
+        self.records.append(metrics)
+
+    def __getitem__(self, key: str) -> list:
+        return [r.get(key) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.records:
+            seen.update(dict.fromkeys(r))
+        return list(seen)
+
+    @property
+    def last(self) -> dict:
+        return self.records[-1] if self.records else {}
+
+    def to_dict(self) -> dict:
+        return {"records": self.records}
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation
+
+def _check_compatible(model: nn.Module, data) -> None:
+    if not isinstance(data, ImageSet):
+        return
+    if len(data) == 0:
+        raise ValueError(f"the dataset {data.name!r} is empty")
+    in_ch = getattr(model, "in_channels", None)
+    if in_ch is not None and data.in_channels != in_ch:
+        raise ValueError(f"the model expects {in_ch}-channel images but {data.name!r} has "
+                         f"{data.in_channels} channel(s); build the model with in_channels="
+                         f"{data.in_channels}")
+    n_cls = getattr(model, "num_classes", None)
+    if n_cls is not None and n_cls != data.num_classes:
+        raise ValueError(f"the model has {n_cls} outputs but {data.name!r} has "
+                         f"{data.num_classes} classes")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, batch_size: int = 512, device=None,
+            amp: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, CPU) and labels for a whole dataset, in dataset order."""
+    dev = get_device(device)
+    _check_compatible(model, data)
+    logits, labels = [], []
+    with eval_mode(model):
+        for x, y, _ in make_batches(data, batch_size, shuffle=False, device=dev):
+            with autocast_context(dev, amp):
+                logits.append(model(x).float())
+            labels.append(y)
+    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+
+
+def evaluate(model: nn.Module, data, batch_size: int = 512, device=None) -> float:
+    """Accuracy (fraction correct, 0–1) of ``model`` on ``data``."""
+    logits, labels = predict(model, data, batch_size, device)
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int,
+                   warmup: float = 0.25, schedule: str = "warmup-cosine"):
+    """AdamW and its learning-rate schedule; returns ``(optimizer, scheduler)``.
+
+    Call ``scheduler.step()`` after every optimiser step. Two schedules:
+
+    - ``"warmup-cosine"`` (teacher training): linear warm-up over ``warmup`` of the steps,
+      then cosine decay to zero; works for any ``total_steps >= 1``;
+    - ``"onecycle"`` (distillation, as tuned by ``benchmarks/tune_defaults.py``): PyTorch's
+      :class:`~torch.optim.lr_scheduler.OneCycleLR`; it needs a few steps per phase, so runs
+      of fewer than 8 steps (smoke tests) keep the learning rate constant.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if schedule == "onecycle":
+        if total_steps >= 8:
+            return opt, torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=lr, total_steps=total_steps, pct_start=warmup)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    if schedule != "warmup-cosine":
+        raise ValueError(f"unknown schedule {schedule!r}; use 'warmup-cosine' or 'onecycle'")
+    warm = max(1, int(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
+
+
+def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler, *,
+        device: torch.device, test_data=None, evaluate_model: nn.Module | None = None,
+        amp: bool | None = None, channels_last: bool = False, progress: bool = True,
+        desc: str = "training") -> History:
+    """Run ``epochs`` epochs of ``step`` over ``batches``; the one training loop.
+
+    Args:
+        step: ``step(x, y, idx) -> (logits, terms)``; ``terms["loss"]`` is minimised and
+            every term is averaged over the epoch into the history.
+        model (nn.Module): put in train mode for each epoch and eval mode at the end (a
+            distiller keeps its teacher in eval mode itself).
+        batches: an iterable of ``(x, y, idx)`` with a length, reshuffled each epoch.
+        epochs (int): number of epochs.
+        optimizer, scheduler: from :func:`make_optimizer`; the scheduler steps per batch.
+        device: where the batches are.
+        test_data (optional): evaluated with ``evaluate_model`` after every epoch.
+        amp: autocast on CUDA (None = on); fp16 without bf16 gets a gradient scaler.
+        channels_last (bool): convert each batch to channels-last memory format.
+        progress (bool): a progress bar over epochs.
+        desc (str): its label.
+
+    Returns:
+        History: per epoch ``epoch``, each term's mean, ``train_acc``, ``time_s`` (the
+        training part's wall time) and ``test_acc`` when there is test data.
+
+    Raises:
+        FloatingPointError: a loss term became NaN or infinite (names the epoch and term).
+    """
+    use_scaler = device.type == "cuda" and amp is not False and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    history = History()
+    bar = progress_bar(range(1, epochs + 1), progress, desc=desc, unit="epoch")
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for x, y, idx in batches:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits, terms = step(x, y, idx)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            # accumulate on the device: no host sync until the epoch ends
+            for name, value in terms.items():
+                v = value.detach() * y.shape[0]
+                sums[name] = v if name not in sums else sums[name] + v
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+        synchronize(device)
+        record = {"epoch": epoch, **{k: v.item() / seen for k, v in sums.items()},
+                  "train_acc": correct.item() / seen, "time_s": time.perf_counter() - t0}
+        bad = [k for k in sums if not math.isfinite(record[k])]
+        if bad:
+            raise FloatingPointError(
+                f"epoch {epoch}: the loss term(s) {', '.join(bad)} became "
+                f"{record[bad[0]]}; lower the learning rate, the temperature T or the "
+                "weights alpha/beta, and check the inputs for NaN or infinity")
+        if test_data is not None:
+            record["test_acc"] = evaluate(evaluate_model or model, test_data, device=device)
+        history.append(**record)
+        if progress:
+            bar.set_postfix({k: round(v, 4) for k, v in record.items()
+                             if k in ("loss", "test_acc")})
+    model.eval()
+    return history
+
+
+def _channels_last(device: torch.device, flag: bool | None) -> bool:
+    return device.type == "cuda" if flag is None else bool(flag)
+
+
+def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
+                lr: float = 3e-3, weight_decay: float = 5e-4, batch_size: int = 128,
+                augment: int = 0, device=None, seed: int = 0, progress: bool = True,
+                amp: bool | None = None, channels_last: bool | None = None,
+                label_smoothing: float = 0.0, compile: bool = False) -> History:
+    """Train a classifier with cross-entropy; returns a :class:`History`.
+
+    Args:
+        model: the network (trained in place, moved to ``device``).
+        train_data / test_data: :class:`~atkd_lite.data.ImageSet` (or any dataset of
+            ``(image, label)``); ``test_data`` is evaluated after every epoch if given.
+        epochs, lr, weight_decay, batch_size: AdamW with linear warm-up (a quarter of the
+            steps) and cosine decay.
+        augment: maximum random shift in pixels (0: none), applied on the device.
+        device: ``None``/``"auto"`` picks cuda → mps → cpu.
+        seed: same seed, same result on the CPU (at the same number of threads).
+        progress: show a ``tqdm`` progress bar.
+        amp / channels_last: ``None`` means on for CUDA, off elsewhere.
+        label_smoothing: cross-entropy's label smoothing (0: none).
+        compile: run the training forward through :func:`torch.compile` (opt-in; the
+            model itself is left uncompiled, so hooks and checkpoints work as usual).
+
+    The history records, per epoch: ``epoch``, ``loss`` (cross-entropy), ``train_acc``,
+    ``test_acc`` (if test data), ``time_s`` (wall time of the training part).
+    """
+    check_int("epochs", epochs, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("augment", augment, minimum=0)
+    check_number("lr", lr, positive=True)
+    check_number("label_smoothing", label_smoothing, 0.0, 1.0)
+    dev = get_device(device)
+    _check_compatible(model, train_data)
+    if test_data is not None:
+        _check_compatible(model, test_data)
+    seed_everything(seed)
+    cl = _channels_last(dev, channels_last)
+    model.to(dev, memory_format=torch.channels_last if cl else torch.preserve_format)
+    batches = make_batches(train_data, batch_size, shuffle=True, device=dev, seed=seed,
+                           augment=augment)
+    opt, sched = make_optimizer(model, lr, weight_decay, epochs * len(batches))
+    forward = torch.compile(model) if compile else model
+
+    def step(x, y, idx):
+        with autocast_context(dev, amp):
+            logits = forward(x)
+        return logits, {"loss": F.cross_entropy(logits.float(), y,
+                                                label_smoothing=label_smoothing)}
+
+    return fit(step, model, batches, epochs, opt, sched, device=dev, test_data=test_data,
+               amp=amp, channels_last=cl, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------
+# distillation
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The settings of :func:`distill`; the defaults are the tuned values.
+
+    The defaults were chosen on the embedded digits' fit/val split (never the test split)
+    in the low-data setting (100 digits a class) by ``benchmarks/tune_defaults.py``; its
+    output is in ``benchmarks/RESULTS.md``, section "Defaults".
+
+    Attributes:
+        epochs: training epochs (30).
+        lr: peak learning rate of the one-cycle schedule (0.03).
+        weight_decay: AdamW's weight decay (5e-4).
+        batch_size: images per step (128).
+        alpha: KD weight in [0, 1] for ``kd`` and ``+kd`` methods;
+            None = :data:`~atkd_lite.distillers.DEFAULT_ALPHA` (0.5). Other methods use 0.
+        beta: weight of the attention term; None = the method's tuned
+            ``default_beta`` (FMA, MIP 1.0; SALS 0.1; AT 500, the value of Zagoruyko &
+            Komodakis' code).
+        T: KD temperature (8).
+        first, last: ATCam's layer selection for FMA and MIP, both networks (2, 2).
+        size: map size for FMA and MIP; None = the input's H×W.
+        attention_form: ``"l2"`` (default) or ``"bce"``, see
+            :func:`~atkd_lite.losses.attention_loss`.
+        augment: maximum random shift in pixels (0: none; not with a cache).
+        seed: batch order and any randomness in the loop (build the student after
+            :func:`~atkd_lite.runtime.seed_everything` to seed its initialisation too).
+        device: ``None``/``"auto"`` = cuda → mps → cpu.
+        progress: a progress bar over epochs.
+        amp, channels_last: None = on for CUDA, off elsewhere. Maps and
+            losses are always computed in float32.
+
+    Examples::
+
+        >>> from atkd_lite.engine import DistillConfig
+        >>> DistillConfig().replace(epochs=5, beta=0.5).epochs
+        5
+    """
+
+    epochs: int = 30
+    lr: float = 3e-2
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    alpha: float | None = None
+    beta: float | None = None
+    T: float = 8.0
+    first: int = 2
+    last: int = 2
+    size: tuple[int, int] | None = None
+    attention_form: str = "l2"
+    augment: int = 0
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+    amp: bool | None = None
+    channels_last: bool | None = None
+
+    def replace(self, **changes) -> DistillConfig:
+        """A copy with some fields changed.
+
+        Raises:
+            TypeError: a name that is not a field (the fields are listed).
+        """
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in changes if k not in names]
+        if unknown:
+            hint = " (the AT weight is beta now)" if "beta_at" in unknown else ""
+            raise TypeError(f"unknown distillation setting(s) {unknown}{hint}; "
+                            f"the settings are: {', '.join(names)}")
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> DistillConfig:
+        """Check every field; returns self. Raises ValueError naming the field."""
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("first", self.first, minimum=0)
+        check_int("last", self.last, minimum=0)
+        check_int("augment", self.augment, minimum=0)
+        check_int("seed", self.seed, minimum=0)
+        check_number("lr", self.lr, positive=True)
+        check_number("weight_decay", self.weight_decay, lo=0.0)
+        check_number("T", self.T, positive=True)
+        if self.alpha is not None:
+            check_number("alpha", self.alpha, 0.0, 1.0)
+        if self.beta is not None:
+            check_number("beta", self.beta, lo=0.0)
+        if self.attention_form not in FORMS:
+            raise ValueError(f"unknown attention_form {self.attention_form!r}; "
+                             f"use one of {list(FORMS)}")
+        return self
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` returns.
+
+    Attributes:
+        method (str): the method name.
+        history (History): per epoch: ``epoch``, ``loss`` (weighted total), the unweighted
+            terms ``loss_ce`` / ``loss_kd`` / ``loss_att`` that the method uses,
+            ``train_acc``, ``test_acc`` (if test data), ``time_s`` (training wall time).
+        test_acc (float or None): final test accuracy (0–1).
+        params (dict): the settings used (α, β, T, first, last, lr, …).
+        student (nn.Module): the trained student (eval mode).
+        student_parameters (int): its parameter count.
+    """
+
+    method: str
+    history: History
+    test_acc: float | None
+    params: dict
+    student: nn.Module = field(repr=False)
+    student_parameters: int = 0
+
+    @property
+    def time_per_epoch(self) -> float:
+        """Median training wall time per epoch, seconds."""
+        times = sorted(self.history["time_s"])
+        return times[len(times) // 2] if times else float("nan")
+
+    def summary(self) -> dict:
+        """One flat row: method, final test accuracy, parameters, time per epoch, settings."""
+        return {"method": self.method, "test_acc": self.test_acc,
+                "parameters": self.student_parameters, "time_per_epoch_s": self.time_per_epoch,
+                **{k: v for k, v in self.params.items() if not isinstance(v, (list, dict))}}
+
+
+def _sample(data, n=2) -> torch.Tensor:
+    if isinstance(data, ImageSet):
+        return data.images[:n].float() / 255.0
+    return torch.stack([data[i][0] for i in range(min(n, len(data)))])
+
+
+def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
+    """Run ``model`` once on ``x`` (eval mode); its number of classes."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"the {who} cannot take the training images shaped "
+                         f"{tuple(x.shape[1:])}: {str(err).splitlines()[0]}") from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ValueError(f"the {who} must return logits shaped (B, K)")
+    return out.shape[1]
+
+
+def _check_data(train_data, test_data, cache, cfg: DistillConfig) -> None:
+    if train_data is None:
+        raise ValueError("train_data is required")
+    for name, data in (("train_data", train_data), ("test_data", test_data)):
+        if data is not None and len(data) == 0:
+            raise ValueError(f"{name} is empty; pass a dataset with at least one image")
+    if cache is None:
+        return
+    from atkd_lite.cache import TeacherCache
+
+    if not isinstance(cache, TeacherCache):
+        raise TypeError(f"cache must be a TeacherCache, got {type(cache).__name__}")
+    if cfg.augment:
+        raise ValueError("a teacher cache cannot be used with augmentation: the cached "
+                         "maps and logits belong to the unshifted images and would not "
+                         "match the shifted ones; pass augment=0 or cache=None")
+    if not isinstance(train_data, ImageSet):
+        raise TypeError("a teacher cache needs train_data as an ImageSet (looked up by index)")
+
+
+def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
+            method: str = "fma", config: DistillConfig | None = None, *, cache=None,
+            **settings) -> DistillResult:
+    """Train ``student`` with ``method``, guided by a frozen ``teacher``.
+
+    Loss: ``L = (1 − α)·CE + α·KD + β·L_att`` (α = 0 without ``+kd``). The step is the
+    method's distiller (:mod:`atkd_lite.distillers`), the loop is :func:`fit` with a
+    one-cycle learning rate. Same seed, same history on the CPU.
+
+    Args:
+        teacher (nn.Module): the trained teacher; kept in eval mode with gradients off
+            during the run (both restored after), never updated; moved to the device.
+        student (nn.Module): trained in place (moved to the device; eval mode at the end).
+        train_data (ImageSet): training images (any map-style dataset of ``(image,
+            label)`` works without a cache).
+        test_data (ImageSet, optional): evaluated after every epoch.
+        method (str): one of :data:`~atkd_lite.distillers.METHODS`: ``student``, ``kd``,
+            ``at``, ``fma``, ``mip``, ``sals``, ``at+kd``, ``fma+kd``, ``mip+kd``,
+            ``sals+kd``.
+        config (DistillConfig, optional): the settings (default: the tuned defaults).
+        cache (TeacherCache, optional): teacher logits/maps by dataset index, built for
+            exactly ``train_data`` and the method's settings (checked); then the teacher
+            is not run at all.
+        **settings: shorthand for fields of ``config``, e.g. ``epochs=5, beta=0.5,
+            device="cpu", progress=False``.
+
+    Returns:
+        DistillResult: ``.history``, ``.test_acc``, ``.method``, ``.params``, ``.student``.
+
+    Raises:
+        ValueError: unknown method (the valid ones are listed), a setting out of range,
+            teacher and student with different numbers of classes, images the networks
+            cannot take, a cache built for other data or settings, a cache with
+            augmentation, an empty dataset.
+        TypeError: a setting that does not exist.
+
+    Examples::
+
+        >>> import atkd_lite as ak
+        >>> train = ak.load_dataset("mnist5k", "train").per_class(10)
+        >>> test = ak.load_dataset("mnist5k", "test").per_class(10)
+        >>> teacher = ak.teacher_cnn().eval()
+        >>> student = ak.student_cnn("tiny")
+        >>> result = ak.distill(teacher, student, train, test, method="fma+kd", epochs=1,
+        ...                     progress=False, device="cpu")
+        >>> sorted(k for k in result.history.keys() if k.startswith("loss"))
+        ['loss', 'loss_att', 'loss_ce', 'loss_kd']
+    """
+    method, cls, use_kd = parse_method(method)
+    if config is not None and not isinstance(config, DistillConfig):
+        raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
+    cfg = (config or DistillConfig()).replace(**settings).validate()
+    for who, m in (("teacher", teacher), ("student", student)):
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"{who} must be a torch.nn.Module, got {type(m).__name__}")
+    if teacher is student:
+        raise ValueError("teacher and student are the same module; pass a separate student")
+    _check_data(train_data, test_data, cache, cfg)
+
+    dev = get_device(cfg.device)
+    cl = _channels_last(dev, cfg.channels_last)
+    teacher.to(dev)
+    student.to(dev, memory_format=torch.channels_last if cl else torch.preserve_format)
+    x_probe = _sample(train_data).to(dev)
+    if test_data is not None:
+        x_test = _sample(test_data)
+        if tuple(x_test.shape[1:]) != tuple(x_probe.shape[1:]):
+            raise ValueError(f"train images are {tuple(x_probe.shape[1:])} but test images "
+                             f"are {tuple(x_test.shape[1:])}; use data of one size")
+    k_t, k_s = _probe(teacher, x_probe, "teacher"), _probe(student, x_probe, "student")
+    if k_t != k_s:
+        raise ValueError(f"the teacher has {k_t} classes but the student has {k_s}; build the "
+                         f"student with num_classes={k_t}")
+    num_classes = getattr(train_data, "num_classes", None)
+    if num_classes is not None and num_classes != k_s:
+        raise ValueError(f"the networks have {k_s} outputs but the data has {num_classes} "
+                         "classes")
+    alpha = (DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha) if use_kd else 0.0
+
+    with frozen(teacher):
+        distiller: Distiller = cls(
+            student, teacher, alpha=alpha, beta=cfg.beta, T=cfg.T,
+            attention_form=cfg.attention_form, first=cfg.first, last=cfg.last,
+            size=cfg.size, cache=cache, amp=cfg.amp)
+        if cache is not None:
+            needs = distiller.cache_needs()
+            if needs.get("maps") and needs.get("size") is None:
+                needs["size"] = train_data.image_size  # maps at the input's size
+            cache.check(train_data, teacher=teacher, num_classes=k_s, **needs)
+        distiller.setup(x_probe)
+        seed_everything(cfg.seed)
+        batches = make_batches(train_data, cfg.batch_size, shuffle=True, device=dev,
+                               seed=cfg.seed, augment=cfg.augment)
+        opt, sched = make_optimizer(student, cfg.lr, cfg.weight_decay,
+                                    cfg.epochs * len(batches), schedule="onecycle")
+        history = fit(distiller.forward_train, distiller, batches, cfg.epochs, opt, sched,
+                      device=dev, test_data=test_data, evaluate_model=student, amp=cfg.amp,
+                      channels_last=cl, progress=cfg.progress, desc=f"distill {method}")
+
+    params = {"method": method, **{k: v for k, v in dataclasses.asdict(cfg).items()
+                                   if k not in ("progress", "device")},
+              "alpha": alpha, "beta": distiller.beta if distiller.kind else 0.0,
+              "cached": cache is not None, "device": str(dev)}
+    return DistillResult(method=method, history=history,
+                         test_acc=history.last.get("test_acc"), params=params,
+                         student=student, student_parameters=count_parameters(student))

@@ -1,0 +1,268 @@
+"""Experiment results: every run of a grid, its summary, and where it came from.
+
+:class:`ExperimentResults` holds the settings, the runs (one per method and seed, each
+with its per-epoch history) and the provenance of an experiment, and writes them, each
+file atomically::
+
+    results.json   settings, provenance and every run (with its per-epoch history)
+    results.csv    one row per run
+    results.md     the table: mean ± std test accuracy over seeds, parameters, time/epoch
+    results.png    the same as a plot
+
+Provenance (:func:`provenance`): the command, the git commit (and whether the tree was
+clean), the device, library versions, the date and the total wall time.
+:func:`load_results` reads a results folder back, or results shipped with the package
+by name, e.g. for a chapter that shows the committed table::
+
+    >>> from atkd_lite.experiments import load_results
+    >>> res = load_results("mnist5k-lowdata")
+    >>> sorted({run["method"] for run in res.runs})[:3]
+    ['at', 'at+kd', 'fma']
+
+Defined in the book's chapter "Knowledge distillation".
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from atkd_lite.runtime import atomic_write, get_device
+
+__all__ = ["PACKAGED_RESULTS", "ExperimentResults", "load_results", "packaged_results",
+           "provenance"]
+
+RESULTS_FORMAT = "atkd_lite.results/1"
+FILES = ("results.json", "results.csv", "results.md", "results.png")
+
+
+# ---------------------------------------------------------------------------------------
+# provenance
+
+def _git_commit() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(dirty.strip()) if commit else None}
+
+
+def provenance(command: str | None = None, device=None) -> dict:
+    """Where a result came from: command, git commit, device, versions, date."""
+    import numpy
+
+    import atkd_lite
+
+    dev = get_device(device)
+    name = str(dev)
+    if dev.type == "cuda":
+        name = f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return {
+        "command": command if command is not None else " ".join(
+            [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git": _git_commit(),
+        "device": name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": numpy.__version__, "atkd_lite": atkd_lite.__version__},
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# results
+
+@dataclass
+class ExperimentResults:
+    """The runs of an experiment, their summary over seeds, and where they came from.
+
+    Attributes:
+        settings (dict): dataset, sizes, epochs, methods, seeds, distillation settings.
+        runs (list of dict): one per (method, seed): ``method``, ``seed``, ``test_acc``,
+            ``parameters``, ``time_per_epoch_s``, ``history`` (per-epoch records).
+        teacher (dict): the teacher's ``test_acc`` and ``parameters``.
+        provenance (dict): see :func:`provenance`; ``wall_time_s`` is added at the end.
+    """
+
+    settings: dict
+    runs: list[dict] = field(default_factory=list)
+    teacher: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def summary(self) -> list[dict]:
+        """Per method (in run order): mean and std of test accuracy over seeds, etc."""
+        by_method: dict[str, list[dict]] = {}
+        for run in self.runs:
+            by_method.setdefault(run["method"], []).append(run)
+        base = by_method.get("student")
+        base_mean = statistics.fmean(r["test_acc"] for r in base) if base else None
+        rows = []
+        for method, runs in by_method.items():
+            accs = [r["test_acc"] for r in runs]
+            mean = statistics.fmean(accs)
+            rows.append({
+                "method": method,
+                "mean": mean,
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "n": len(accs),
+                "delta": None if base_mean is None else mean - base_mean,
+                "parameters": runs[0]["parameters"],
+                "time_per_epoch_s": statistics.median(r["time_per_epoch_s"] for r in runs),
+            })
+        return rows
+
+    def to_markdown(self) -> str:
+        """The results table (accuracy in %, mean ± sample std over seeds)."""
+        s = self.settings
+        lines = [
+            f"Test accuracy of the `{s.get('student_size')}` student on {s.get('test_name')} "
+            f"after {s.get('epochs')} epochs on {s.get('train_name')} "
+            f"({s.get('train_size')} images); mean ± std over seeds {s.get('seeds')}.",
+            "",
+            "| method | test accuracy (%) | Δ vs student (pp) | seeds | parameters | time/epoch (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        if self.teacher:
+            lines.append(f"| teacher | {100 * self.teacher['test_acc']:.2f} | | | "
+                         f"{self.teacher['parameters']:,} | |")
+        for r in self.summary():
+            delta = "" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
+            lines.append(f"| {r['method']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+                         f"{delta} | {r['n']} | {r['parameters']:,} | "
+                         f"{r['time_per_epoch_s']:.3f} |")
+        return "\n".join(lines) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def to_csv(self) -> str:
+        """One row per run."""
+        buf = io.StringIO()
+        cols = ["method", "seed", "test_acc", "parameters", "time_per_epoch_s", "epochs"]
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for run in self.runs:
+            writer.writerow({**run, "epochs": len(run.get("history", []))})
+        return buf.getvalue()
+
+    def to_dict(self) -> dict:
+        return {"format": RESULTS_FORMAT, "settings": self.settings, "teacher": self.teacher,
+                "provenance": self.provenance, "summary": self.summary(), "runs": self.runs}
+
+    def plot(self, ax=None):
+        """Bar chart of mean test accuracy per method (± std), seeds as dots."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(5, 0.7 * len(self.summary()) + 2), 3.5))
+        rows = self.summary()
+        xs = range(len(rows))
+        ax.bar(xs, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
+               color=["0.6" if r["method"] == "student" else "C0" for r in rows], capsize=3)
+        for i, r in enumerate(rows):
+            accs = [100 * run["test_acc"] for run in self.runs if run["method"] == r["method"]]
+            ax.scatter([i] * len(accs), accs, color="k", s=8, zorder=3)
+        if self.teacher:
+            ax.axhline(100 * self.teacher["test_acc"], color="C3", ls="--", lw=1,
+                       label=f"teacher {100 * self.teacher['test_acc']:.1f}%")
+            ax.legend(loc="lower right", fontsize=8)
+        lo = min(100 * run["test_acc"] for run in self.runs) if self.runs else 0
+        ax.set_ylim(max(0, lo - 3), 100)
+        ax.set_xticks(list(xs), [r["method"] for r in rows], rotation=30, ha="right")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{self.settings.get('student_size')} student, "
+                     f"{self.settings.get('train_size')} training images")
+        ax.figure.tight_layout()
+        return ax
+
+    def save(self, output_dir) -> Path:
+        """Write results.json/.csv/.md/.png into ``output_dir`` (each atomically)."""
+        from matplotlib.figure import Figure
+
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "results.json",
+                     (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        atomic_write(out / "results.csv", self.to_csv().encode())
+        md = self.to_markdown() + "\n" + _provenance_markdown(self.provenance)
+        atomic_write(out / "results.md", md.encode())
+        fig = Figure(figsize=(max(5, 0.7 * len(self.summary()) + 2), 3.5))
+        self.plot(fig.subplots())  # no pyplot: works headless and never shows a window
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        atomic_write(out / "results.png", buf.getvalue())
+        return out
+
+
+def _provenance_markdown(p: dict) -> str:
+    git = p.get("git", {})
+    commit = git.get("commit") or "unknown"
+    if git.get("dirty"):
+        commit += " (with uncommitted changes)"
+    v = p.get("versions", {})
+    return (f"Command: `{p.get('command')}`  \n"
+            f"Commit: {commit}  \n"
+            f"Device: {p.get('device')}, {p.get('cpu_count')} CPU cores, "
+            f"{p.get('torch_threads')} torch threads ({p.get('platform')})  \n"
+            f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "  \n"
+            f"Date: {p.get('date')}; total wall time {p.get('wall_time_s', 0):.0f} s\n")
+
+
+#: committed results shipped inside the package (chapters load them by name, so they work
+#: wherever the package is installed, e.g. on Colab)
+PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
+
+
+def packaged_results() -> list[str]:
+    """Names of the committed results shipped with the package."""
+    if not PACKAGED_RESULTS.is_dir():
+        return []
+    return sorted(p.name for p in PACKAGED_RESULTS.iterdir() if (p / "results.json").exists())
+
+
+def load_results(path) -> ExperimentResults:
+    """Read results written by :meth:`ExperimentResults.save`: a folder, its ``results.json``,
+    or the *name* of results shipped with the package (see ``packaged_results()``), e.g.
+    ``load_results("mnist5k-lowdata")``.
+
+    Raises:
+        FileNotFoundError: no results there (the message lists the packaged names).
+        ValueError: the file is not an atkd_lite results file.
+    """
+    path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (PACKAGED_RESULTS / path).exists():
+        path = PACKAGED_RESULTS / path
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no results at {path}; run `atkd-lite reproduce` to make them, or load one "
+            f"shipped with the package by name: {', '.join(packaged_results()) or 'none'}")
+    try:
+        blob = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(blob, dict) or blob.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"{path} is not an atkd_lite results file ({RESULTS_FORMAT})")
+    return ExperimentResults(settings=blob["settings"], runs=blob["runs"],
+                             teacher=blob.get("teacher", {}),
+                             provenance=blob.get("provenance", {}))
+
+

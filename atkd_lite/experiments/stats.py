@@ -1,0 +1,240 @@
+"""One statistical protocol for every comparison in the book: paired seeds, Holm, a verdict.
+
+Every experiment trains each method on the same seeds, and one seed gives every method
+the same student initialisation and the same batch order. The fair comparison of two
+methods is therefore *paired*: the per-seed differences ``d_s = a_s − b_s`` cancel the
+seed's luck, which is most of the noise in a small student's accuracy.
+
+- :func:`paired_comparison` — mean difference, its 95 % confidence interval (Student t and
+  bootstrap), the paired t-test p-value (``scipy.stats.ttest_rel``), the effect size
+  Cohen's d_z (mean difference / SD of the differences), and the smallest difference the
+  design could detect (80 % power at α = 0.05, two-sided);
+- :func:`holm` — Holm–Bonferroni adjusted p-values for a family of comparisons;
+- :func:`compare_methods` — every method against a baseline, adjusted over the family,
+  with a verdict in words: ``"better"``, ``"worse"`` or ``"no detectable difference at
+  this sample size"``; :func:`comparison_markdown` and :func:`verdict_sentence` print it.
+  No notebook defines its own rule.
+
+References: Student's paired t-test; Holm (1979); Cohen (1988) for d_z; Efron &
+Tibshirani (1993) for the percentile bootstrap.
+
+Defined in the book's chapter "Knowledge distillation".
+
+Examples::
+
+    >>> from atkd_lite.experiments.stats import paired_comparison, holm
+    >>> r = paired_comparison([0.95, 0.96, 0.97, 0.95], [0.90, 0.92, 0.91, 0.91])
+    >>> round(r["diff"], 4), r["n"], r["p"] < 0.01
+    (0.0475, 4, True)
+    >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
+    [0.03, 0.06, 0.06]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "comparison_markdown",
+    "compare_methods",
+    "holm",
+    "paired_comparison",
+    "paired_values",
+    "verdict_sentence",
+]
+
+#: the words of a verdict
+BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference at this sample size"
+
+
+def _values(x, name: str) -> dict:
+    """``{key: float}`` from a mapping (seed -> value) or a sequence (position -> value)."""
+    items = x.items() if isinstance(x, Mapping) else enumerate(x)
+    out = {}
+    for k, v in items:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must hold numbers; got {v!r} for {k!r}") from None
+        if not math.isfinite(f):
+            raise ValueError(f"{name} holds a non-finite value ({v!r} for {k!r}); every run "
+                             "must have a result: rerun it or leave that seed out of both")
+        out[k] = f
+    return out
+
+
+def paired_comparison(a, b, confidence: float = 0.95, n_boot: int = 10_000,
+                      seed: int = 0, power: float = 0.8) -> dict:
+    """Compare two methods run on the same seeds: is ``a`` different from ``b``?
+
+    Args:
+        a, b: the two methods' results, either as mappings ``seed -> value`` with the
+            same seeds, or as sequences of equal length in the same seed order.
+        confidence (float): level of the confidence intervals.
+        n_boot (int): bootstrap resamples of the per-seed differences.
+        seed (int): the bootstrap's random seed.
+        power (float): power for the smallest detectable difference.
+
+    Returns:
+        dict: ``n``, ``mean_a``, ``mean_b``, ``diff`` (mean of ``a − b``), ``sd`` (SD of
+        the differences), ``ci_low``/``ci_high`` (t interval), ``boot_low``/``boot_high``
+        (percentile bootstrap), ``t``, ``p`` (two-sided paired t-test), ``d_z`` (Cohen's
+        d_z, ``diff / sd``; ±inf when every difference is equal and non-zero) and ``mde``
+        (smallest absolute mean difference detectable with this ``n`` and ``sd`` at
+        ``power``, two-sided α = 1 − ``confidence``).
+
+    Raises:
+        ValueError: different seeds or lengths, fewer than 2 pairs, non-finite values.
+    """
+    from scipy import stats
+
+    va, vb = _values(a, "a"), _values(b, "b")
+    if isinstance(a, Mapping) != isinstance(b, Mapping):
+        raise ValueError("give both a and b as seed -> value mappings, or both as sequences")
+    if set(va) != set(vb):
+        what = "seeds" if isinstance(a, Mapping) else "lengths"
+        raise ValueError(f"a paired comparison needs the same seeds for both methods; the "
+                         f"{what} differ ({sorted(va, key=str)} vs {sorted(vb, key=str)}): "
+                         "run both methods on the same seeds")
+    keys = sorted(va, key=str) if isinstance(a, Mapping) else sorted(va)
+    n = len(keys)
+    if n < 2:
+        raise ValueError(f"a paired comparison needs at least 2 seeds, got {n}")
+    xa = np.array([va[k] for k in keys])
+    xb = np.array([vb[k] for k in keys])
+    d = xa - xb
+    diff, sd = float(d.mean()), float(d.std(ddof=1))
+    alpha = 1.0 - confidence
+    t_crit = float(stats.t.ppf(1 - alpha / 2, n - 1))
+    se = sd / math.sqrt(n)
+    if sd > 0:
+        res = stats.ttest_rel(xa, xb)
+        t, p = float(res.statistic), float(res.pvalue)
+        d_z = diff / sd
+    else:  # every pair differs by the same amount: no spread to test against
+        t = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+        p = 1.0 if diff == 0 else 0.0
+        d_z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    boot_low, boot_high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    mde = (t_crit + float(stats.t.ppf(power, n - 1))) * se
+    return {"n": n, "mean_a": float(xa.mean()), "mean_b": float(xb.mean()), "diff": diff,
+            "sd": sd, "ci_low": diff - t_crit * se, "ci_high": diff + t_crit * se,
+            "boot_low": float(boot_low), "boot_high": float(boot_high), "t": t, "p": p,
+            "d_z": d_z, "mde": mde}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given.
+
+    Sort the m p-values ascending; the k-th smallest (k = 0, 1, …) is multiplied by
+    ``m − k``, the running maximum is taken so the order is kept, and values are capped
+    at 1. Rejecting where the adjusted value is below α controls the family-wise error
+    rate at α (Holm 1979).
+
+    Raises:
+        ValueError: a p-value outside [0, 1] or NaN.
+    """
+    p = [float(v) for v in pvalues]
+    bad = [v for v in p if not 0.0 <= v <= 1.0]  # NaN fails both comparisons
+    if bad:
+        raise ValueError(f"p-values must lie in [0, 1]; got {bad}")
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_values(results, metric: str = "test_acc") -> dict[str, dict[int, float]]:
+    """``{method: {seed: value}}`` from an :class:`~atkd_lite.experiments.results.ExperimentResults`
+    (or its list of runs)."""
+    runs = getattr(results, "runs", results)
+    out: dict[str, dict[int, float]] = {}
+    for run in runs:
+        out.setdefault(run["method"], {})[run["seed"]] = run[metric]
+    return out
+
+
+def compare_methods(results, baseline: str = "student", methods: Sequence[str] | None = None,
+                    metric: str = "test_acc", alpha: float = 0.05) -> list[dict]:
+    """Every method against ``baseline`` on paired seeds, Holm-adjusted over the family.
+
+    Args:
+        results: an :class:`~atkd_lite.experiments.results.ExperimentResults`, its runs, or a
+            mapping ``method -> {seed: value}``.
+        baseline (str): the method compared against.
+        methods (sequence of str, optional): the family of comparisons (default: every
+            other method, in the order of the results).
+        metric (str): the run entry compared (results and runs only).
+        alpha (float): family-wise error rate.
+
+    Returns:
+        list of dict, one per method: ``method``, ``baseline``, everything of
+        :func:`paired_comparison` (``a`` = the method, ``b`` = the baseline), ``p_holm``,
+        and ``verdict``: ``"better"`` / ``"worse"`` when ``p_holm < alpha``, else
+        ``"no detectable difference at this sample size"``.
+
+    Raises:
+        ValueError: the baseline or a method is missing (the available ones are listed).
+
+    Examples::
+
+        >>> from atkd_lite.experiments.stats import compare_methods
+        >>> runs = {"student": {0: .90, 1: .91, 2: .92, 3: .90},
+        ...         "kd": {0: .95, 1: .96, 2: .96, 3: .95}, "fma": {0: .91, 1: .90, 2: .92, 3: .90}}
+        >>> [(r["method"], r["verdict"]) for r in compare_methods(runs)]
+        [('kd', 'better'), ('fma', 'no detectable difference at this sample size')]
+    """
+    values = results if isinstance(results, Mapping) else paired_values(results, metric)
+    if baseline not in values:
+        raise ValueError(f"the results hold no {baseline!r} runs to compare with; they hold "
+                         f"{list(values)}")
+    family = [m for m in values if m != baseline] if methods is None else list(methods)
+    missing = [m for m in family if m not in values]
+    if missing:
+        raise ValueError(f"the results hold no runs of {missing}; they hold {list(values)}")
+    rows = [{"method": m, "baseline": baseline, **paired_comparison(values[m], values[baseline])}
+            for m in family]
+    for row, p in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = p
+        row["verdict"] = (NO_DIFFERENCE if p >= alpha
+                          else BETTER if row["diff"] > 0 else WORSE)
+    return rows
+
+
+def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points") -> str:
+    """One sentence for one row of :func:`compare_methods`, e.g. "kd is better than
+    student: +2.3 points (95 % CI +1.9 to +2.7; Holm-adjusted p = 0.001; 10 paired seeds)."
+    """
+    d = scale * row["diff"]
+    ci = f"95 % CI {scale * row['ci_low']:+.1f} to {scale * row['ci_high']:+.1f}"
+    stats = f"Holm-adjusted p = {_p(row['p_holm'])}; {row['n']} paired seeds"
+    if row["verdict"] == NO_DIFFERENCE:
+        return (f"{row['method']} vs {row['baseline']}: no detectable difference at this "
+                f"sample size ({d:+.1f} {unit}, {ci}; {stats}; the design detects differences "
+                f"of about {scale * row['mde']:.1f} {unit} or more).")
+    return f"{row['method']} is {row['verdict']} than {row['baseline']}: {d:+.1f} {unit} ({ci}; {stats})."
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_markdown(rows: Sequence[dict], scale: float = 100.0, unit: str = "pp") -> str:
+    """A Markdown table of :func:`compare_methods` rows."""
+    lines = [f"| method | vs | mean | Δ ({unit}) | 95 % CI | p (Holm) | d_z | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['baseline']} | {scale * r['mean_a']:.2f} | "
+            f"{scale * r['diff']:+.2f} | [{scale * r['ci_low']:+.2f}, {scale * r['ci_high']:+.2f}] "
+            f"| {_p(r['p_holm'])} | {r['d_z']:+.2f} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,115 @@
+"""The package's layering, checked on its source: core never imports the experiments or
+the book, no module imports another's private names, no import cycles, a cheap import."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "atkd_lite"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module imported, names imported from it) for every import in a file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out.extend((a.name, []) for a in node.names)
+    return out
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ("experiments", "book") else "core"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layering_and_no_private_imports(module):
+    layer = _layer(module)
+    for target, names in _imports(MODULES[module]):
+        if not target.startswith("atkd_lite"):
+            continue
+        if layer == "core" and module not in ("atkd_lite", "atkd_lite.cli"):
+            assert _layer(target) == "core", f"core module {module} imports {target}"
+        if layer == "experiments":
+            assert _layer(target) != "book", f"{module} imports the book layer ({target})"
+        private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+        assert not private, f"{module} imports private names {private} from {target}"
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for module, path in MODULES.items():
+        deps = set()
+        for target, names in _imports(path):
+            for cand in [f"{target}.{n}" for n in names] + [target]:
+                if cand in MODULES and cand != module:
+                    deps.add(cand)
+                    break
+        graph[module] = deps
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    graph["atkd_lite"] = set()  # the package's __init__ imports lazily, at attribute access
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in graph.get(m, ()):
+            if d == "atkd_lite":
+                continue
+            if state.get(d) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join([*stack, m, d])}")
+            if state.get(d) is None:
+                visit(d, [*stack, m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_the_detector_finds_a_cycle_and_a_private_import(tmp_path):
+    # the checks above must be able to fail: a hand-made cycle is found
+    graph = {"a": {"b"}, "b": {"a"}}
+    with pytest.raises(AssertionError, match="import cycle"):
+        state: dict = {}
+
+        def visit(m, stack):
+            state[m] = 1
+            for d in graph[m]:
+                if state.get(d) == 1:
+                    raise AssertionError(f"import cycle: {' -> '.join([*stack, m, d])}")
+                if state.get(d) is None:
+                    visit(d, [*stack, m])
+            state[m] = 2
+
+        visit("a", [])
+    bad = tmp_path / "bad.py"
+    bad.write_text("from atkd_lite.atcam import _secret\n")
+    assert _imports(bad) == [("atkd_lite.atcam", ["_secret"])]
+
+
+def test_import_is_lazy_and_cheap():
+    code = ("import sys, atkd_lite; "
+            "print(sorted(m for m in sys.modules if m.startswith(('atkd_lite', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['atkd_lite']"
