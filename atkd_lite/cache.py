@@ -321,6 +321,18 @@ class TeacherCache:
             raise CacheMismatchError(f"this teacher cache holds {tuple(m['size'])} maps, but "
                                      f"{tuple(size)} are needed; rebuild it with size={tuple(size)}")
 
+    def shuffled(self, seed: int = 0) -> TeacherCache:
+        """A copy whose maps and AT vectors belong to *other* images (a seeded permutation).
+
+        The logits stay with their images. A control for the attention term: if a student
+        matches shuffled teacher maps as profitably as the right ones, the term acts as a
+        regulariser, not as transferred knowledge of where to look.
+        """
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        perm = perm.to(self.device)
+        return TeacherCache(self._logits, {k: v[perm] for k, v in self._maps.items()},
+                            [a[perm] for a in self._at], {**self.meta, "shuffled": seed})
+
     # ------------------------------------------------------------------ files
     def to(self, device) -> TeacherCache:
         """A copy of the cache on ``device`` (e.g. load from disk, then move to the GPU)."""

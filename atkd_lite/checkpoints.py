@@ -137,24 +137,34 @@ def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu",
 
 
 def teacher_recipe(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0,
+                   per_class: int | None = None, split: str = "train",
                    **train_kwargs) -> tuple[dict, str]:
     """The default teacher's recipe and its short hash (the cache file's key)."""
-    train = load_dataset(dataset, "train")
+    train = load_dataset(dataset, split)
     config = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes).config
     recipe = {"dataset": dataset, "epochs": epochs, "seed": seed, "config": config,
               "train": {k: train_kwargs[k] for k in sorted(train_kwargs)},
               "image_size": list(train.image_size)}
+    if per_class is not None:  # only then, so the full-data teacher keeps its key
+        recipe["per_class"] = per_class
+    if split != "train":
+        recipe["split"] = split
     return recipe, hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0,
                        cache=None, device=None, progress: bool = True, retrain: bool = False,
+                       per_class: int | None = None, split: str = "train",
                        **train_kwargs) -> tuple[nn.Module, dict]:
     """The default teacher trained on ``dataset``: loaded from the cache, or trained and cached.
 
     The cache file name encodes the dataset, epochs, seed and architecture, so a changed
     recipe never loads a stale teacher. A corrupt or damaged cache file is retrained (with
-    a message saying so). Returns ``(teacher in eval mode on device, metadata)`` with the
+    a message saying so). ``per_class`` trains it on that many images per class only
+    (the subset a low-data student sees, ``per_class(n, seed=0)``): the control that
+    separates KD's dark knowledge from the teacher's extra labels. ``split="fit"`` trains
+    it on the tuning split only and scores it on ``"val"`` (for choosing settings without
+    a teacher that has seen a validation digit). Returns ``(teacher in eval mode on device, metadata)`` with the
     test accuracy in the metadata.
 
     Examples::
@@ -165,10 +175,14 @@ def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0
         True
     """
     dev = get_device(device)
-    train = load_dataset(dataset, "train")
-    test = load_dataset(dataset, "test")
-    _, key = teacher_recipe(dataset, epochs, seed, **train_kwargs)
-    path = cache_dir(cache) / "teachers" / f"teacher-{dataset}-{key}.pt"
+    train = load_dataset(dataset, split)
+    test = load_dataset(dataset, "val" if split == "fit" else "test")
+    _, key = teacher_recipe(dataset, epochs, seed, per_class, split, **train_kwargs)
+    dataset_tag = dataset if split == "train" else f"{dataset}-{split}"
+    if per_class is not None:
+        train = train.per_class(per_class, seed=0)
+        dataset_tag += f"-{per_class}pc"
+    path = cache_dir(cache) / "teachers" / f"teacher-{dataset_tag}-{key}.pt"
     seed_everything(seed)  # the initial weights are part of the recipe
     model = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
     if path.exists() and not retrain:
@@ -182,7 +196,9 @@ def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0
     train_kwargs.setdefault("augment", 2)
     history = train_model(model, train, test, epochs=epochs, seed=seed, device=dev,
                           progress=progress, **train_kwargs)
-    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "recipe_key": key,
+    meta = {"dataset": dataset, "split": split, "per_class": per_class, "epochs": epochs,
+            "seed": seed,
+            "recipe_key": key,
             "test_acc": history.last["test_acc"], "history": history.records,
             "device": str(dev)}
     save_checkpoint(path, model, **meta)

@@ -8,6 +8,7 @@ Subcommands::
     atkd-lite reproduce --output-dir results/mnist5k-lowdata
     atkd-lite sizes --output-dir results/mnist5k-sizes
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
+    atkd-lite tune --output-dir results/mnist5k-tuning
 
 Every argument is checked before any work starts. Bad arguments and errors print one line
 ``atkd-lite COMMAND: error: …`` and exit with status 2 (argparse's convention); Ctrl-C
@@ -269,6 +270,20 @@ def _cmd_faithfulness(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from atkd_lite.experiments.tuning import SEARCHES, tune, tuning_markdown
+
+    searches = args.searches or list(SEARCHES)
+    _check_choices("search", searches, list(SEARCHES))
+    res = tune(searches=searches, seeds=args.seeds or [0, 1, 2], epochs=args.epochs or 30,
+               extend=args.extend, teacher_epochs=args.teacher_epochs,
+               output_dir=args.output_dir, device=args.device, progress=not args.no_progress,
+               command=args.command_line)
+    print(tuning_markdown(res))
+    print(f"wrote {args.output_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # the parser
 
@@ -348,6 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_options(p)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_faithfulness)
+
+    p = sub.add_parser("tune", help="choose every method's weight on the validation split")
+    p.add_argument("--output-dir", default="results/mnist5k-tuning")
+    p.add_argument("--searches", type=_list_of(str), default=None,
+                   help="comma-separated searches: kd, ls, at, fma, mip, sals (default: all)")
+    p.add_argument("--seeds", type=_list_of(int), default=None, help="default: 0,1,2")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
+    p.add_argument("--extend", type=_nonneg_int, default=3,
+                   help="extensions of a grid whose best value is at its edge (default: 3)")
+    p.add_argument("--teacher-epochs", type=_positive_int, default=12)
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_tune)
     return parser
 
 

@@ -73,6 +73,32 @@ DATASETS = {
 SPLITS = ("train", "test", "fit", "val")
 
 
+#: the label of an image without one (e.g. a KD transfer set): cross-entropy skips it
+UNLABELLED = -1
+
+
+def with_unlabelled(labelled: ImageSet, extra: ImageSet, name: str | None = None) -> ImageSet:
+    """``labelled`` followed by the images of ``extra`` marked :data:`UNLABELLED`.
+
+    A knowledge-distillation *transfer set* (Hinton et al. 2015): the student learns the
+    teacher's soft targets on every image, but cross-entropy only where there is a label.
+
+    Examples::
+
+        >>> from atkd_lite.data import load_dataset, with_unlabelled
+        >>> train = load_dataset("mnist5k", "train")
+        >>> both = with_unlabelled(train.subset(range(10)), train.subset(range(10, 40)))
+        >>> len(both), int((both.labels == -1).sum())
+        (40, 30)
+    """
+    if labelled.images.shape[1:] != extra.images.shape[1:]:
+        raise ValueError(f"images differ in shape: {tuple(labelled.images.shape[1:])} vs "
+                         f"{tuple(extra.images.shape[1:])}")
+    labels = torch.cat([labelled.labels, torch.full((len(extra),), UNLABELLED)])
+    return ImageSet(torch.cat([labelled.images, extra.images]), labels,
+                    name or f"{labelled.name}+{len(extra)} unlabelled", list(labelled.classes))
+
+
 class DatasetUnavailableError(RuntimeError):
     """A dataset could not be loaded (e.g. no network); the message names the offline set."""
 

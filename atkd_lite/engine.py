@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite.cost import count_parameters
-from atkd_lite.data import ImageSet, make_batches
+from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, parse_method
 from atkd_lite.losses.attention import FORMS
 from atkd_lite.runtime import (
@@ -207,6 +207,7 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=device, dtype=torch.long)
+        labelled = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for x, y, idx in batches:
             if channels_last:
@@ -221,11 +222,13 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
             for name, value in terms.items():
                 v = value.detach() * y.shape[0]
                 sums[name] = v if name not in sums else sums[name] + v
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (logits.detach().argmax(1) == y).sum()  # never true for UNLABELLED
+            labelled += (y >= 0).sum()
             seen += y.shape[0]
         synchronize(device)
         record = {"epoch": epoch, **{k: v.item() / seen for k, v in sums.items()},
-                  "train_acc": correct.item() / seen, "time_s": time.perf_counter() - t0}
+                  "train_acc": correct.item() / max(1, labelled.item()),
+                  "time_s": time.perf_counter() - t0}
         bad = [k for k in sums if not math.isfinite(record[k])]
         if bad:
             raise FloatingPointError(
@@ -291,7 +294,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
     def step(x, y, idx):
         with autocast_context(dev, amp):
             logits = forward(x)
-        return logits, {"loss": F.cross_entropy(logits.float(), y,
+        return logits, {"loss": F.cross_entropy(logits.float(), y, ignore_index=UNLABELLED,
                                                 label_smoothing=label_smoothing)}
 
     return fit(step, model, batches, epochs, opt, sched, device=dev, test_data=test_data,
@@ -324,6 +327,8 @@ class DistillConfig:
         size: map size for FMA and MIP; None = the input's H×W.
         attention_form: ``"l2"`` (default) or ``"bce"``, see
             :func:`~atkd_lite.losses.attention_loss`.
+        label_smoothing: cross-entropy's label smoothing (0; a control for KD: does KD beat
+            a well-chosen smoothing?).
         augment: maximum random shift in pixels (0: none; not with a cache).
         seed: batch order and any randomness in the loop (build the student after
             :func:`~atkd_lite.runtime.seed_everything` to seed its initialisation too).
@@ -350,6 +355,7 @@ class DistillConfig:
     last: int = 2
     size: tuple[int, int] | None = None
     attention_form: str = "l2"
+    label_smoothing: float = 0.0
     augment: int = 0
     seed: int = 0
     device: str | None = None
@@ -382,6 +388,7 @@ class DistillConfig:
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, lo=0.0)
         check_number("T", self.T, positive=True)
+        check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
         if self.alpha is not None:
             check_number("alpha", self.alpha, 0.0, 1.0)
         if self.beta is not None:
@@ -549,7 +556,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         distiller: Distiller = cls(
             student, teacher, alpha=alpha, beta=cfg.beta, T=cfg.T,
             attention_form=cfg.attention_form, first=cfg.first, last=cfg.last,
-            size=cfg.size, cache=cache, amp=cfg.amp)
+            size=cfg.size, cache=cache, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
         if cache is not None:
             needs = distiller.cache_needs()
             if needs.get("maps") and needs.get("size") is None:

@@ -114,8 +114,12 @@ def test_score_maps_known_answers():
     assert scores["accuracy"] == pytest.approx(0.5)  # class 0 always wins
     # IG = x * w: only the bright pixel, which is inside its box
     assert scores["maps"]["ig"] == {"pointing": 1.0, "energy": 1.0}
-    # the gradient of a linear model is the (constant) weight: a flat map points nowhere
-    assert scores["maps"]["saliency"] == {"pointing": 0.0, "energy": 0.0}
+    # the gradient of a linear model is the (constant) weight: a flat map has every pixel
+    # as its peak, so it points at chance level (the box's share of the image), and a
+    # flat map normalises to zeros, so it has no energy anywhere
+    areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).float() / size**2
+    assert scores["maps"]["saliency"]["pointing"] == pytest.approx(areas.mean().item())
+    assert scores["maps"]["saliency"]["energy"] == 0.0
     assert model.training  # mode restored
 
 

@@ -55,17 +55,30 @@ class ExperimentSetup:
 class GridCell:
     """One cell of a grid: a method for a student size, run once per seed.
 
+    A cell may differ from the experiment's setup in what it is trained from — the
+    controls: another teacher (e.g. untrained, or trained on fewer labels), another
+    cache (e.g. shuffled maps), other training images (e.g. with an unlabelled transfer
+    set), other distillation settings (e.g. label smoothing).
+
     Attributes:
         method: the distillation method.
         student_size: ``tiny`` / ``small`` / ``medium``.
         name: the run's label in the results (default: ``method``).
         extra: recorded with each of the cell's runs (e.g. ``{"size": "tiny"}``).
+        settings: distillation settings for this cell only (override the grid's).
+        teacher: the teacher for this cell (default: the experiment's).
+        cache: the teacher cache for this cell (default: the grid's).
+        train: the training images for this cell (default: the experiment's).
     """
 
     method: str
     student_size: str = "small"
     name: str | None = None
     extra: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    teacher: object = None
+    cache: object = None
+    train: object = None
 
     @property
     def label(self) -> str:
@@ -122,17 +135,19 @@ def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: 
 
 def distill_run(setup: ExperimentSetup, method: str, seed: int, epochs: int,
                 student_size: str = "small", cache: TeacherCache | None = None,
-                progress: bool = False, **distill_kwargs):
+                progress: bool = False, teacher=None, train=None, **distill_kwargs):
     """Distil one fresh, seeded student; returns ``(DistillResult, run record)``.
 
     The seed fixes the student's initialisation (seeded before it is built) and the
-    batch order, so runs of different methods with one seed are paired.
+    batch order, so runs of different methods with one seed are paired. ``teacher`` and
+    ``train`` replace the setup's (for controls).
     """
+    train = setup.train if train is None else train
     seed_everything(seed)
-    student = student_cnn(student_size, in_channels=setup.train.in_channels,
-                          num_classes=setup.train.num_classes)
-    res = distill(setup.teacher, student, setup.train, setup.test, method=method,
-                  epochs=epochs, seed=seed, cache=cache, device=setup.device,
+    student = student_cnn(student_size, in_channels=train.in_channels,
+                          num_classes=train.num_classes)
+    res = distill(setup.teacher if teacher is None else teacher, student, train, setup.test,
+                  method=method, epochs=epochs, seed=seed, cache=cache, device=setup.device,
                   progress=progress, **distill_kwargs)
     record = {"method": method, "seed": seed, "test_acc": res.test_acc,
               "parameters": res.student_parameters, "time_per_epoch_s": res.time_per_epoch,
@@ -182,8 +197,11 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
                                 provenance=setup.provenance)
     for cell in cells:
         for seed in seeds:
-            res, record = distill_run(setup, cell.method, seed, epochs, cell.student_size,
-                                      cache, **distill_kwargs)
+            settings = {**distill_kwargs, **cell.settings}
+            res, record = distill_run(setup, cell.method, seed, settings.pop("epochs", epochs),
+                                      cell.student_size,
+                                      cache if cell.cache is None else cell.cache,
+                                      teacher=cell.teacher, train=cell.train, **settings)
             record.update(method=cell.label, **cell.extra)
             if score is not None:
                 record.update(score(res))
