@@ -17,7 +17,8 @@ method        map
 ``gradcam``   Captum's ``LayerGradCam`` on the last capture point (ReLU), upsampled
               bilinearly with ``LayerAttribution.interpolate``
 ``random``    uniform noise (a baseline that knows nothing; seeded)
-``intensity`` the input itself: ``|x|`` (max over channels), lightly blurred (3×3 mean)
+``intensity`` the input itself: ``|x|`` (max over channels), lightly blurred (a 3×3
+              binomial filter, which keeps a single peak a single peak)
 ``edges``     the input's Sobel gradient magnitude (of the channel mean)
 ``centre``    a centre prior: a Gaussian bump in the middle of the image (σ = a quarter
               of the side), the same for every image
@@ -159,8 +160,9 @@ def _baseline(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
         return normalize_maps(bump.expand(b, h, w).contiguous())
     img = x.detach().float()
     if kind == "intensity":
-        m = F.avg_pool2d(img.abs().amax(1, keepdim=True), 3, stride=1, padding=1,
-                         count_include_pad=False)
+        k = torch.tensor([1.0, 2.0, 1.0], device=x.device)
+        kernel = (k[:, None] * k[None, :] / 16)[None, None]
+        m = F.conv2d(img.abs().amax(1, keepdim=True), kernel, padding=1)
         return normalize_maps(m[:, 0])
     gray = img.mean(1, keepdim=True)  # edges: Sobel magnitude of the channel mean
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)

@@ -216,7 +216,7 @@ def _cmd_reproduce(args) -> int:
                         epochs=args.epochs, per_class=args.per_class or None,
                         student_size=args.student_size, device=args.device,
                         progress=not args.no_progress, command=args.command_line,
-                        **_distill_settings(args))
+                        controls=not args.no_controls, **_distill_settings(args))
     print(results.to_markdown())
     print(f"wrote {args.output_dir}")
     return 0
@@ -338,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["cpu", "gpu"], default=None,
                    help="settings profile (default: $ATKD_LITE_PROFILE, else by device)")
     p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the controls (label smoothing, transfer set, small teacher, "
+                        "shuffled and untrained teacher maps)")
     _add_distill_options(p)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_reproduce)

@@ -172,7 +172,7 @@ SCORES = ("probability", "accuracy")
 
 @torch.no_grad()
 def _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, score,
-                        insert: bool) -> torch.Tensor:
+                        insert: bool, per_image: bool = False) -> torch.Tensor:
     maps = _as_maps(maps).to(x.device)
     if x.dim() != 4 or maps.shape != (x.shape[0], *x.shape[2:]):
         raise ValueError(f"maps {tuple(maps.shape)} do not match images {tuple(x.shape)}")
@@ -189,7 +189,7 @@ def _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, scor
     with eval_mode(model):
         for f in fractions:
             k = round(f * h * w)
-            total = 0.0
+            scores = []
             for i in range(0, b, batch_size):
                 xi, yi = x[i:i + batch_size], y[i:i + batch_size]
                 top = rank[i:i + batch_size] < k  # the k most-attended pixels
@@ -197,17 +197,18 @@ def _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, scor
                 xi = torch.where(keep, xi, torch.full_like(xi, baseline))
                 logits = model(xi).float()
                 if score == "probability":
-                    total += logits.softmax(1).gather(1, yi[:, None]).sum().item()
+                    scores.append(logits.softmax(1).gather(1, yi[:, None])[:, 0])
                 else:
-                    total += (logits.argmax(1) == yi).sum().item()
-            out.append(total / b)
-    return torch.tensor(out)
+                    scores.append((logits.argmax(1) == yi).float())
+            out.append(torch.cat(scores).cpu())
+    per = torch.stack(out)  # (fractions, images)
+    return per if per_image else per.mean(1)
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
                    fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
                    baseline: float = 0.0, batch_size: int = 256,
-                   score: str = "probability") -> torch.Tensor:
+                   score: str = "probability", per_image: bool = False) -> torch.Tensor:
     """The model's score as the most-attended pixels are removed (Petsiuk et al. 2018).
 
     For each fraction f, the ``round(f·H·W)`` pixels with the highest map values of every
@@ -225,18 +226,19 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: tor
         baseline: the value deleted pixels take.
         score: ``"probability"`` (default: the mean softmax probability of class y, as
             Petsiuk et al.) or ``"accuracy"`` (the share of images still classified y).
+        per_image (bool): return every image's curve instead of the mean.
 
     Returns:
-        Tensor: one mean score per fraction.
+        Tensor: one mean score per fraction; with ``per_image``, shaped (fractions, B).
     """
     return _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, score,
-                               insert=False)
+                               insert=False, per_image=per_image)
 
 
 def insertion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
                     fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
                     baseline: float = 0.0, batch_size: int = 256,
-                    score: str = "probability") -> torch.Tensor:
+                    score: str = "probability", per_image: bool = False) -> torch.Tensor:
     """The model's score as the most-attended pixels are put back into a blank image.
 
     The mirror of :func:`deletion_curve` (Petsiuk et al. 2018): start from an image of
@@ -245,27 +247,33 @@ def insertion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: to
     :func:`curve_area` is better). Same arguments as :func:`deletion_curve`.
 
     Returns:
-        Tensor: one mean score per fraction.
+        Tensor: one mean score per fraction; with ``per_image``, shaped (fractions, B).
     """
     return _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, score,
-                               insert=True)
+                               insert=True, per_image=per_image)
 
 
-def curve_area(fractions: Sequence[float], values) -> float:
+def curve_area(fractions: Sequence[float], values):
     """Area under a curve sampled at ``fractions``, divided by the fractions' span.
 
     The trapezoid rule, normalised so that a constant curve has the area of its value: for
     a deletion curve it is the mean accuracy over the deleted fractions (lower: the map
-    found the evidence sooner). One point: its value.
+    found the evidence sooner). One point: its value. A 2-D ``values`` shaped
+    (fractions, B), e.g. per-image curves, gives one area per column (a list).
 
     Examples::
 
         >>> curve_area([0.0, 0.25, 0.5], [1.0, 0.5, 0.0])
         0.5
+        >>> curve_area([0.0, 1.0], [[1.0, 0.0], [1.0, 1.0]])
+        [1.0, 0.5]
     """
     xs = np.asarray(list(fractions), dtype=float)
     ys = np.asarray(values.tolist() if isinstance(values, torch.Tensor) else list(values),
-                    dtype=float).ravel()
+                    dtype=float)
+    if ys.ndim == 2:
+        return [curve_area(xs, ys[:, j]) for j in range(ys.shape[1])]
+    ys = ys.ravel()
     if xs.shape != ys.shape or xs.size == 0:
         raise ValueError(f"need one value per fraction, got {ys.size} values for {xs.size} "
                          "fractions")

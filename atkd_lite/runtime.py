@@ -224,6 +224,15 @@ def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes the file private (0600); give it the target's mode, or the mode a
+        # new file gets under the process's umask
+        if target.exists():
+            mode = stat.S_IMODE(target.stat().st_mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         if isinstance(write, (bytes, bytearray, memoryview)):
             with os.fdopen(fd, "wb") as fh:
                 fh.write(write)

@@ -125,9 +125,10 @@ def test_baselines_by_hand():
     x[0, 0, 4, 4] = 1.0                 # one bright pixel
     x[1, 0, :, 5:] = 1.0                # a vertical edge between columns 4 and 5
     inten = attribution_maps(ak.student_cnn("tiny"), x, "intensity")
-    # the 3x3 mean spreads the pixel to its 8 neighbours, equally
-    assert inten[0, 4, 4] == 1.0 and torch.allclose(inten[0, 3:6, 3:6], torch.ones(3, 3))
-    assert inten[0, 0, 0] == 0.0
+    # the 3x3 binomial filter spreads the pixel to its neighbours: 1/2 at the sides,
+    # 1/4 at the corners (after normalisation), and keeps one peak
+    want = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
+    assert torch.allclose(inten[0, 3:6, 3:6], want) and inten[0, 0, 0] == 0.0
     edges = attribution_maps(ak.student_cnn("tiny"), x, "edges")[1]
     assert edges[:, 4:6].min() == 1.0 and edges[:, :3].max() == 0.0 and edges[:, 7:].max() == 0.0
     centre = attribution_maps(ak.student_cnn("tiny"), x, "centre")

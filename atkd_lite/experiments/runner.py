@@ -49,6 +49,7 @@ class ExperimentSetup:
     teacher: torch.nn.Module
     teacher_info: dict
     t_start: float
+    dataset: str | None = None
 
 
 @dataclass
@@ -118,7 +119,7 @@ def prepare_experiment(dataset: str, per_class: int | None, data_seed: int, teac
     teacher.to(dev).eval()
     info = {"test_acc": evaluate(teacher, test, device=dev),
             "parameters": count_parameters(teacher), **teacher_meta}
-    return ExperimentSetup(dev, prov, train, test, teacher, info, t_start)
+    return ExperimentSetup(dev, prov, train, test, teacher, info, t_start, dataset)
 
 
 def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: bool = False,

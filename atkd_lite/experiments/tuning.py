@@ -14,9 +14,10 @@ test split), by the same procedure:
   table says when no weight beats leaving the term out.
 
 The weights: ``alpha`` for KD, ``label_smoothing`` for the label-smoothing control,
-``beta`` for AT, FMA, MIP and SALS. Everything else (learning rate 0.03, T = 8, ATCam's
-first/last = 2/2, the ``l2`` attention form) keeps the values chosen by the earlier
-search recorded in ``benchmarks/RESULTS.md``. From the command line::
+``beta`` for AT, FMA, MIP and SALS; and the number of epochs, for the plain student.
+Everything else (learning rate 0.03, T = 8, ATCam's first/last = 2/2, the ``l2``
+attention form) keeps the values chosen by the earlier search recorded in
+``benchmarks/RESULTS.md``. From the command line::
 
     atkd-lite tune --output-dir atkd_lite/experiments/_results/mnist5k-tuning
 
@@ -51,16 +52,19 @@ class Search:
         setting: the :class:`~atkd_lite.engine.DistillConfig` field tuned.
         grid: the five starting values, increasing.
         upper: the largest value the setting can take (None: unbounded).
+        integer: the setting takes whole numbers (extensions are rounded).
     """
 
     method: str
     setting: str
     grid: tuple[float, ...]
     upper: float | None = None
+    integer: bool = False
 
 
 #: the searches, by the name their runs carry in the results
 SEARCHES: dict[str, Search] = {
+    "epochs": Search("student", "epochs", (10, 15, 20, 30, 45), integer=True),
     "kd": Search("kd", "alpha", (0.1, 0.3, 0.5, 0.7, 0.9), upper=1.0),
     "ls": Search("student", "label_smoothing", (0.05, 0.1, 0.2, 0.3, 0.5), upper=0.95),
     "at": Search("at", "beta", (30.0, 100.0, 300.0, 1000.0, 3000.0)),
@@ -90,10 +94,13 @@ def _extension(search: Search, means: dict[float, float]) -> float | None:
         step = values[-1] / values[-2]
         nxt = values[-1] * step if search.upper is None else min(search.upper,
                                                                  values[-1] * step)
-        return None if nxt <= values[-1] else nxt
-    if best == values[0]:
-        return values[0] / (values[1] / values[0])
-    return None
+    elif best == values[0]:
+        nxt = values[0] / (values[1] / values[0])
+    else:
+        return None
+    if search.integer:
+        nxt = max(1, round(nxt))
+    return None if nxt in values else nxt
 
 
 def tune(searches: Sequence[str] = tuple(SEARCHES), seeds: Sequence[int] = (0, 1, 2),
@@ -157,7 +164,8 @@ def tune(searches: Sequence[str] = tuple(SEARCHES), seeds: Sequence[int] = (0, 1
     for round_ in range(extend + 1):
         cells = [GridCell(SEARCHES[s].method, name=_label(s, v),
                           extra={"search": s, "value": v},
-                          settings={SEARCHES[s].setting: v})
+                          settings={SEARCHES[s].setting: int(v) if SEARCHES[s].integer
+                                    else v})
                  for s, values in pending.items() for v in values]
         if not cells:
             break
