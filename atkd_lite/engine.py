@@ -173,7 +173,7 @@ Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, 
 def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler, *,
         device: torch.device, test_data=None, evaluate_model: nn.Module | None = None,
         amp: bool | None = None, channels_last: bool = False, progress: bool = True,
-        desc: str = "training") -> History:
+        desc: str = "training", eval_every: int = 1) -> History:
     """Run ``epochs`` epochs of ``step`` over ``batches``; the one training loop.
 
     Args:
@@ -185,7 +185,9 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
         epochs (int): number of epochs.
         optimizer, scheduler: from :func:`make_optimizer`; the scheduler steps per batch.
         device: where the batches are.
-        test_data (optional): evaluated with ``evaluate_model`` after every epoch.
+        test_data (optional): evaluated with ``evaluate_model`` after every
+            ``eval_every``-th epoch and after the last (0: after the last only, what a
+            grid of many runs needs).
         amp: autocast on CUDA (None = on); fp16 without bf16 gets a gradient scaler.
         channels_last (bool): convert each batch to channels-last memory format.
         progress (bool): a progress bar over epochs.
@@ -235,7 +237,8 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
                 f"epoch {epoch}: the loss term(s) {', '.join(bad)} became "
                 f"{record[bad[0]]}; lower the learning rate, the temperature T or the "
                 "weights alpha/beta, and check the inputs for NaN or infinity")
-        if test_data is not None:
+        if test_data is not None and (epoch == epochs or
+                                      (eval_every and epoch % eval_every == 0)):
             record["test_acc"] = evaluate(evaluate_model or model, test_data, device=device)
         history.append(**record)
         if progress:
@@ -336,6 +339,9 @@ class DistillConfig:
         progress: a progress bar over epochs.
         amp, channels_last: None = on for CUDA, off elsewhere. Maps and
             losses are always computed in float32.
+        eval_every: evaluate the test data after every this many epochs (1), and always
+            after the last; 0 = after the last only (a grid of many runs needs nothing
+            more, and saves a quarter of the time of a small student's epoch).
 
     Examples::
 
@@ -362,6 +368,7 @@ class DistillConfig:
     progress: bool = True
     amp: bool | None = None
     channels_last: bool | None = None
+    eval_every: int = 1
 
     def replace(self, **changes) -> DistillConfig:
         """A copy with some fields changed.
@@ -385,6 +392,7 @@ class DistillConfig:
         check_int("last", self.last, minimum=0)
         check_int("augment", self.augment, minimum=0)
         check_int("seed", self.seed, minimum=0)
+        check_int("eval_every", self.eval_every, minimum=0)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, lo=0.0)
         check_number("T", self.T, positive=True)
@@ -570,10 +578,11 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
                                     cfg.epochs * len(batches), schedule="onecycle")
         history = fit(distiller.forward_train, distiller, batches, cfg.epochs, opt, sched,
                       device=dev, test_data=test_data, evaluate_model=student, amp=cfg.amp,
-                      channels_last=cl, progress=cfg.progress, desc=f"distill {method}")
+                      channels_last=cl, progress=cfg.progress, desc=f"distill {method}",
+                      eval_every=cfg.eval_every)
 
     params = {"method": method, **{k: v for k, v in dataclasses.asdict(cfg).items()
-                                   if k not in ("progress", "device")},
+                                   if k not in ("progress", "device", "eval_every")},
               "alpha": alpha, "beta": distiller.beta if distiller.kind else 0.0,
               "cached": cache is not None, "device": str(dev)}
     return DistillResult(method=method, history=history,

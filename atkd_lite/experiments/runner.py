@@ -189,7 +189,9 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
         score: ``score(DistillResult) -> dict`` added to each run's record (e.g. map scores).
         output_dir: save there after every run, and at the end.
         progress: one line per run.
-        **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`.
+        **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`; a grid evaluates
+            the test data after the last epoch only (``eval_every=0``) unless they say
+            otherwise.
 
     Returns:
         ExperimentResults: one run per cell and seed, in grid order.
@@ -198,7 +200,7 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
                                 provenance=setup.provenance)
     for cell in cells:
         for seed in seeds:
-            settings = {**distill_kwargs, **cell.settings}
+            settings = {"eval_every": 0, **distill_kwargs, **cell.settings}
             res, record = distill_run(setup, cell.method, seed, settings.pop("epochs", epochs),
                                       cell.student_size,
                                       cache if cell.cache is None else cell.cache,

@@ -40,6 +40,7 @@ import numpy as np
 __all__ = [
     "comparison_markdown",
     "compare_methods",
+    "compare_pairs",
     "holm",
     "paired_comparison",
     "paired_values",
@@ -198,11 +199,25 @@ def compare_methods(results, baseline: str = "student", methods: Sequence[str] |
         raise ValueError(f"the results hold no {baseline!r} runs to compare with; they hold "
                          f"{list(values)}")
     family = [m for m in values if m != baseline] if methods is None else list(methods)
-    missing = [m for m in family if m not in values]
+    return compare_pairs(values, [(m, baseline) for m in family], alpha=alpha)
+
+
+def compare_pairs(results, pairs, metric: str = "test_acc", alpha: float = 0.05) -> list[dict]:
+    """A family of comparisons ``(method, baseline)``, each paired by seed, Holm-adjusted
+    together; the rows are those of :func:`compare_methods`.
+
+    For a family whose baseline differs from pair to pair, e.g. ``[("tiny/fma",
+    "tiny/student"), ("small/fma", "small/student")]``.
+
+    Raises:
+        ValueError: a method or baseline is missing (the available ones are listed).
+    """
+    values = results if isinstance(results, Mapping) else paired_values(results, metric)
+    missing = sorted({m for pair in pairs for m in pair if m not in values})
     if missing:
         raise ValueError(f"the results hold no runs of {missing}; they hold {list(values)}")
-    rows = [{"method": m, "baseline": baseline, **paired_comparison(values[m], values[baseline])}
-            for m in family]
+    rows = [{"method": m, "baseline": b, **paired_comparison(values[m], values[b])}
+            for m, b in pairs]
     for row, p in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = p
         row["verdict"] = (NO_DIFFERENCE if p >= alpha
