@@ -224,6 +224,16 @@ _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)\.[
 _DEAD_WRITER_AGE_S = 60.0
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+#: the permissions of a newly created file (mkstemp's own are 0600)
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -427,6 +437,9 @@ def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
             write(tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+        # the permissions the file had, or a new file's (not mkstemp's private 0600)
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else _NEW_FILE_MODE
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -97,6 +97,17 @@ def test_1_atomic_write_follows_a_symlink_and_keeps_it(tmp_path):
     assert link.is_symlink() and real.read_bytes() == b"new"
 
 
+def test_1_written_files_get_ordinary_permissions(tmp_path):
+    # mkstemp creates 0600 files: a checkpoint others cannot read would be a surprise
+    mask = os.umask(0o022)
+    os.umask(mask)
+    new = atomic_write(tmp_path / "new.pt", b"x")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~mask
+    os.chmod(new, 0o640)
+    atomic_write(new, b"y")  # replacing keeps the file's own permissions
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640
+
+
 def test_1_concurrent_threads_never_collide(tmp_path):
     target = tmp_path / "ckpt.bin"
     errors = []
