@@ -35,7 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkd_lite.runtime import at_least_float32, check_images, float32_math
+from atkd_lite.runtime import (
+    at_least_float32,
+    check_model_input,
+    float32_math,
+    unwrap_model,
+)
 
 __all__ = [
     "ATCam",
@@ -411,8 +416,12 @@ class ATCam:
             )
         if not isinstance(combine, str) or combine.lower() not in COMBINE:
             raise ValueError(f"unknown combine mode {combine!r}; use one of {sorted(COMBINE)}")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
-            raise ValueError(f"p must be a positive number (1 or 2 are usual); got {p!r}")
+        # |A|^p over- or underflows float32 beyond 16 (all-zero or one-pixel maps); the
+        # chained comparison is False for NaN and infinity too
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 16:
+            raise ValueError(f"p must be a positive number up to 16 (1 or 2 are usual; "
+                             f"larger powers overflow float32); got {p!r}")
+        model = unwrap_model(model)  # DataParallel/DDP/compiled: hook the network itself
         self.model = model
         self.combine = combine.lower()
         self.p = p
@@ -484,7 +493,7 @@ class ATCam:
             >>> [tuple(f.shape) for f in feats]
             [(2, 4, 10, 10), (2, 8, 8, 8)]
         """
-        check_images(x)
+        check_model_input(x, self.model)  # dtype, NaN/infinity: a message, not a conv error
         hooked = self.layer_names if self.layer_names is not None else self._convs
         captured: dict[str, torch.Tensor] = {}  # insertion order = first-run order
 

