@@ -355,7 +355,6 @@ def _cmd_faithfulness(args) -> int:
 
 def _cmd_tune(args) -> int:
     from atkd_lite.experiments.tuning import SEARCHES, tune, tuning_markdown
-
     from atkd_lite.runtime import get_device
 
     searches = args.searches or list(SEARCHES)
