@@ -37,14 +37,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from atkd_lite import distributed
 from atkd_lite.atcam import ATCam, attention_from_features, select_layers
 from atkd_lite.data import ImageSet, make_batches
 from atkd_lite.losses.at import at_vector
 from atkd_lite.runtime import (
+    FileLock,
+    LockHeldError,
     atomic_write,
     autocast_context,
     check_int,
     check_number,
+    check_output_file,
     eval_mode,
     get_device,
     progress_bar,
@@ -173,6 +177,10 @@ class TeacherCache:
               progress: bool = True) -> TeacherCache:
         """Run the teacher once over ``data`` and store what distillation needs.
 
+        Under ``torchrun`` every process runs the teacher on its share of the batches
+        (batch ``k`` on rank ``k mod world size``) and every process receives the whole
+        cache, bit for bit the cache one process builds; rank 0 writes it (:meth:`save`).
+
         Args:
             teacher (nn.Module): the teacher (put in eval mode for the build, restored
                 after; its parameters are never changed). Moved to ``device``.
@@ -206,48 +214,61 @@ class TeacherCache:
             raise ValueError(f"map_dtype must be one of {list(_MAP_DTYPES)}, got {map_dtype!r}")
         check_number("p", p, positive=True)
         check_int("batch_size", batch_size, minimum=1)
-        dev = get_device(device)
+        dev = distributed.setup(device)  # under torchrun: this rank's device
         size = tuple(size) if size is not None else tuple(data.image_size)
+        if "sals" in kinds and size != tuple(data.image_size):
+            raise ValueError(f"SALS maps have the input's size {tuple(data.image_size)}; build "
+                             f"the cache with size=None or {tuple(data.image_size)}")
         qdtype = _MAP_DTYPES[map_dtype]
+        world, rank = distributed.world_size(), distributed.rank()
+        if world > 1:
+            distributed.check_same_settings(
+                {"data": fingerprint, "teacher": model_fingerprint(teacher), "maps": kinds,
+                 "at": at, "first": first, "last": last, "p": p, "size": size,
+                 "map_dtype": map_dtype, "batch_size": batch_size, "amp": amp},
+                "teacher-cache settings")
         # One forward captures every capture point; FMA/MIP use the first/last subset,
         # AT uses all of them.
         cam_all = ATCam(teacher, layers="all")
         teacher.to(dev)
         n = len(data)
-        logits_out = None
-        maps_out = {k: torch.empty((n, *size), dtype=qdtype, device=dev) for k in kinds}
-        at_out: list[torch.Tensor] = []
-        selected: list[str] = []
         batches = progress_bar(make_batches(data, batch_size, shuffle=False, device=dev),
-                               progress, desc="teacher cache", unit="batch")
+                               progress and distributed.is_main(), desc="teacher cache",
+                               unit="batch")
         with eval_mode(teacher):
-            for x, y, idx in batches:
+            # one image first, for the shapes of what is stored (under data parallelism a
+            # process may get no batch at all)
+            with autocast_context(dev, amp):
+                logits, feats = cam_all.features(data.images[:1].to(dev).float().div_(255.0))
+            selected = select_layers(cam_all.layer_names, first, last)
+            # zeros: under data parallelism the processes' parts are summed into one
+            logits_out = torch.zeros((n, logits.shape[1]), dtype=torch.float16, device=dev)
+            maps_out = {k: torch.zeros((n, *size), dtype=qdtype, device=dev) for k in kinds}
+            at_out = [torch.zeros((n, *f.shape[-2:]), dtype=torch.float16, device=dev)
+                      for f in feats] if at else []
+            for k, (x, y, idx) in enumerate(batches):
+                # whole batches, as one process would run them: the same numbers, bit for bit
+                if k % world != rank:
+                    continue
                 with autocast_context(dev, amp):
                     logits, feats = cam_all.features(x)
-                if logits_out is None:
-                    logits_out = torch.empty((n, logits.shape[1]), dtype=torch.float16,
-                                             device=dev)
-                    selected = select_layers(cam_all.layer_names, first, last)
-                    if at:
-                        at_out = [torch.empty((n, *f.shape[-2:]), dtype=torch.float16,
-                                              device=dev) for f in feats]
                 logits_out[idx] = logits.float().to(torch.float16)
-                for k in ("fma", "mip"):
-                    if k in kinds:
+                for kind in ("fma", "mip"):
+                    if kind in kinds:
                         chosen = [f for name, f in zip(cam_all.layer_names, feats)
                                   if name in selected]
-                        maps = attention_from_features(chosen, size, p=p, combine=k)
-                        maps_out[k][idx] = _quantise(maps, qdtype)
+                        maps = attention_from_features(chosen, size, p=p, combine=kind)
+                        maps_out[kind][idx] = _quantise(maps, qdtype)
                 if at:
                     for store, f in zip(at_out, feats):
                         store[idx] = at_vector(f).view(f.shape[0], *f.shape[-2:]).to(torch.float16)
                 if "sals" in kinds:
                     with autocast_context(dev, amp):
                         s = saliency_map(teacher, x, target=y)
-                    if tuple(s.shape[-2:]) != size:
-                        raise ValueError(f"SALS maps have the input's size {tuple(s.shape[-2:])};"
-                                         f" build the cache with size=None or {tuple(s.shape[-2:])}")
                     maps_out["sals"][idx] = _quantise(s, qdtype)
+        if world > 1:  # every process gets the whole cache
+            for t in (logits_out, *maps_out.values(), *at_out):
+                distributed.all_reduce(t)
         meta = {
             "format": CACHE_FORMAT,
             "dataset": data.name,
@@ -266,7 +287,8 @@ class TeacherCache:
             "at_layers": list(cam_all.layer_names) if at else [],
             "sals_target": "label",
             "map_dtype": map_dtype,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": distributed.broadcast_object(
+                _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
         }
         return cls(logits_out, maps_out, at_out, meta)
 
@@ -395,12 +417,35 @@ class TeacherCache:
 
     def save(self, path) -> Path:
         """Write the cache to ``path`` atomically (temporary file, then rename), with a
-        SHA-256 digest of its tensors that :meth:`load` verifies."""
-        blob = {"meta": {**self.meta, "sha256": tensor_digest(self._tensors())},
-                "logits": self._logits.cpu(),
-                "maps": {k: v.cpu() for k, v in self._maps.items()},
-                "at": [a.cpu() for a in self._at]}
-        return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+        SHA-256 digest of its tensors that :meth:`load` verifies.
+
+        A lock file next to it (``.NAME.lock``) keeps two processes from writing one cache
+        at once. Under data parallelism only rank 0 writes (every rank holds the same
+        cache); the others return the path at once.
+
+        Raises:
+            LockHeldError: another process is writing this cache now.
+        """
+        target = check_output_file(path, "teacher cache")
+        if not distributed.is_main():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(target.parent / f".{target.name}.lock")
+        try:
+            lock.acquire(blocking=False)
+        except LockHeldError:
+            raise LockHeldError(
+                f"the teacher cache {target} is being written by another process "
+                f"({lock.holder() or 'unknown'}); wait for it to finish and load it, or "
+                "save to another path") from None
+        try:
+            blob = {"meta": {**self.meta, "sha256": tensor_digest(self._tensors())},
+                    "logits": self._logits.cpu(),
+                    "maps": {k: v.cpu() for k, v in self._maps.items()},
+                    "at": [a.cpu() for a in self._at]}
+            return atomic_write(target, lambda tmp: torch.save(blob, tmp))
+        finally:
+            lock.release()
 
     @classmethod
     def load(cls, path, device=None, mmap: bool = True, verify: bool = True) -> TeacherCache:

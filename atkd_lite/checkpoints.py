@@ -13,6 +13,7 @@ Defined in the book's chapter "Teacher and student".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from atkd_lite import distributed
 from atkd_lite.config import cache_dir
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
@@ -29,7 +31,7 @@ from atkd_lite.runtime import (
     FileLock,
     atomic_write,
     check_int,
-    get_device,
+    check_output_file,
     seed_everything,
     sweep_temp_files,
     tensor_digest,
@@ -70,8 +72,11 @@ def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
     The file is written to a unique temporary name in the same folder and renamed into
     place (:func:`~atkd_lite.runtime.atomic_write`), so an interrupted save never leaves a
     half-written checkpoint. Versions of atkd_lite and torch and a digest of the weights
-    are recorded.
+    are recorded. Under data parallelism only rank 0 writes (every rank holds the same
+    model); the others check the path and return it.
     """
+    if not distributed.is_main():
+        return check_output_file(path)
     config = getattr(model, "config", None)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {"format": CHECKPOINT_FORMAT, "config": config, "parameters": count_parameters(model),
@@ -152,6 +157,9 @@ def teacher_recipe(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0,
                    **train_kwargs) -> tuple[dict, str]:
     """The default teacher's recipe and its short hash (the cache file's key).
 
+    Under ``torchrun`` the number of processes is part of the recipe (each process takes
+    ``batch_size`` images a step, so the global batch grows with them).
+
     Examples::
 
         >>> from atkd_lite.checkpoints import teacher_recipe
@@ -173,6 +181,8 @@ def teacher_recipe(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0,
         recipe["per_class"] = per_class
     if split != "train":
         recipe["split"] = split
+    if distributed.world_size() > 1:  # a global batch of batch_size x processes
+        recipe["world_size"] = distributed.world_size()
     return recipe, hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -219,7 +229,7 @@ def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0
         >>> meta["test_acc"] > 0.97                                  # doctest: +SKIP
         True
     """
-    dev = get_device(device)
+    dev = distributed.setup(device)  # under torchrun: this rank's device
     train = load_dataset(dataset, split)
     test = load_dataset(dataset, "val" if split == "fit" else "test")
     if per_class is not None:
@@ -227,26 +237,43 @@ def pretrained_teacher(dataset: str = "mnist5k", epochs: int = 12, seed: int = 0
     _, key = teacher_recipe(dataset, epochs, seed, per_class, split, **train_kwargs)
     path = teacher_cache_path(dataset, epochs, seed, cache, per_class, split, **train_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.parent / f".{path.name}.lock").acquire(
-            waiting=f"another process is training this teacher ({path.name}); waiting for it"):
-        sweep_temp_files(path.parent)  # leftovers of writers killed while saving
+    # Rank 0 holds the lock (against other jobs); under data parallelism the ranks then
+    # decide together and, if needed, train together (train_model is data-parallel).
+    lock = FileLock(path.parent / f".{path.name}.lock")
+    with lock.acquire(waiting=f"another process is training this teacher ({path.name}); "
+                              "waiting for it") if distributed.is_main() \
+            else contextlib.nullcontext():
+        model, meta = None, None
+        if distributed.is_main():
+            sweep_temp_files(path.parent)  # leftovers of writers killed while saving
+            model, meta = _load_cached_teacher(path, key, train, seed, retrain)
+        if distributed.broadcast_object(meta is not None):
+            if model is None:  # the other ranks read what rank 0 found whole
+                model, meta = _load_cached_teacher(path, key, train, seed, False)
+            return model.to(dev).eval(), meta
         seed_everything(seed)  # the initial weights are part of the recipe
         model = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
-        if path.exists() and not retrain:
-            try:
-                model, meta = load_checkpoint(path, model, expect={"recipe_key": key})
-                return model.to(dev).eval(), meta
-            except CheckpointError as err:
-                print(f"retraining the teacher: {err}")
-                seed_everything(seed)
-                model = teacher_cnn(in_channels=train.in_channels,
-                                    num_classes=train.num_classes)
         kwargs = {**TEACHER_DEFAULTS, **train_kwargs}
         history = train_model(model, train, test, epochs=epochs, seed=seed, device=dev,
                               progress=progress, **kwargs)
         meta = {"dataset": dataset, "split": split, "per_class": per_class, "epochs": epochs,
                 "seed": seed, "recipe_key": key, "test_acc": history.last["test_acc"],
-                "history": history.records, "device": str(dev)}
-        save_checkpoint(path, model, **meta)
+                "history": history.records, "device": str(dev), **history.meta}
+        save_checkpoint(path, model, **meta)  # rank 0
+        distributed.barrier()
         _, meta = load_checkpoint(path, model)  # what we return is exactly what is on disk
     return model.to(dev).eval(), meta
+
+
+def _load_cached_teacher(path: Path, key: str, train, seed: int, retrain: bool):
+    """``(model, meta)`` from the cache file, or ``(None, None)`` when it must be trained
+    (missing, ``retrain``, or damaged: then say so)."""
+    if not path.exists() or retrain:
+        return None, None
+    seed_everything(seed)
+    model = teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
+    try:
+        return load_checkpoint(path, model, expect={"recipe_key": key})
+    except CheckpointError as err:
+        print(f"retraining the teacher: {err}")
+        return None, None

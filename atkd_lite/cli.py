@@ -10,6 +10,12 @@ Subcommands::
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
     atkd-lite tune --output-dir results/mnist5k-tuning
 
+Data parallelism: start the same command with ``torchrun`` (one process per GPU, or per
+CPU share with the gloo backend), e.g.
+``torchrun --nproc_per_node 2 -m atkd_lite distill --method fma``; ``--batch-size`` is per
+process, only rank 0 prints and writes, and the process group is torn down at the end,
+also after an error (see :mod:`atkd_lite.distributed`).
+
 Every argument and output path is checked before any work starts (no training is lost to
 a typo in ``-o``). Bad arguments and errors print one line ``atkd-lite COMMAND: error: …``
 and exit with status 2 (argparse's convention); Ctrl-C exits with 130 and SIGTERM with
@@ -68,6 +74,9 @@ def _list_of(kind):
 def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: auto = cuda → mps → cpu)")
+    p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
+                   help="under torchrun: the process-group backend (default: auto = nccl "
+                        "on CUDA, gloo on the CPU)")
     if seed:
         p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -85,7 +94,11 @@ def _add_distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-form", choices=["l2", "bce"], default=None,
                    help="attention-loss form (default: tuned)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="batch size (per process under torchrun)")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="under torchrun: multiply the learning rate by the number of "
+                        "processes (linear scaling rule)")
 
 
 def _add_grid_options(p: argparse.ArgumentParser, methods: str, seeds: str,
@@ -112,6 +125,8 @@ def _distill_settings(args) -> dict:
                                   ("first", args.first), ("last", args.last),
                                   ("attention_form", args.attention_form), ("lr", args.lr),
                                   ("batch_size", args.batch_size)) if v is not None}
+    if args.scale_lr:
+        settings["scale_lr"] = True
     try:
         DistillConfig().replace(**settings).validate()
     except ValueError as err:  # name the option as it is typed
@@ -162,6 +177,12 @@ def _claim_output_dir(path):
     return claim_output_dir(path)
 
 
+def _say(*args) -> None:
+    """Print on the main process only: under torchrun every process runs the command."""
+    if os.environ.get("RANK", "0") == "0":
+        print(*args, flush=True)
+
+
 # ---------------------------------------------------------------------------------------
 # commands
 
@@ -169,7 +190,7 @@ def _cmd_datasets(args) -> int:
     from atkd_lite.data import DATASETS
 
     for name, about in DATASETS.items():
-        print(f"{name:15s} {about}")
+        _say(f"{name:15s} {about}")
     return 0
 
 
@@ -186,31 +207,33 @@ def _cmd_train_teacher(args) -> int:
             raise ValueError("argument --limit-per-class: a teacher trained on a subset is "
                              "not the default teacher, so it is not cached; give --output "
                              "FILE to keep it")
-        path = teacher_cache_path(args.dataset, args.epochs, args.seed, augment=args.augment)
+        extra = {"scale_lr": True} if args.scale_lr else {}
+        path = teacher_cache_path(args.dataset, args.epochs, args.seed, augment=args.augment,
+                                  **extra)
         if path.exists() and not args.retrain:
             from atkd_lite.checkpoints import CheckpointError, load_checkpoint
 
             try:
                 _, meta = load_checkpoint(path)
             except CheckpointError as err:
-                print(f"the cached teacher is unusable and will be trained again: {err}")
+                _say(f"the cached teacher is unusable and will be trained again: {err}")
             else:
-                print(f"this teacher is already cached at {path} (test accuracy "
+                _say(f"this teacher is already cached at {path} (test accuracy "
                       f"{meta.get('test_acc', float('nan')):.4f}); nothing to train "
                       "(pass --retrain to train it again)")
                 return 0
-        print(f"training the teacher on {args.dataset} for {args.epochs} epochs on {device}")
+        _say(f"training the teacher on {args.dataset} for {args.epochs} epochs on {device}")
         _, meta = ak.pretrained_teacher(args.dataset, epochs=args.epochs, seed=args.seed,
                                         device=device, progress=not args.no_progress,
-                                        retrain=args.retrain, augment=args.augment)
-        print(f"test accuracy {meta['test_acc']:.4f} after {args.epochs} epochs")
+                                        retrain=args.retrain, augment=args.augment, **extra)
+        _say(f"test accuracy {meta['test_acc']:.4f} after {args.epochs} epochs")
         extra = "".join(f", {k}={v}" for k, v in (("seed", args.seed), ("augment", args.augment))
                         if v != {"seed": 0, "augment": 2}[k])
         users = f"pretrained_teacher({args.dataset!r}, epochs={args.epochs}{extra})"
         if not extra:
             data = "" if args.dataset == "mnist5k" else f" --dataset {args.dataset}"
             users = f"`atkd-lite distill{data} --teacher-epochs {args.epochs}` and {users}"
-        print(f"saved {path}; {users} will use it")
+        _say(f"saved {path}; {users} will use it")
         return 0
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
@@ -218,18 +241,19 @@ def _cmd_train_teacher(args) -> int:
         train = train.per_class(args.limit_per_class, seed=args.seed)
     ak.seed_everything(args.seed)  # the initial weights are part of the run
     model = ak.teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
-    print(f"training the teacher ({ak.count_parameters(model):,} parameters) on {train} "
+    _say(f"training the teacher ({ak.count_parameters(model):,} parameters) on {train} "
           f"for {args.epochs} epochs on {device}")
     history = ak.train_model(model, train, test, epochs=args.epochs, device=device,
                              seed=args.seed, augment=args.augment,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress,
+                             **({"scale_lr": True} if args.scale_lr else {}))
     last = history.last
-    print(f"test accuracy {last['test_acc']:.4f} after {args.epochs} epochs "
+    _say(f"test accuracy {last['test_acc']:.4f} after {args.epochs} epochs "
           f"({sum(history['time_s']):.1f} s training)")
     ak.save_checkpoint(args.output, model, dataset=args.dataset, epochs=args.epochs,
                        seed=args.seed, test_acc=last["test_acc"], history=history.records,
-                       device=str(device))
-    print(f"saved {args.output}")
+                       device=str(device), **history.meta)
+    _say(f"saved {args.output}")
     return 0
 
 
@@ -253,7 +277,7 @@ def _cmd_distill(args) -> int:
     ak.seed_everything(args.seed)
     student = ak.student_cnn(args.student_size, in_channels=train.in_channels,
                              num_classes=train.num_classes)
-    print(f"distilling a {args.student_size} student ({ak.count_parameters(student):,} "
+    _say(f"distilling a {args.student_size} student ({ak.count_parameters(student):,} "
           f"parameters) with {method!r} on {train} on {device}")
     epochs = args.epochs or ak.profile().student_epochs
     result = ak.distill(teacher, student, train, test, method=method, epochs=epochs,
@@ -261,13 +285,13 @@ def _cmd_distill(args) -> int:
                         progress=not args.no_progress, **settings)
     terms = ", ".join(f"{k} {v:.4f}" for k, v in result.history.last.items()
                       if k.startswith("loss"))
-    print(f"test accuracy {result.test_acc:.4f} ({terms}; "
+    _say(f"test accuracy {result.test_acc:.4f} ({terms}; "
           f"{result.time_per_epoch:.2f} s per epoch)")
     if args.output:
         ak.save_checkpoint(args.output, result.student, dataset=args.dataset, method=method,
                            test_acc=result.test_acc, history=result.history.records,
                            distill=result.params)
-        print(f"saved {args.output}")
+        _say(f"saved {args.output}")
     return 0
 
 
@@ -288,8 +312,8 @@ def _cmd_reproduce(args) -> int:
                         student_size=args.student_size, device=args.device,
                         progress=not args.no_progress, command=args.command_line,
                         controls=not args.no_controls, **settings)
-    print(results.to_markdown())
-    print(f"wrote {args.output_dir}")
+    _say(results.to_markdown())
+    _say(f"wrote {args.output_dir}")
     return 0
 
 
@@ -314,8 +338,8 @@ def _cmd_sizes(args) -> int:
                     teacher_epochs=args.teacher_epochs, output_dir=args.output_dir,
                     device=args.device, progress=not args.no_progress,
                     command=args.command_line, **settings)
-    print(res.to_markdown())
-    print(f"wrote {args.output_dir}")
+    _say(res.to_markdown())
+    _say(f"wrote {args.output_dir}")
     return 0
 
 
@@ -347,9 +371,9 @@ def _cmd_faithfulness(args) -> int:
                            output_dir=args.output_dir, device=args.device,
                            progress=not args.no_progress, command=args.command_line,
                            **settings)
-    print(faithfulness_markdown(res, "energy"))
-    print(faithfulness_markdown(res, "pointing"))
-    print(f"wrote {args.output_dir}")
+    _say(faithfulness_markdown(res, "energy"))
+    _say(faithfulness_markdown(res, "pointing"))
+    _say(f"wrote {args.output_dir}")
     return 0
 
 
@@ -400,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pretrained_teacher() find it)")
     p.add_argument("--retrain", action="store_true",
                    help="without --output: train again even if the cache has this teacher")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="under torchrun: multiply the learning rate by the number of "
+                        "processes (linear scaling rule)")
     _add_common(p)
     p.set_defaults(func=_cmd_train_teacher)
 
@@ -503,23 +530,43 @@ def main(argv: list[str] | None = None) -> int:
         from atkd_lite.experiments.faithfulness import MAP_KINDS
 
         args.kinds = list(MAP_KINDS)
+    import contextlib
     import threading
 
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    # under torchrun (one process per rank) errors say which rank had them
+    ranked = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    who = f"atkd-lite {args.command}"
+    if ranked:
+        who += f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})"
     try:
-        return int(args.func(args) or 0)
+        group = contextlib.nullcontext()
+        if ranked and hasattr(args, "device"):
+            from atkd_lite import distributed
+
+            # join the job before any work; torn down after it, on success and on error
+            group = distributed.session(args.device, args.dist_backend)
+        with group as device:
+            if device is not None:
+                args.device = str(device)  # this rank's device (cuda:LOCAL_RANK)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"atkd-lite {args.command}: interrupted", file=sys.stderr)
+        print(f"{who}: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
-        print(f"atkd-lite {args.command}: terminated", file=sys.stderr)
+        print(f"{who}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as err:  # one line, whatever went wrong
         if os.environ.get("ATKD_LITE_TRACEBACK"):
             raise
-        print(f"atkd-lite {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        message = _one_line(err)
+        if ranked and any(w in message for w in ("closed by peer", "Connection reset",
+                                                  "remote worker")):
+            message = ("another process of this torchrun job stopped (its own error comes "
+                       f"first); this one stopped too: {message}")
+        print(f"{who}: error: {message}", file=sys.stderr)
         return 2
     finally:
         if old_handler is not None:

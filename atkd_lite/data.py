@@ -51,6 +51,7 @@ __all__ = [
     "DatasetUnavailableError",
     "DeviceBatcher",
     "ImageSet",
+    "LoaderBatches",
     "cluttered_mnist",
     "embedded_mnist",
     "load_dataset",
@@ -460,6 +461,17 @@ def random_shift(x: torch.Tensor, shifts: torch.Tensor, max_shift: int | None = 
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def _check_shard(n: int, rank: int, world_size: int) -> None:
+    check_int("world_size", world_size, minimum=1)
+    check_int("rank", rank, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    if n < world_size:
+        raise ValueError(
+            f"{n} training image(s) cannot be shared by {world_size} processes (each needs "
+            "at least one); start fewer processes (torchrun --nproc_per_node) or use more data")
+
+
 class DeviceBatcher:
     """Batches of an :class:`ImageSet` that lives entirely on ``device``.
 
@@ -468,18 +480,40 @@ class DeviceBatcher:
     ``(x, y, idx)``: the images, the labels and their indices in the dataset (used to look
     up a teacher cache).
 
+    Under data parallelism (``world_size`` processes) every process draws the *same*
+    permutation and takes every ``world_size``-th position of it, starting at ``rank``;
+    the permutation is first padded with its own beginning to a multiple of
+    ``world_size`` (as :class:`~torch.utils.data.distributed.DistributedSampler` does), so
+    every process has the same number of batches. With ``batch_size = B / world_size``
+    the processes' ``i``-th batches together are exactly the ``i``-th batch of size ``B``
+    of one process: the same global batches, split across the processes.
+
     Args:
         data: the ImageSet.
-        batch_size: images per batch.
+        batch_size: images per batch (per process).
         shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
         device: where the data lives (default: CPU).
         seed: base seed; the same seed gives the same batches on any device.
         drop_last: drop the last incomplete batch.
-        augment: ``0`` for none, or the maximum random shift in pixels (on the device).
+        augment: ``0`` for none, or the maximum random shift in pixels (on the device);
+            each image's shift depends on its position in the epoch, as in one process.
+        rank, world_size: this process's share (default: all of it).
+
+    Examples::
+
+        >>> from atkd_lite.data import load_dataset, DeviceBatcher
+        >>> data = load_dataset("mnist5k", "val").per_class(2)            # 20 images
+        >>> one = [idx for _, _, idx in DeviceBatcher(data, 4, seed=1)]
+        >>> two = [[idx for _, _, idx in DeviceBatcher(data, 2, seed=1, rank=r, world_size=2)]
+        ...        for r in (0, 1)]
+        >>> all(sorted(a.tolist() + b.tolist()) == sorted(g.tolist())
+        ...     for g, a, b in zip(one, *two))
+        True
     """
 
     def __init__(self, data: ImageSet, batch_size: int = 128, shuffle: bool = True,
-                 device=None, seed: int = 0, drop_last: bool = False, augment: int = 0):
+                 device=None, seed: int = 0, drop_last: bool = False, augment: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if not isinstance(data, ImageSet):
             raise TypeError(f"DeviceBatcher needs an ImageSet, got {type(data).__name__}; "
                             "use make_batches(...) for other datasets")
@@ -488,6 +522,7 @@ class DeviceBatcher:
         check_int("batch_size", batch_size, minimum=1)
         check_int("seed", seed, minimum=0)
         check_int("augment", augment, minimum=0)
+        _check_shard(len(data), rank, world_size)
         self.data = data
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.images = data.images.to(self.device)
@@ -497,10 +532,15 @@ class DeviceBatcher:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.augment = int(augment)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
 
+    def _share(self) -> int:
+        """Images per process and epoch (padded up to a multiple of the world size)."""
+        return math.ceil(len(self.data) / self.world_size)
+
     def __len__(self) -> int:
-        n = len(self.data)
+        n = self._share()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
@@ -510,6 +550,12 @@ class DeviceBatcher:
         shifts = None
         if self.augment:
             shifts = torch.randint(-self.augment, self.augment + 1, (n, 2), generator=gen)
+        if self.world_size > 1:
+            # this rank's positions of the padded epoch: r, r + W, r + 2W, ...
+            pos = (torch.arange(self._share() * self.world_size) % n)[self.rank::self.world_size]
+            order = order[pos]
+            shifts = None if shifts is None else shifts[pos]
+        if shifts is not None:
             shifts = shifts.to(self.device, non_blocking=True)
         order = order.to(self.device, non_blocking=True)
         self.epoch += 1
@@ -537,21 +583,34 @@ class _Indexed(torch.utils.data.Dataset):
 class LoaderBatches:
     """The ordinary :class:`~torch.utils.data.DataLoader` path for any map-style dataset of
     ``(image, label)`` pairs (large data, CPU-side transforms); yields ``(x, y, idx)`` on
-    ``device`` like :class:`DeviceBatcher`."""
+    ``device`` like :class:`DeviceBatcher`.
+
+    Under data parallelism (``world_size > 1``) a
+    :class:`~torch.utils.data.distributed.DistributedSampler` gives each process its share
+    of a permutation seeded by ``seed`` and the epoch (not the one-process order: the
+    DataLoader draws its worker seed from the same generator first).
+    """
 
     def __init__(self, data, batch_size=128, shuffle=True, device=None, seed=0,
-                 drop_last=False, num_workers=0):
+                 drop_last=False, num_workers=0, rank: int = 0, world_size: int = 1):
         if len(data) == 0:
             raise ValueError("the dataset is empty")
         check_int("batch_size", batch_size, minimum=1)
         check_int("seed", seed, minimum=0)
+        _check_shard(len(data), rank, world_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.seed = seed
         self.epoch = 0
+        self.sampler = None
+        if world_size > 1:
+            self.sampler = torch.utils.data.distributed.DistributedSampler(
+                _Indexed(data), num_replicas=world_size, rank=rank, shuffle=shuffle,
+                seed=seed * 100_003, drop_last=drop_last)
         self.loader = torch.utils.data.DataLoader(
-            _Indexed(data), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-            num_workers=num_workers, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
+            _Indexed(data), batch_size=batch_size,
+            shuffle=shuffle if self.sampler is None else False, sampler=self.sampler,
+            drop_last=drop_last, num_workers=num_workers,
+            pin_memory=self.device.type == "cuda", generator=torch.Generator(),
         )
 
     def __len__(self):
@@ -559,6 +618,8 @@ class LoaderBatches:
 
     def __iter__(self):
         self.loader.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)  # a new permutation every epoch
         self.epoch += 1
         for x, y, idx in self.loader:
             yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
@@ -566,16 +627,20 @@ class LoaderBatches:
 
 
 def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
-                 augment: int = 0, on_device: bool | None = None):
+                 augment: int = 0, on_device: bool | None = None, rank: int = 0,
+                 world_size: int = 1):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
-    that fits on the device (the fast path), else a ``LoaderBatches``."""
+    that fits on the device (the fast path), else a :class:`LoaderBatches`; ``rank`` and
+    ``world_size`` give this process its share under data parallelism."""
     check_int("augment", augment, minimum=0)
     if on_device is None:
         on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31
     if on_device:
-        return DeviceBatcher(data, batch_size, shuffle, device, seed, drop_last, augment)
+        return DeviceBatcher(data, batch_size, shuffle, device, seed, drop_last, augment,
+                             rank=rank, world_size=world_size)
     if augment:
         raise ValueError("random shifts are implemented on the device path only; "
                          "pass an ImageSet with on_device=True or augment=0")
     return LoaderBatches(data, batch_size, shuffle, device, seed, drop_last,
-                         num_workers=min(4, os.cpu_count() or 1))
+                         num_workers=min(4, os.cpu_count() or 1), rank=rank,
+                         world_size=world_size)

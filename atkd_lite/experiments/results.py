@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from atkd_lite import distributed
 from atkd_lite.runtime import FileLock, LockHeldError, atomic_write, check_output_dir, get_device
 
 __all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
@@ -61,6 +62,8 @@ def claim_output_dir(output_dir) -> Path:
     claim it first (as ``atkd-lite`` does) to be refused *before* any training. Claiming
     a folder this process holds already is a no-op.
 
+    Under data parallelism only rank 0 writes results, so only rank 0 claims the folder.
+
     Returns:
         Path: the folder.
 
@@ -78,7 +81,7 @@ def claim_output_dir(output_dir) -> Path:
     """
     out = check_output_dir(output_dir, "output folder")
     key = out.resolve()
-    if key in _CLAIMED:
+    if key in _CLAIMED or not distributed.is_main():
         return out
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(out / LOCK_NAME)
@@ -131,6 +134,8 @@ def provenance(command: str | None = None, device=None) -> dict:
         "device": name,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(),
+        "backend": distributed.backend(),
         "platform": platform.platform(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": numpy.__version__, "atkd_lite": atkd_lite.__version__},
@@ -252,12 +257,16 @@ class ExperimentResults:
         before the first is written, then each is replaced atomically, so the set on disk
         changes in one short step.
 
+        Under data parallelism only rank 0 writes.
+
         Raises:
             LockHeldError: another process is writing results to ``output_dir``.
         """
         from matplotlib.figure import Figure
 
         out = claim_output_dir(output_dir)
+        if not distributed.is_main():
+            return out
         md = self.to_markdown() + "\n" + _provenance_markdown(self.provenance)
         fig = Figure(figsize=(max(5, 0.7 * len(self.summary()) + 2), 3.5))
         self.plot(fig.subplots())  # no pyplot: works headless and never shows a window
@@ -277,9 +286,12 @@ def _provenance_markdown(p: dict) -> str:
     if git.get("dirty"):
         commit += " (with uncommitted changes)"
     v = p.get("versions", {})
+    ranks = ""
+    if (p.get("world_size") or 1) > 1:
+        ranks = f" × {p['world_size']} processes ({p.get('backend')})"
     return (f"Command: `{p.get('command')}`  \n"
             f"Commit: {commit}  \n"
-            f"Device: {p.get('device')}, {p.get('cpu_count')} CPU cores, "
+            f"Device: {p.get('device')}{ranks}, {p.get('cpu_count')} CPU cores, "
             f"{p.get('torch_threads')} torch threads ({p.get('platform')})  \n"
             f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "  \n"
             f"Date: {p.get('date')}; total wall time {p.get('wall_time_s', 0):.0f} s\n")
