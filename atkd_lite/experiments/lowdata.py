@@ -62,7 +62,7 @@ CONTROLS = ("ls", "ls-matched", "kd-transfer", "kd-small-teacher", "fma-shuffled
 
 #: label smoothing's ε chosen on the validation split with the same budget as every
 #: method's weight (``atkd-lite tune``, committed as ``mnist5k-tuning``)
-TUNED_LABEL_SMOOTHING = 0.1
+TUNED_LABEL_SMOOTHING = 0.2
 
 
 def matched_label_smoothing(teacher_logits: torch.Tensor, labels: torch.Tensor,
