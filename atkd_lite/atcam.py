@@ -29,7 +29,9 @@ Defined in the book's chapter "Attention maps", which derives every step.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +150,7 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     shape = (-1,) + (1,) * (maps.dim() - 1)
     flat = maps.flatten(1)
     # amin/amax, not aminmax: aminmax has no derivative in the torch versions Colab ships
+    # (and on the CPU its kernel along a dimension is ~5x slower than the two together)
     lo, hi = flat.amin(dim=1).view(shape), flat.amax(dim=1).view(shape)
     span = hi - lo
     tol = torch.maximum(lo.abs(), hi.abs()).detach() * (ULPS * torch.finfo(maps.dtype).eps)
@@ -156,6 +159,15 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     # discarding the result afterwards would still send NaN gradients back.
     scale = torch.where(ok, span, 1.0).reciprocal() * ok
     return (maps - lo) * scale  # subtract first: m*s - lo*s would cancel catastrophically
+
+
+def _check_features(features) -> None:
+    if not isinstance(features, torch.Tensor) or features.dim() != 4:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(
+            f"features must be a 4-D feature map (B, C, H, W); got {shape}. "
+            "Capture a module whose output is a conv feature map."
+        )
 
 
 def layer_map(
@@ -189,23 +201,83 @@ def layer_map(
         tensor([[[1., 0.],
                  [0., 0.]]])
     """
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(
-            f"features must be a 4-D feature map (B, C, H, W); got {shape}. "
-            "Capture a module whose output is a conv feature map."
-        )
+    _check_features(features)
     size = _check_size(size)
     with float32_math(features.device):
-        a = at_least_float32(features)
-        if p == 1 and a.device.type != "cpu":
-            # one fused pass, no full-size |A| temporary (CPU's kernel for this is slow)
-            m = torch.linalg.vector_norm(a, ord=1, dim=1) / a.shape[1]
-        else:
-            m = (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
+        m = _channel_mean(features, p)
         if size is not None and tuple(m.shape[-2:]) != size:
             m = resize_maps(m, size)
         return normalize_maps(m) if normalize else m
+
+
+# ---------------------------------------------------------------------------------------
+# The per-layer reduction mean_c |A|^p, the one step that reads a full-size feature map.
+#
+# Where the time goes: on the CPU, writing a fresh full-size temporary (``A.abs()``, 12.8 MB
+# for a 128 x 32 x 28 x 28 batch) costs 5-10x more than reading A once, because every
+# page of a new large buffer is faulted in (the allocator hands large blocks back to the
+# OS). So |A| is formed a chunk of images at a time in one small reused buffer that stays
+# in the core's cache, and summed from there: the same operations in the same order, so
+# the same numbers bit for bit, at about the cost of one read of A. On other devices one
+# fused ``vector_norm`` kernel reads A once with no temporary at all (CPU's kernel for it
+# is slow).
+
+#: bytes of |A| formed per chunk on the CPU (about a core's L2 cache) ...
+_CHUNK_BYTES = 1 << 19
+#: ... but never more chunks than this (the Python loop's cost stays bounded)
+_MAX_CHUNKS = 64
+
+
+def _sum_abs_cpu(a: torch.Tensor) -> torch.Tensor:
+    """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without the full-size temporary."""
+    batch = a.shape[0]
+    per_image = max(1, a[0].numel() * a.element_size())
+    step = max(1, _CHUNK_BYTES // per_image, -(-batch // _MAX_CHUNKS))
+    out = a.new_empty((batch, *a.shape[2:]))
+    buf = torch.empty_like(a[:step])  # same memory format as A: same summation order
+    for i in range(0, batch, step):
+        n = min(step, batch - i)
+        torch.abs(a[i:i + n], out=buf[:n])
+        torch.sum(buf[:n], dim=1, out=out[i:i + n])
+    return out
+
+
+class _ChannelMeanAbs(torch.autograd.Function):
+    """``a.abs().mean(dim=1)`` (same numbers, same gradient) with fewer full-size passes.
+
+    Forward: :func:`_sum_abs_cpu` then one division (``mean`` is ``sum / C`` in torch).
+    Backward: ``sgn(a) * g / C`` in one fresh tensor, where autograd's chain (mean's
+    expand-and-divide, abs's ``sgn`` and product) writes three.
+    """
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return _sum_abs_cpu(a).div_(a.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        scaled = (grad / a.shape[1]).unsqueeze(1)
+        if torch.is_grad_enabled():  # double backward: keep the product differentiable
+            return torch.sgn(a) * scaled
+        return torch.sgn(a).mul_(scaled)
+
+
+def _channel_mean(features: torch.Tensor, p: float = 1) -> torch.Tensor:
+    """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
+
+    Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
+    """
+    if p == 1 and features.dtype in (torch.float32, torch.float64):
+        if features.device.type == "cpu":
+            return _ChannelMeanAbs.apply(features)
+        # one fused pass, no full-size |A| temporary
+        return torch.linalg.vector_norm(features, ord=1, dim=1) / features.shape[1]
+    a = at_least_float32(features)
+    if p == 1 and a.device.type != "cpu":
+        return torch.linalg.vector_norm(a, ord=1, dim=1) / a.shape[1]
+    return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -228,11 +300,12 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     (its kernel parallelises over output pixels only), and differentiable.
 
     Args:
-        maps (Tensor): (B, H, W).
+        maps (Tensor): (B, H, W), or any leading dimensions (..., H, W) (e.g. a stack of
+            layers (L, B, H, W), resized in one call).
         size (two ints): output (H', W').
 
     Returns:
-        Tensor: (B, H', W').
+        Tensor: (B, H', W') (or (..., H', W')).
 
     Examples::
 
@@ -334,10 +407,48 @@ def attention_from_features(
     features = list(features)
     if not features:
         raise ValueError("attention_from_features needs at least one feature map")
-    raw = torch.stack([layer_map(a, p=p, size=size, normalize=False) for a in features])
-    per_layer = normalize_maps(raw.flatten(0, 1)).view_as(raw)  # (L, B, H, W)
-    maps = combine_maps(per_layer, combine)
+    for a in features:
+        _check_features(a)
+    with float32_math(features[0].device):
+        raw = [_channel_mean(a, p) for a in features]
+    maps, per_layer = _maps_from_raw(raw, size, combine)
     return (maps, per_layer) if return_layers else maps
+
+
+def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Raw per-layer maps (B, h_l, w_l) -> one (L, B, H, W) stack at ``size``, in order.
+
+    Layers that share a size are stacked and resized together (one pair of matrix
+    products per size, not per layer): fewer, larger kernels.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, m in enumerate(raw):
+        groups.setdefault((int(m.shape[-2]), int(m.shape[-1])), []).append(i)
+    parts, order = [], []
+    with float32_math(raw[0].device):
+        for shape, idx in groups.items():
+            group = torch.stack([raw[i] for i in idx]) if len(idx) > 1 else raw[idx[0]][None]
+            parts.append(group if shape == size else resize_maps(group, size))
+            order += idx
+    stack = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if order != sorted(order):  # back to capture order
+        stack = stack[[order.index(i) for i in range(len(order))]]
+    return stack
+
+
+def _maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str):
+    """Combined maps (B, H, W) and normalised per-layer maps (L, B, H, W) from raw maps."""
+    stack = _resize_stack(raw, size)
+    per_layer = normalize_maps(stack.flatten(0, 1)).view_as(stack)  # all layers at once
+    return combine_maps(per_layer, combine), per_layer
+
+
+class _Reduced(NamedTuple):
+    """A capture point's output already reduced inside its hook (see ``ATCam._capture``)."""
+
+    value: torch.Tensor  # the reduced map
+    ref: weakref.ref  # the output itself, while something else keeps it alive
+    version: int | None  # its version counter when the hook ran (None: not tracked)
 
 
 class ATCam:
@@ -444,6 +555,9 @@ class ATCam:
         self.layer_names: list[str] | None = (
             None if self._candidates is None else self._select(self._candidates)
         )
+        # per train/eval mode: kept layers whose outputs the forward modifies in place
+        # after their hook (None until a call has looked), see _capture
+        self._late: dict[bool, set[str] | None] = {True: None, False: None}
 
     def _select(self, names: list[str]) -> list[str]:
         return list(names) if self.keep_all else select_layers(names, self.first, self.last)
@@ -485,11 +599,39 @@ class ATCam:
             [(2, 4, 10, 10), (2, 8, 8, 8)]
         """
         check_images(x)
+        return self._capture(x)
+
+    def _capture(self, x: torch.Tensor, reduce: Callable | None = None):
+        """One forward pass with hooks on the capture points; logits and kept outputs.
+
+        With ``reduce``, each kept output is reduced inside its hook (to its raw per-layer
+        map), so the full-size feature map is read while it is still in cache and is
+        freed as the forward pass goes on, as in a plain forward (keeping every captured
+        map alive to the end forces fresh allocations and costs ~10-30 % of a forward on
+        the CPU). That is only the same as reducing after the forward if nothing modifies
+        the output in place later (e.g. ``Conv2d`` followed by ``ReLU(inplace=True)``:
+        the captured tensor then holds the activation). So the first call in each of
+        train/eval mode keeps the outputs, as :meth:`features` does, and notes which ones
+        were modified after their hook (their version counter moved); those are always
+        reduced after the forward, the others inside the hook. An early-reduced output
+        still alive at the end is checked again and, if it was modified, reduced again
+        from its final value, so the maps never differ from ``attention_from_features(
+        self.features(x)[1])``.
+        """
         hooked = self.layer_names if self.layer_names is not None else self._convs
-        captured: dict[str, torch.Tensor] = {}  # insertion order = first-run order
+        captured: dict[str, object] = {}  # insertion order = first-run order
+        versions: dict[str, int] = {}  # version counter at hook time (probe calls)
+        mode = bool(self.model.training)
+        late = self._late.get(mode) if reduce is not None else None
+        early = late is not None and self.layer_names is not None
 
         def make_hook(name: str):
             def hook(module, args, output):
+                if isinstance(output, torch.Tensor) and not output.is_inference():
+                    versions[name] = output._version
+                if early and name not in late and isinstance(output, torch.Tensor) \
+                        and output.dim() == 4:
+                    output = _Reduced(reduce(output), weakref.ref(output), versions.get(name))
                 captured[name] = output  # last run wins if a module runs twice
 
             return hook
@@ -520,13 +662,33 @@ class ATCam:
             )
         feats = [captured[n] for n in self.layer_names]
         for name, a in zip(self.layer_names, feats):
-            if not isinstance(a, torch.Tensor) or a.dim() != 4:
+            if not isinstance(a, _Reduced) and (not isinstance(a, torch.Tensor) or a.dim() != 4):
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise ValueError(
                     f"capture point {name!r} returned {got}, not a 4-D feature map "
                     "(B, C, H, W); choose a conv/activation module instead"
                 )
-        return logits, feats
+        if reduce is None:
+            return logits, feats
+        if late is None and len(versions) == len(captured):  # probe: learn what is safe
+            self._late[mode] = {n for n in self.layer_names
+                                if captured[n]._version != versions[n]}
+        out = []
+        for name, a in zip(self.layer_names, feats):
+            if isinstance(a, _Reduced):
+                final = a.ref()
+                if final is None or a.version is None or final._version == a.version:
+                    out.append(a.value)
+                    continue
+                late.add(name)  # modified in place after the hook: reduce the final value
+                a = final
+            out.append(reduce(a))
+        return logits, out
+
+    def _raw_map(self, a: torch.Tensor) -> torch.Tensor:
+        """A captured feature map's raw per-layer map ``mean_c |A|^p``, (B, H_l, W_l)."""
+        with float32_math(a.device):
+            return _channel_mean(a, self.p)
 
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))
@@ -544,10 +706,11 @@ class ATCam:
             ``(logits, maps, per_layer)`` where ``per_layer`` maps each kept layer name to
             its normalised (B, H, W) map.
         """
-        logits, feats = self.features(x)
-        maps, per_layer = attention_from_features(
-            feats, self._size(x), p=self.p, combine=self.combine, return_layers=True
-        )
+        check_images(x)
+        # the same maths as attention_from_features(self.features(x)[1], ...), with each
+        # layer reduced to its raw map inside the forward pass
+        logits, raw = self._capture(x, reduce=self._raw_map)
+        maps, per_layer = _maps_from_raw(raw, self._size(x), self.combine)
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps
