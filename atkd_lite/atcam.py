@@ -147,6 +147,13 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
         <BLANKLINE>
                 [[0., 0.]]])
     """
+    if maps.requires_grad and torch.is_grad_enabled():
+        return _MinMaxNorm.apply(maps, eps)
+    return _normalize(maps, eps)
+
+
+def _min_max(maps: torch.Tensor, eps: float):
+    """Per-sample ``lo``, ``hi``, "not constant" mask ``ok`` and ``1 / span`` (1 where not ok)."""
     shape = (-1,) + (1,) * (maps.dim() - 1)
     flat = maps.flatten(1)
     # amin/amax, not aminmax: aminmax has no derivative in the torch versions Colab ships
@@ -157,8 +164,51 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     ok = span > tol.clamp_min(eps)
     # 1/span through a safe denominator, then masked: dividing by a zero span and
     # discarding the result afterwards would still send NaN gradients back.
-    scale = torch.where(ok, span, 1.0).reciprocal() * ok
-    return (maps - lo) * scale  # subtract first: m*s - lo*s would cancel catastrophically
+    return lo, hi, ok, torch.where(ok, span, 1.0).reciprocal()
+
+
+def _normalize(maps: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`normalize_maps` in plain operations (autograd differentiates these)."""
+    lo, _, ok, inv = _min_max(maps, eps)
+    return (maps - lo) * (inv * ok)  # subtract first: m*s - lo*s would cancel catastrophically
+
+
+class _MinMaxNorm(torch.autograd.Function):
+    """:func:`_normalize` with a hand-written backward: the same gradient, bit for bit.
+
+    Autograd's backward of ``amin``/``amax`` spreads the gradient over tied extremes via
+    ``(g / count) * mask``, which on the CPU casts the boolean mask to a full-size float
+    copy, twice per extreme; here each extreme costs one comparison and one ``where``.
+    Every product, sum and accumulation is done in autograd's order, so the result is
+    identical (``tests/test_atcam_fast.py`` checks it, ties included).
+    """
+
+    @staticmethod
+    def forward(ctx, maps, eps):
+        lo, hi, ok, inv = _min_max(maps, eps)
+        scale = inv * ok
+        d = maps - lo
+        ctx.eps = eps
+        ctx.save_for_backward(maps, d, lo, hi, ok, inv, scale)
+        return d * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        maps, d, lo, hi, ok, inv, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: differentiate the plain operations
+            with torch.enable_grad():
+                out = _normalize(maps, ctx.eps)
+            return torch.autograd.grad(out, maps, grad, create_graph=True)[0], None
+        dims = tuple(range(1, maps.dim()))
+        g_d = grad * scale  # y = d * scale
+        g_scale = (grad * d).sum(dims, keepdim=True)
+        g_span = (g_scale * ok) * -(inv * inv)  # scale = inv * ok, inv = 1 / span
+        g_lo = -g_d.sum(dims, keepdim=True) - g_span  # from d = maps - lo and span = hi - lo
+        at_hi, at_lo = maps == hi, maps == lo  # amax/amin: shared equally between ties
+        ties_hi = at_hi.flatten(1).sum(1).view_as(hi)
+        ties_lo = at_lo.flatten(1).sum(1).view_as(lo)
+        spread = torch.where(at_hi, g_span / ties_hi, 0.0) + torch.where(at_lo, g_lo / ties_lo, 0.0)
+        return g_d + spread, None
 
 
 def _check_features(features) -> None:

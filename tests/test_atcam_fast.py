@@ -266,3 +266,28 @@ def test_layers_of_mixed_sizes_keep_their_order():
                               align_corners=False)[:, 0]
         torch.testing.assert_close(got, ref_norm(m), atol=1e-6, rtol=1e-5)
     assert torch.equal(maps, ref_norm(per_layer.mean(0)))
+
+
+def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
+    torch.manual_seed(0)
+    m = torch.rand(9, 6, 7)
+    m[0] = 3.0  # constant: zero map, zero gradient
+    m[1] = m[1].clamp(0.2, 0.7)  # ties at both extremes
+    m[2, :3] = 0.0  # ties at the minimum
+    m[3] = 1e6 + m[3] * 1e-4  # range within rounding noise of the magnitude: constant
+    m[4] = m[4].round()  # few distinct values
+    g = torch.randn_like(m)
+    fast, ref = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
+    out_fast, out_ref = atcam_module.normalize_maps(fast), ref_norm(ref)
+    assert torch.equal(out_fast, out_ref)
+    out_fast.backward(g)
+    out_ref.backward(g)
+    assert torch.equal(fast.grad, ref.grad)
+    assert torch.equal(fast.grad[0], torch.zeros(6, 7))
+
+
+def test_normalize_maps_second_derivative():
+    torch.manual_seed(0)
+    m = torch.rand(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(atcam_module.normalize_maps, (m,))
+    torch.autograd.gradgradcheck(atcam_module.normalize_maps, (m,))
