@@ -319,14 +319,14 @@ def _channel_mean(features: torch.Tensor, p: float = 1) -> torch.Tensor:
 
     Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
     """
+    if p == 1 and features.device.type != "cpu":
+        # one fused pass, no full-size temporary (not even the float32 copy of an autocast
+        # output: the kernel upcasts as it reads, giving the same sums)
+        dtype = features.dtype if features.dtype == torch.float64 else torch.float32
+        return torch.linalg.vector_norm(features, ord=1, dim=1, dtype=dtype) / features.shape[1]
     if p == 1 and features.dtype in (torch.float32, torch.float64):
-        if features.device.type == "cpu":
-            return _ChannelMeanAbs.apply(features)
-        # one fused pass, no full-size |A| temporary
-        return torch.linalg.vector_norm(features, ord=1, dim=1) / features.shape[1]
+        return _ChannelMeanAbs.apply(features)
     a = at_least_float32(features)
-    if p == 1 and a.device.type != "cpu":
-        return torch.linalg.vector_norm(a, ord=1, dim=1) / a.shape[1]
     return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
 
 
