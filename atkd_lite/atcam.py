@@ -170,7 +170,10 @@ def _min_max(maps: torch.Tensor, eps: float):
 def _normalize(maps: torch.Tensor, eps: float) -> torch.Tensor:
     """:func:`normalize_maps` in plain operations (autograd differentiates these)."""
     lo, _, ok, inv = _min_max(maps, eps)
-    return (maps - lo) * (inv * ok)  # subtract first: m*s - lo*s would cancel catastrophically
+    out = maps - lo  # subtract first: m*s - lo*s would cancel catastrophically
+    if maps.requires_grad and torch.is_grad_enabled():
+        return out * (inv * ok)
+    return out.mul_(inv * ok)  # no graph: scale in place, one full-size buffer fewer
 
 
 class _MinMaxNorm(torch.autograd.Function):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import io
+import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -251,9 +252,9 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
                        clock: str = "wall") -> tuple[dict[str, float], dict[str, float]]:
     """Median time of a plain forward, ATCam FMA/MIP and SALS, and their paired ratios.
 
-    Every repetition times each variant once, in an order that rotates from one
-    repetition to the next, and each variant's time is divided by the plain forward's
-    time of the same repetition; the median of those ratios is robust to slow drifts of
+    Every repetition times each variant once, in a (seeded) random order drawn afresh for
+    each repetition, and each variant's time is divided by the plain forward's time of the
+    same repetition; the median of those ratios is robust to slow drifts of
     the machine's load, which a ratio of two separately taken medians is not.
 
     Args:
@@ -331,10 +332,11 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     run = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
     names = ["plain"] + [v for v in VARIANTS if v in variants and v != "plain"]
     times: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(0)
     for rep in range(warmup + reps):
-        # rotate the order each repetition so no variant always runs first (cache, turbo)
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
+        # a fresh order each repetition, so that no variant always runs first or always
+        # right after another (a variant inherits its predecessor's caches and heap)
+        for name in order.sample(names, len(names)):
             synchronize(dev)
             t0 = now()
             run[name]()

@@ -3,7 +3,7 @@
 One training step = teacher signals (online or from the cache) + student forward +
 losses + backward + optimiser step, on a batch of 128 digits, for the default small
 student and the default teacher. All variants run round-robin in the same process (the
-order rotates every round), so machine noise hits them alike; each ratio is the median
+order drawn afresh every round), so machine noise hits them alike; each ratio is the median
 over rounds of the two steps' times *in the same round*:
 
 - online FMA / MIP step ÷ online KD-only step          goal <= 1.10 (CPU), <= 1.15 (GPU)

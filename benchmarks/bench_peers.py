@@ -1,6 +1,6 @@
 """Side by side with the libraries a researcher would otherwise pick: same model, batch, device.
 
-Four comparisons, each timed interleaved in one run (the order rotating every round), as
+Four comparisons, each timed interleaved in one run (in a fresh order every round), as
 the median over rounds of ``time(ours) / time(peer)`` in the same round; goal: ours <= 1.0 x
 the peer for the same computation.
 

@@ -4,8 +4,8 @@
   ``atkd_capture_points()``, so ATCam captures their ``Conv2d`` layers (signed outputs,
   before batch norm) — the case the book's teacher (which declares post-ReLU capture
   points) flatters;
-- :func:`interleaved` times several callables round-robin, the order rotating every
-  round, and :func:`paired` takes the median over rounds of the ratio of two of them
+- :func:`interleaved` times several callables round-robin, in a fresh random order
+  every round, and :func:`paired` takes the median over rounds of the ratio of two of them
   measured in the same round (robust to the slow drifts of a shared machine's load);
 - :func:`provenance` is the line every result carries: date, commit, machine, threads,
   load average.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import random
 import statistics
 import subprocess
 import time
@@ -57,7 +58,7 @@ def _sync(device: torch.device) -> None:
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
                 device: torch.device | str = "cpu",
                 clock: str = "wall") -> dict[str, list[float]]:
-    """Seconds per call of each callable, ``rounds`` times, round-robin (order rotating).
+    """Seconds per call of each callable, ``rounds`` times, round-robin in a random order.
 
     ``clock="cpu"`` uses this process's CPU time (:func:`time.process_time`), which leaves
     out the time spent waiting for a core on a busy machine (use it with one torch
@@ -71,9 +72,11 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
     now = time.process_time if clock == "cpu" else time.perf_counter
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
+    order = random.Random(0)
     for r in range(warmup + rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+        # a fresh (seeded) order every round: no callable always runs first or always
+        # right after another (each inherits its predecessor's caches and heap)
+        for name in order.sample(names, len(names)):
             _sync(device)
             t0 = now()
             fns[name]()

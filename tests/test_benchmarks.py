@@ -84,10 +84,12 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     # per round 2, 10, 1.5 -> median 2; a ratio of medians would give 3 / 1 = 3
     assert common.paired(times, "a", "b") == 2.0
     calls = []
-    out = common.interleaved({"x": lambda: calls.append("x"), "y": lambda: calls.append("y")},
-                             rounds=3, warmup=1)
-    assert calls == ["x", "y", "y", "x", "x", "y", "y", "x"]  # the order rotates
-    assert [len(v) for v in out.values()] == [3, 3]
+    out = common.interleaved({n: (lambda n=n: calls.append(n)) for n in "xyz"},
+                             rounds=30, warmup=1)
+    assert [len(v) for v in out.values()] == [30, 30, 30]
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert all(sorted(r) == ["x", "y", "z"] for r in rounds)  # each once per round
+    assert len({tuple(r) for r in rounds}) > 3  # in varying orders
 
 
 def test_peer_check_refuses_different_results():
