@@ -195,9 +195,10 @@ class _MinMaxNorm(torch.autograd.Function):
 
     Autograd's backward of ``amin``/``amax`` spreads the gradient over tied extremes via
     ``(g / count) * mask``, which on the CPU casts the boolean mask to a full-size float
-    copy, twice per extreme; here each extreme costs one comparison and one ``where``.
-    Every product, sum and accumulation is done in autograd's order, so the result is
-    identical (``tests/test_atcam_fast.py`` checks it, ties included).
+    copy, twice per extreme, and then adds three full-size terms; here each extreme costs
+    one comparison and one in-place ``addcmul_``. Every product and sum is done in
+    autograd's order, so the result is identical (``tests/test_atcam_fast.py`` checks it,
+    ties and constant maps included).
     """
 
     @staticmethod
@@ -221,11 +222,17 @@ class _MinMaxNorm(torch.autograd.Function):
         g_scale = (grad * d).sum(dims, keepdim=True)
         g_span = (g_scale * ok) * -(inv * inv)  # scale = inv * ok, inv = 1 / span
         g_lo = -g_d.sum(dims, keepdim=True) - g_span  # from d = maps - lo and span = hi - lo
-        at_hi, at_lo = maps == hi, maps == lo  # amax/amin: shared equally between ties
+        # amax/amin: the gradient is shared equally between tied extremes. The masks are
+        # written as 0/1 floats (summing a boolean mask first copies it to int64); the
+        # counts are small integers, exact in floating point
+        at_hi = torch.eq(maps, hi, out=torch.empty_like(maps))
+        at_lo = torch.eq(maps, lo, out=torch.empty_like(maps))
         ties_hi = at_hi.flatten(1).sum(1).view_as(hi)
         ties_lo = at_lo.flatten(1).sum(1).view_as(lo)
-        spread = torch.where(at_hi, g_span / ties_hi, 0.0) + torch.where(at_lo, g_lo / ties_lo, 0.0)
-        return g_d + spread, None
+        # autograd adds g_d + (hi part + lo part); no element is in both parts unless the
+        # map is constant, where every term is zero, so adding them in turn, in place,
+        # gives the same numbers
+        return g_d.addcmul_(at_hi, g_span / ties_hi).addcmul_(at_lo, g_lo / ties_lo), None
 
 
 def _check_features(features) -> None:
