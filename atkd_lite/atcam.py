@@ -296,7 +296,7 @@ def layer_map(
 # fused ``vector_norm`` kernel reads A once with no temporary at all (CPU's kernel for it
 # is slow).
 
-#: bytes of |A| formed per chunk on the CPU (about a core's L2 cache) ...
+#: bytes of |A| formed per chunk and torch thread on the CPU (about a core's L2 cache) ...
 _CHUNK_BYTES = 1 << 19
 #: ... but never more chunks than this (the Python loop's cost stays bounded)
 _MAX_CHUNKS = 64
@@ -306,7 +306,9 @@ def _sum_abs_cpu(a: torch.Tensor) -> torch.Tensor:
     """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without the full-size temporary."""
     batch = a.shape[0]
     per_image = max(1, a[0].numel() * a.element_size())
-    step = max(1, _CHUNK_BYTES // per_image, -(-batch // _MAX_CHUNKS))
+    # each torch thread takes its share of a chunk: keep the share at about _CHUNK_BYTES
+    chunk = _CHUNK_BYTES * torch.get_num_threads()
+    step = max(1, chunk // per_image, -(-batch // _MAX_CHUNKS))
     out = a.new_empty((batch, *a.shape[2:]))
     buf = torch.empty_like(a[:step])  # same memory format as A: same summation order
     for i in range(0, batch, step):
