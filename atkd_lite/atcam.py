@@ -296,21 +296,37 @@ def layer_map(
 # fused ``vector_norm`` kernel reads A once with no temporary at all (CPU's kernel for it
 # is slow).
 
-#: bytes of |A| formed per chunk and torch thread on the CPU (about a core's L2 cache) ...
+#: bytes of |A| formed per chunk on the CPU with one torch thread (about a core's L2) ...
 _CHUNK_BYTES = 1 << 19
 #: ... but never more chunks than this (the Python loop's cost stays bounded)
 _MAX_CHUNKS = 64
 
 
-def _sum_abs_cpu(a: torch.Tensor) -> torch.Tensor:
-    """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without the full-size temporary."""
+def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor:
+    """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without a fresh full-size temporary.
+
+    With one torch thread, ``|A|`` is formed a cache-sized chunk of images at a time. With
+    several, every operation is a parallel region that ends in a barrier, and on a busy
+    machine a barrier can wait a whole scheduler slice for a thread; so there it is one
+    chunk. Either way the buffer comes from ``workspace`` (a dict shared by the layers
+    of one call), so a call faults in one buffer, not one per layer.
+    """
     batch = a.shape[0]
     per_image = max(1, a[0].numel() * a.element_size())
-    # each torch thread takes its share of a chunk: keep the share at about _CHUNK_BYTES
-    chunk = _CHUNK_BYTES * torch.get_num_threads()
-    step = max(1, chunk // per_image, -(-batch // _MAX_CHUNKS))
+    if torch.get_num_threads() == 1:
+        step = max(1, _CHUNK_BYTES // per_image, -(-batch // _MAX_CHUNKS))
+    else:
+        step = batch
     out = a.new_empty((batch, *a.shape[2:]))
-    buf = torch.empty_like(a[:step])  # same memory format as A: same summation order
+    shape = (min(step, batch), *a.shape[1:])
+    if workspace is not None and a.is_contiguous():
+        flat = workspace.get(a.dtype)
+        need = min(step, batch) * a[0].numel()
+        if flat is None or flat.numel() < need:
+            flat = workspace[a.dtype] = a.new_empty(need)
+        buf = flat[:need].view(shape)
+    else:
+        buf = torch.empty_like(a[:step])  # same memory format as A: same summation order
     for i in range(0, batch, step):
         n = min(step, batch - i)
         torch.abs(a[i:i + n], out=buf[:n])
@@ -327,23 +343,25 @@ class _ChannelMeanAbs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a):
+    def forward(ctx, a, workspace):
         ctx.save_for_backward(a)
-        return _sum_abs_cpu(a).div_(a.shape[1])
+        return _sum_abs_cpu(a, workspace).div_(a.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
         (a,) = ctx.saved_tensors
         scaled = (grad / a.shape[1]).unsqueeze(1)
         if torch.is_grad_enabled():  # double backward: keep the product differentiable
-            return torch.sgn(a) * scaled
-        return torch.sgn(a).mul_(scaled)
+            return torch.sgn(a) * scaled, None
+        return torch.sgn(a).mul_(scaled), None
 
 
-def _channel_mean(features: torch.Tensor, p: float = 1) -> torch.Tensor:
+def _channel_mean(features: torch.Tensor, p: float = 1,
+                  workspace: dict | None = None) -> torch.Tensor:
     """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
 
     Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
+    ``workspace``: a dict shared by the layers of one call (CPU scratch buffers).
     """
     if p == 1 and features.device.type != "cpu":
         # one fused pass, no full-size temporary (not even the float32 copy of an autocast
@@ -351,7 +369,7 @@ def _channel_mean(features: torch.Tensor, p: float = 1) -> torch.Tensor:
         dtype = features.dtype if features.dtype == torch.float64 else torch.float32
         return torch.linalg.vector_norm(features, ord=1, dim=1, dtype=dtype) / features.shape[1]
     if p == 1 and features.dtype in (torch.float32, torch.float64):
-        return _ChannelMeanAbs.apply(features)
+        return _ChannelMeanAbs.apply(features, workspace)
     a = at_least_float32(features)
     return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
 
@@ -485,8 +503,9 @@ def attention_from_features(
         raise ValueError("attention_from_features needs at least one feature map")
     for a in features:
         _check_features(a)
+    workspace: dict = {}
     with _float32(features[0].device):
-        raw = [_channel_mean(a, p) for a in features]
+        raw = [_channel_mean(a, p, workspace) for a in features]
     maps, per_layer = _maps_from_raw(raw, size, combine)
     return (maps, per_layer) if return_layers else maps
 
@@ -772,10 +791,10 @@ class ATCam:
             out.append(reduce(a))
         return logits, out
 
-    def _raw_map(self, a: torch.Tensor) -> torch.Tensor:
+    def _raw_map(self, a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor:
         """A captured feature map's raw per-layer map ``mean_c |A|^p``, (B, H_l, W_l)."""
         with _float32(a.device):
-            return _channel_mean(a, self.p)
+            return _channel_mean(a, self.p, workspace)
 
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))
@@ -796,7 +815,9 @@ class ATCam:
         check_images(x)
         # the same maths as attention_from_features(self.features(x)[1], ...), with each
         # layer reduced to its raw map inside the forward pass
-        logits, raw = self._capture(x, reduce=self._raw_map)
+        workspace: dict = {}  # scratch shared by this call's layers
+        logits, raw = self._capture(x, reduce=functools.partial(self._raw_map,
+                                                                 workspace=workspace))
         maps, per_layer = _maps_from_raw(raw, self._size(x), self.combine)
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))

@@ -126,8 +126,13 @@ MODELS = {
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    """Chunks of ~one image, so that the small test batches are reduced in several."""
+    """One torch thread and chunks of ~one image: the small test batches are reduced in
+    several chunks (with more threads ATCam forms |A| in one piece, tested below too)."""
     monkeypatch.setattr(atcam_module, "_CHUNK_BYTES", 16_384)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def build(name):
@@ -222,16 +227,23 @@ def test_train_and_eval_mode_are_probed_separately():
     assert torch.equal(maps, ref)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("chunk_bytes", [1, 4096, 1 << 19, 1 << 30])
 @pytest.mark.parametrize("shape", [(7, 3, 5, 9), (16, 32, 28, 28), (1, 1, 1, 1)])
-def test_channel_mean_equals_abs_mean_for_any_chunking(monkeypatch, chunk_bytes, shape):
+def test_channel_mean_equals_abs_mean_for_any_chunking(monkeypatch, threads, chunk_bytes,
+                                                       shape):
     monkeypatch.setattr(atcam_module, "_CHUNK_BYTES", chunk_bytes)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     a = torch.randn(*shape)
     a[a.abs() < 0.1] = 0.0  # exact zeros: |x|'s gradient there is 0
-    for t in (a, a.to(memory_format=torch.channels_last), a.double(), a[:, :, 1:, ::2]):
+    workspace = {}  # shared, as by the layers of one ATCam call
+    for t in (a, a.to(memory_format=torch.channels_last), a.double(), a[:, :, 1:, ::2],
+              a[:, :2]):
         t = t.clone().requires_grad_(True)
         r = t.detach().clone().requires_grad_(True)
+        with torch.no_grad():
+            assert torch.equal(atcam_module._channel_mean(t, 1, workspace), r.abs().mean(1))
         got, want = layer_map(t, normalize=False), r.abs().mean(dim=1)
         assert torch.equal(got, want)
         g = torch.randn_like(want)
