@@ -23,6 +23,14 @@ The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`resize
 :func:`layer_map`, :func:`combine_maps` and :func:`attention_from_features` are the
 reusable pieces; the distillation engine and the book call them directly.
 
+Cost. The method's claim is that the maps come almost for free, so the computation is
+arranged around memory traffic rather than arithmetic: :class:`ATCam` reduces each kept
+layer to ``mean_c |A|`` inside the forward pass (while the feature map is still in
+cache, and without keeping it alive), forms ``|A|`` without a fresh full-size buffer,
+resizes layers of one size together, normalises all layers in one call, and gives
+:func:`normalize_maps` a hand-written backward. None of this changes a number: maps and
+gradients equal, bit for bit, the plain formulas above (``tests/test_atcam_fast.py``).
+
 Defined in the book's chapter "Attention maps", which derives every step.
 """
 
