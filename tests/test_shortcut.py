@@ -306,7 +306,7 @@ def test_weight_choice_prefers_the_default_on_ties():
 def tiny_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("shortcut")
     torch.manual_seed(0)
-    teacher = ak.teacher_cnn().eval()
+    teacher = ak.student_cnn("tiny").eval()  # any CNN will do for the bookkeeping; a small one is quick
     res = sc.run_shortcut(rhos=(1.0, 0.5), methods=("student", "fma"), seeds=(0, 1),
                           per_class=2, epochs=1, teacher=teacher, tune=True,
                           tune_seeds=(7,), beta_factors=(1.0,), rrr_lambdas=(1.0,),
@@ -315,6 +315,7 @@ def tiny_results(tmp_path_factory):
     return res, out
 
 
+@pytest.mark.slow
 def test_run_shortcut_runs_every_cell_and_saves(tiny_results):
     res, out = tiny_results
     names = [r["method"] for r in res.runs]
@@ -333,6 +334,7 @@ def test_run_shortcut_runs_every_cell_and_saves(tiny_results):
     assert len(again.runs) == len(res.runs)
 
 
+@pytest.mark.slow
 def test_values_and_verdicts_use_the_shared_protocol(tiny_results):
     res, _ = tiny_results
     values = sc.shortcut_values(res, 1.0)
@@ -347,6 +349,7 @@ def test_values_and_verdicts_use_the_shared_protocol(tiny_results):
         sc.shortcut_values(res, 0.3)
 
 
+@pytest.mark.slow
 def test_accuracy_table_intervals_match_scipy(tiny_results):
     from scipy import stats
 
@@ -360,6 +363,22 @@ def test_accuracy_table_intervals_match_scipy(tiny_results):
     text = sc.shortcut_markdown(res)
     assert "rho = 0.5" in text and "flipped" in text and "teacher" in text
     assert "Ross" in sc.published_markdown(res)
+    head = sc.headline_markdown(res).splitlines()
+    assert head[0] == "| method | ρ = 1 | ρ = 0.5 |"
+    assert [line.split(" | ")[0] for line in head[2:]] == ["| teacher", "| student", "| fma",
+                                                           "| rrr", "| clean"]
+    assert "| fma | " in sc.map_markdown(res, 0.5, "digit")
+    with pytest.raises(ValueError, match="swatch"):
+        sc.map_markdown(res, 0.5, "corner")
+    tuning = sc.tuning_markdown(res, 1.0)
+    assert tuning.count("✓") == 2 and "on random shades" in tuning
+
+
+def test_a_decoy_set_needs_its_swatches():
+    d = decoy_mnist("val").per_class(1)
+    with pytest.raises(ValueError, match="swatch_boxes"):
+        DecoySet(d.images, d.labels, boxes=d.boxes, swatch_classes=d.swatch_classes,
+                 digit_index=d.digit_index)
 
 
 def test_run_shortcut_checks_its_arguments_before_work():
@@ -398,3 +417,64 @@ def test_cli_shortcut_help(capsys):
     with pytest.raises(SystemExit):
         main(["shortcut", "--help"])
     assert "--rhos" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------
+# the chapter's exercises
+
+def _add_swatch(image, cls, corner, size=4):
+    out = image.clone()
+    rows = slice(0, size) if corner.startswith("top") else slice(28 - size, 28)
+    cols = slice(0, size) if corner.endswith("left") else slice(28 - size, 28)
+    out[rows, cols] = 255 - 25 * cls
+    return out
+
+
+def test_add_swatch_check(capsys):
+    from atkd_lite.book import exercises
+
+    exercises.check_add_swatch(_add_swatch)
+    assert "✅ Correct" in capsys.readouterr().out
+
+
+def _in_place(image, cls, corner, size=4):
+    image[:size, :size] = 255 - 25 * cls
+    return image
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda im, c, k, s=4: _add_swatch(im, 9 - c, k, s), "shade"),
+    (lambda im, c, k, s=4: _add_swatch(im.T, c, k, s).T, "band"),
+    (lambda im, c, k, s=4: _add_swatch(im, c, k, 4), "size"),
+    (_in_place, "changed the image"),
+])
+def test_add_swatch_wrong_answers(wrong, hint):
+    from atkd_lite.book import exercises
+
+    with pytest.raises(AssertionError, match=hint):
+        exercises.check_add_swatch(wrong)
+
+
+def test_rrr_penalty_check(capsys):
+    from atkd_lite.book import exercises
+
+    exercises.check_rrr_penalty(lambda g, m: (g.pow(2).sum(1) * m).flatten(1).sum(1).mean())
+    assert "✅ Correct" in capsys.readouterr().out
+    for wrong, hint in [
+        (lambda g, m: (g.pow(2).sum(1) * m).sum(), "mean"),
+        (lambda g, m: (g.abs().sum(1) * m).flatten(1).sum(1).mean(), "square"),
+        (lambda g, m: (g.pow(2).sum(1) * m).sum() / m.sum(), "masked pixels"),
+    ]:
+        with pytest.raises(AssertionError, match=hint):
+            exercises.check_rrr_penalty(wrong)
+
+
+def test_exercise_stubs_propagate():
+    from atkd_lite.book import exercises
+
+    def stub(*args):
+        raise NotImplementedError("exercise")
+
+    for check in (exercises.check_add_swatch, exercises.check_rrr_penalty):
+        with pytest.raises(NotImplementedError):
+            check(stub)

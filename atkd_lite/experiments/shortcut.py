@@ -95,7 +95,9 @@ __all__ = [
     "ShortcutTeacherError",
     "accuracy_table",
     "check_teacher",
+    "headline_markdown",
     "load_shortcut",
+    "map_markdown",
     "published_markdown",
     "run_shortcut",
     "shortcut_markdown",
@@ -103,6 +105,7 @@ __all__ = [
     "shortcut_verdicts",
     "swatch_scores",
     "tune_weights",
+    "tuning_markdown",
 ]
 
 #: the practitioner's methods, in the order of the book's tables
@@ -626,56 +629,85 @@ def _fmt(row: dict) -> str:
     return (f"{100 * row['mean']:.1f} [{100 * row['low']:.1f}, {100 * row['high']:.1f}]")
 
 
+def _methods(results: ExperimentResults) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in accuracy_table(results)))
+
+
+def headline_markdown(results: ExperimentResults, metric: str = "test_acc") -> str:
+    """One table: a row per method, a column per ρ, ``metric`` in % as mean [95 % CI].
+
+    The teacher's row (one network, no interval) comes first, the references last.
+    """
+    s = results.settings
+    rows = {(r["rho"], r["method"]): r for r in accuracy_table(results, metric)}
+    t = results.teacher
+    lines = ["| method | " + " | ".join(f"ρ = {rho:g}" for rho in s["rhos"]) + " |",
+             "|---" * (len(s["rhos"]) + 1) + "|"]
+    if t and metric in t:
+        lines.append("| teacher | " + " | ".join(f"{100 * t[metric]:.1f}" for _ in s["rhos"])
+                     + " |")
+    for m in _methods(results):
+        lines.append(f"| {m} | " + " | ".join(
+            _fmt(rows[(rho, m)]) if (rho, m) in rows else "" for rho in s["rhos"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def map_markdown(results: ExperimentResults, rho: float, part: str = "swatch") -> str:
+    """Where the maps put their mass at one ρ: a row per model, a column per map kind,
+    the share on the ``part`` (``"swatch"`` or ``"digit"``) in %, mean over seeds."""
+    if part not in ("swatch", "digit"):
+        raise ValueError(f"part must be 'swatch' or 'digit', got {part!r}")
+    s = results.settings
+    kinds = s["map_kinds"]
+    lines = ["| model | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    t = results.teacher
+    if t.get("maps"):
+        lines.append("| teacher | " + " | ".join(f"{100 * t['maps'][k][part]:.1f}"
+                                                 for k in kinds) + " |")
+    for m in _methods(results):
+        values = {k: shortcut_values(results, rho, f"{k}:{part}").get(m) for k in kinds}
+        if not all(values.values()):
+            continue
+        lines.append(f"| {m} | " + " | ".join(
+            f"{100 * statistics.fmean(values[k].values()):.1f}" for k in kinds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def tuning_markdown(results: ExperimentResults, rho: float) -> str:
+    """The tuning runs at one ρ: each weight tried, its accuracy on the training
+    distribution's validation split (what chose it) and on random shades (what the
+    practitioner cannot see)."""
+    rows = results.settings.get("tuning", {}).get(f"{rho:g}", [])
+    lines = ["| method | weight | val, training distribution (%) | val, random shades (%) "
+             "| chosen |", "|---|---|---|---|---|"]
+    for r in rows:
+        mark = "✓" + (" (on random shades)" if r["selected_on"] == "val_random" else "") \
+            if r["chosen"] else ""
+        lines.append(f"| {r['method']} | {r['beta']:g} | {100 * r['val_acc']:.1f} | "
+                     f"{100 * r['val_random_acc']:.1f} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
 def shortcut_markdown(results: ExperimentResults) -> str:
-    """The headline table (accuracy on each split with 95 % CIs, per method and ρ), the
+    """Everything in one text: for every ρ the accuracy on each split with 95 % CIs, the
     verdicts against the student alone, and where the maps look."""
     s = results.settings
-    tables = {m: {(r["rho"], r["method"]): r for r in accuracy_table(results, m)}
-              for m in ("test_acc", "flipped_acc", "clean_acc", "val_acc")}
-    methods = list(dict.fromkeys(r["method"] for r in accuracy_table(results)))
+    splits = {"test_acc": "random-shade test split (headline)",
+              "flipped_acc": "flipped split (the swatch names a wrong class)",
+              "clean_acc": "clean split (no swatch)",
+              "val_acc": "validation split of the training distribution"}
     out = [f"Decoy digits, {s['swatch']}x{s['swatch']} swatch; `{s['student_size']}` "
            f"students trained on {s['train_size']} digits for {s['epochs']} epochs; mean over "
-           f"seeds {s['seeds']} with 95 % confidence intervals (%). `test`: random shades "
-           "(headline); `flipped`: a wrong class's shade; `clean`: no swatch; `val`: the "
-           "training distribution.", ""]
-    t = results.teacher
+           f"seeds {s['seeds']} with 95 % confidence intervals (%).", ""]
+    for metric, what in splits.items():
+        out += [f"### Accuracy on the {what}", "", headline_markdown(results, metric)]
     for rho in s["rhos"]:
-        out += [f"### rho = {rho:g}", "",
-                "| method | β | test (random shade) | flipped | clean | val (training dist.) |",
-                "|---|---|---|---|---|---|"]
-        if t:
-            out.append(f"| teacher | | {100 * t['test_acc']:.1f} | {100 * t['flipped_acc']:.1f} "
-                       f"| {100 * t['clean_acc']:.1f} | |")
-        betas = s.get("betas", {}).get(f"{rho:g}", {})
-        for m in methods:
-            key = (rho, m)
-            if key not in tables["test_acc"]:
-                continue
-            beta = f"{betas[m]:g}" if m in betas else ""
-            out.append(f"| {m} | {beta} | " + " | ".join(_fmt(tables[k][key]) for k in tables)
-                       + " |")
-        out += ["", comparison_markdown(shortcut_verdicts(results, rho))]
-    out += ["### Where the maps look (random-shade test images)", "",
-            f"Share of each map's mass on the swatch / on the digit's box (%), mean over seeds; "
-            f"the swatch covers {100 * s['chance']['swatch']:.1f}% of the image and the digit's "
-            f"box {100 * s['chance']['digit']:.1f}% on average.", "",
-            "| model | " + " | ".join(s["map_kinds"]) + " |",
-            "|---" * (len(s["map_kinds"]) + 1) + "|"]
-    if t.get("maps"):
-        out.append("| teacher | " + " | ".join(
-            f"{100 * t['maps'][k]['swatch']:.1f} / {100 * t['maps'][k]['digit']:.1f}"
-            for k in s["map_kinds"]) + " |")
+        out += [f"### Against the student alone, rho = {rho:g} (random-shade accuracy)", "",
+                comparison_markdown(shortcut_verdicts(results, rho))]
     for rho in s["rhos"]:
-        runs = _rho_runs(results, rho)
-        for m in methods:
-            mine = [r for r in runs if r["base_method"] == m and "maps" in r]
-            if not mine or (m == "clean" and rho != s["rhos"][0]):
-                continue
-            label = m if m == "clean" else f"rho={rho:g}/{m}"
-            out.append(f"| {label} | " + " | ".join(
-                f"{100 * statistics.fmean(r['maps'][k]['swatch'] for r in mine):.1f} / "
-                f"{100 * statistics.fmean(r['maps'][k]['digit'] for r in mine):.1f}"
-                for k in s["map_kinds"]) + " |")
+        out += [f"### Share of each map's mass on the swatch (%), rho = {rho:g}", "",
+                f"The swatch covers {100 * s['chance']['swatch']:.1f}% of the image.", "",
+                map_markdown(results, rho, "swatch")]
     return "\n".join(out) + "\n"
 
 
