@@ -13,8 +13,9 @@ Three layers, so the method stands apart from what serves the book:
 
 - the **core** (this package's modules): ``runtime`` (device, seeds, precision, safe
   files) → ``data`` → ``models`` → ``atcam`` / ``saliency`` → ``losses`` →
-  ``distillers`` / ``engine`` (one training loop) → ``cache``, ``checkpoints``,
-  ``attributions``, ``metrics``, ``cost``. The core never imports the other two layers.
+  ``distillers`` / ``engine`` (one training loop; data-parallel under ``torchrun`` through
+  ``distributed``) → ``cache``, ``checkpoints``, ``attributions``, ``metrics``, ``cost``.
+  The core never imports the other two layers.
 - :mod:`atkd_lite.experiments` — the one grid runner, results with provenance, the
   statistics protocol, and the experiments (low-data, sizes, faithfulness, shortcut);
 - :mod:`atkd_lite.book` — figures, widgets and exercise checks, which only the chapters
@@ -68,8 +69,8 @@ _LAZY = {
 
 _SUBMODULES = {
     "atcam", "attributions", "book", "cache", "checkpoints", "cli", "config", "cost", "data",
-    "distillers", "engine", "experiments", "losses", "metrics", "models", "runtime",
-    "saliency",
+    "distillers", "distributed", "engine", "experiments", "losses", "metrics", "models",
+    "runtime", "saliency",
 }
 
 

@@ -37,10 +37,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from atkd_lite import distributed
 from atkd_lite.atcam import ATCam, attention_from_features, select_layers
 from atkd_lite.data import ImageSet, make_batches
 from atkd_lite.losses.at import at_vector
-from atkd_lite.runtime import atomic_write, autocast_context, eval_mode, get_device, progress_bar
+from atkd_lite.runtime import (
+    FileLock,
+    LockHeldError,
+    atomic_write,
+    autocast_context,
+    check_int,
+    check_number,
+    check_output_file,
+    eval_mode,
+    get_device,
+    progress_bar,
+    tensor_digest,
+)
 from atkd_lite.saliency import saliency_map
 
 __all__ = ["CACHE_FORMAT", "MAP_KINDS", "CacheMismatchError", "TeacherCache",
@@ -90,6 +103,39 @@ def _dequantise(maps: torch.Tensor) -> torch.Tensor:
     return maps.float()
 
 
+_META_TYPES = {"length": int, "num_classes": int, "first": int, "last": int, "p": float,
+               "size": list, "maps": list, "at_layers": list, "dataset": str,
+               "fingerprint": str, "teacher": str}
+
+
+def _structure_problem(blob: dict) -> str | None:
+    """What is wrong with a loaded cache's structure (None: it fits together)."""
+    meta = blob["meta"]
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            return f"meta[{key!r}] is {value!r}, not a {kind.__name__}"
+    n, kinds = meta["length"], meta["maps"]
+    logits, maps, at = blob.get("logits"), blob.get("maps"), blob.get("at")
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (n, meta["num_classes"]):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        return f"logits are {got}, not ({n}, {meta['num_classes']})"
+    if not isinstance(maps, dict) or sorted(maps) != sorted(kinds):
+        return f"maps hold {sorted(maps) if isinstance(maps, dict) else maps!r}, not {kinds}"
+    for kind, m in maps.items():
+        if not isinstance(m, torch.Tensor) or list(m.shape) != [n, *meta["size"]]:
+            got = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            return f"the {kind!r} maps are {got}, not ({n}, {', '.join(map(str, meta['size']))})"
+    if not isinstance(at, list) or len(at) != len(meta["at_layers"]):
+        return f"{len(at) if isinstance(at, list) else at!r} AT tensors for " \
+               f"{len(meta['at_layers'])} AT layers"
+    for i, a in enumerate(at):
+        if not isinstance(a, torch.Tensor) or a.dim() != 3 or a.shape[0] != n:
+            got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            return f"AT tensor {i} is {got}, not ({n}, H, W)"
+    return None
+
+
 class TeacherCache:
     """Logits and attention maps of a (frozen) teacher for every image of one dataset.
 
@@ -131,6 +177,10 @@ class TeacherCache:
               progress: bool = True) -> TeacherCache:
         """Run the teacher once over ``data`` and store what distillation needs.
 
+        Under ``torchrun`` every process runs the teacher on its share of the batches
+        (batch ``k`` on rank ``k mod world size``) and every process receives the whole
+        cache, bit for bit the cache one process builds; rank 0 writes it (:meth:`save`).
+
         Args:
             teacher (nn.Module): the teacher (put in eval mode for the build, restored
                 after; its parameters are never changed). Moved to ``device``.
@@ -162,48 +212,63 @@ class TeacherCache:
             raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAP_KINDS)}")
         if map_dtype not in _MAP_DTYPES:
             raise ValueError(f"map_dtype must be one of {list(_MAP_DTYPES)}, got {map_dtype!r}")
-        dev = get_device(device)
+        check_number("p", p, positive=True)
+        check_int("batch_size", batch_size, minimum=1)
+        dev = distributed.setup(device)  # under torchrun: this rank's device
         size = tuple(size) if size is not None else tuple(data.image_size)
+        if "sals" in kinds and size != tuple(data.image_size):
+            raise ValueError(f"SALS maps have the input's size {tuple(data.image_size)}; build "
+                             f"the cache with size=None or {tuple(data.image_size)}")
         qdtype = _MAP_DTYPES[map_dtype]
+        world, rank = distributed.world_size(), distributed.rank()
+        if world > 1:
+            distributed.check_same_settings(
+                {"data": fingerprint, "teacher": model_fingerprint(teacher), "maps": kinds,
+                 "at": at, "first": first, "last": last, "p": p, "size": size,
+                 "map_dtype": map_dtype, "batch_size": batch_size, "amp": amp},
+                "teacher-cache settings")
         # One forward captures every capture point; FMA/MIP use the first/last subset,
         # AT uses all of them.
         cam_all = ATCam(teacher, layers="all")
         teacher.to(dev)
         n = len(data)
-        logits_out = None
-        maps_out = {k: torch.empty((n, *size), dtype=qdtype, device=dev) for k in kinds}
-        at_out: list[torch.Tensor] = []
-        selected: list[str] = []
         batches = progress_bar(make_batches(data, batch_size, shuffle=False, device=dev),
-                               progress, desc="teacher cache", unit="batch")
+                               progress and distributed.is_main(), desc="teacher cache",
+                               unit="batch")
         with eval_mode(teacher):
-            for x, y, idx in batches:
+            # one image first, for the shapes of what is stored (under data parallelism a
+            # process may get no batch at all)
+            with autocast_context(dev, amp):
+                logits, feats = cam_all.features(data.images[:1].to(dev).float().div_(255.0))
+            selected = select_layers(cam_all.layer_names, first, last)
+            # zeros: under data parallelism the processes' parts are summed into one
+            logits_out = torch.zeros((n, logits.shape[1]), dtype=torch.float16, device=dev)
+            maps_out = {k: torch.zeros((n, *size), dtype=qdtype, device=dev) for k in kinds}
+            at_out = [torch.zeros((n, *f.shape[-2:]), dtype=torch.float16, device=dev)
+                      for f in feats] if at else []
+            for k, (x, y, idx) in enumerate(batches):
+                # whole batches, as one process would run them: the same numbers, bit for bit
+                if k % world != rank:
+                    continue
                 with autocast_context(dev, amp):
                     logits, feats = cam_all.features(x)
-                if logits_out is None:
-                    logits_out = torch.empty((n, logits.shape[1]), dtype=torch.float16,
-                                             device=dev)
-                    selected = select_layers(cam_all.layer_names, first, last)
-                    if at:
-                        at_out = [torch.empty((n, *f.shape[-2:]), dtype=torch.float16,
-                                              device=dev) for f in feats]
                 logits_out[idx] = logits.float().to(torch.float16)
-                for k in ("fma", "mip"):
-                    if k in kinds:
+                for kind in ("fma", "mip"):
+                    if kind in kinds:
                         chosen = [f for name, f in zip(cam_all.layer_names, feats)
                                   if name in selected]
-                        maps = attention_from_features(chosen, size, p=p, combine=k)
-                        maps_out[k][idx] = _quantise(maps, qdtype)
+                        maps = attention_from_features(chosen, size, p=p, combine=kind)
+                        maps_out[kind][idx] = _quantise(maps, qdtype)
                 if at:
                     for store, f in zip(at_out, feats):
                         store[idx] = at_vector(f).view(f.shape[0], *f.shape[-2:]).to(torch.float16)
                 if "sals" in kinds:
                     with autocast_context(dev, amp):
                         s = saliency_map(teacher, x, target=y)
-                    if tuple(s.shape[-2:]) != size:
-                        raise ValueError(f"SALS maps have the input's size {tuple(s.shape[-2:])};"
-                                         f" build the cache with size=None or {tuple(s.shape[-2:])}")
                     maps_out["sals"][idx] = _quantise(s, qdtype)
+        if world > 1:  # every process gets the whole cache
+            for t in (logits_out, *maps_out.values(), *at_out):
+                distributed.all_reduce(t)
         meta = {
             "format": CACHE_FORMAT,
             "dataset": data.name,
@@ -222,7 +287,8 @@ class TeacherCache:
             "at_layers": list(cam_all.layer_names) if at else [],
             "sals_target": "label",
             "map_dtype": map_dtype,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": distributed.broadcast_object(
+                _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
         }
         return cls(logits_out, maps_out, at_out, meta)
 
@@ -321,6 +387,18 @@ class TeacherCache:
             raise CacheMismatchError(f"this teacher cache holds {tuple(m['size'])} maps, but "
                                      f"{tuple(size)} are needed; rebuild it with size={tuple(size)}")
 
+    def shuffled(self, seed: int = 0) -> TeacherCache:
+        """A copy whose maps and AT vectors belong to *other* images (a seeded permutation).
+
+        The logits stay with their images. A control for the attention term: if a student
+        matches shuffled teacher maps as profitably as the right ones, the term acts as a
+        regulariser, not as transferred knowledge of where to look.
+        """
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        perm = perm.to(self.device)
+        return TeacherCache(self._logits, {k: v[perm] for k, v in self._maps.items()},
+                            [a[perm] for a in self._at], {**self.meta, "shuffled": seed})
+
     # ------------------------------------------------------------------ files
     def to(self, device) -> TeacherCache:
         """A copy of the cache on ``device`` (e.g. load from disk, then move to the GPU)."""
@@ -333,26 +411,59 @@ class TeacherCache:
         tensors = [self._logits, *self._maps.values(), *self._at]
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"logits": self._logits, **{f"maps.{k}": v for k, v in self._maps.items()},
+                **{f"at.{i}": a for i, a in enumerate(self._at)}}
+
     def save(self, path) -> Path:
-        """Write the cache to ``path`` atomically (temporary file, then rename)."""
-        blob = {"meta": self.meta, "logits": self._logits.cpu(),
-                "maps": {k: v.cpu() for k, v in self._maps.items()},
-                "at": [a.cpu() for a in self._at]}
-        return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+        """Write the cache to ``path`` atomically (temporary file, then rename), with a
+        SHA-256 digest of its tensors that :meth:`load` verifies.
+
+        A lock file next to it (``.NAME.lock``) keeps two processes from writing one cache
+        at once. Under data parallelism only rank 0 writes (every rank holds the same
+        cache); the others return the path at once.
+
+        Raises:
+            LockHeldError: another process is writing this cache now.
+        """
+        target = check_output_file(path, "teacher cache")
+        if not distributed.is_main():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(target.parent / f".{target.name}.lock")
+        try:
+            lock.acquire(blocking=False)
+        except LockHeldError:
+            raise LockHeldError(
+                f"the teacher cache {target} is being written by another process "
+                f"({lock.holder() or 'unknown'}); wait for it to finish and load it, or "
+                "save to another path") from None
+        try:
+            blob = {"meta": {**self.meta, "sha256": tensor_digest(self._tensors())},
+                    "logits": self._logits.cpu(),
+                    "maps": {k: v.cpu() for k, v in self._maps.items()},
+                    "at": [a.cpu() for a in self._at]}
+            return atomic_write(target, lambda tmp: torch.save(blob, tmp))
+        finally:
+            lock.release()
 
     @classmethod
-    def load(cls, path, device=None, mmap: bool = True) -> TeacherCache:
+    def load(cls, path, device=None, mmap: bool = True, verify: bool = True) -> TeacherCache:
         """Read a cache written by :meth:`save`.
 
         Args:
             path: the file.
             device: move the tensors there (e.g. ``"cuda"``); None keeps them on the CPU,
-                memory-mapped from the file when ``mmap`` (nothing is read until used).
+                memory-mapped from the file when ``mmap``.
             mmap (bool): memory-map the file instead of reading it all.
+            verify (bool): check the tensors against the digest saved with them (reads
+                every byte once; torch itself does not check the file's CRCs).
 
         Raises:
             FileNotFoundError: no such file.
-            CacheMismatchError: not a teacher cache (or another format version).
+            CacheMismatchError: not a teacher cache (or another format version), a damaged
+                one (its tensors do not match their digest), or one whose parts do not fit
+                together (missing entries, tensors shorter than the dataset).
         """
         path = Path(path)
         if not path.exists():
@@ -362,9 +473,19 @@ class TeacherCache:
         except Exception as err:
             raise CacheMismatchError(f"{path} is not a readable teacher cache "
                                      f"({type(err).__name__}: {err}); build it again") from err
-        if not isinstance(blob, dict) or blob.get("meta", {}).get("format") != CACHE_FORMAT:
+        meta = blob.get("meta") if isinstance(blob, dict) else None
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
             raise CacheMismatchError(f"{path} is not a teacher cache of format {CACHE_FORMAT!r}")
-        cache = cls(blob["logits"], blob["maps"], blob["at"], blob["meta"])
+        problem = _structure_problem(blob)
+        if problem:
+            raise CacheMismatchError(f"{path} is damaged ({problem}); build it again with "
+                                     "TeacherCache.build(teacher, data) and save it")
+        cache = cls(blob["logits"], blob["maps"], blob["at"],
+                    {k: v for k, v in meta.items() if k != "sha256"})
+        if verify and meta.get("sha256") is not None:
+            if tensor_digest(cache._tensors()) != meta["sha256"]:
+                raise CacheMismatchError(f"{path} is damaged: its tensors do not match the "
+                                         "digest saved with them; build it again")
         return cache if device is None else cache.to(get_device(device))
 
     def __repr__(self) -> str:

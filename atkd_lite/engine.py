@@ -10,6 +10,14 @@
   (:data:`~atkd_lite.distillers.METHODS`) and a :class:`DistillConfig`;
 - :func:`evaluate` / :func:`predict` run a model over a dataset.
 
+Started by ``torchrun`` (:mod:`atkd_lite.distributed`), :func:`train_model` and
+:func:`distill` train data-parallel: :func:`fit` wraps the trainable network in
+:class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged over the
+processes; the frozen teacher is left out), every process takes a strided share of each
+global batch (``batch_size`` is per process, so the global batch is ``batch_size ×
+world size``), the epoch's figures are all-reduced, and the test set is evaluated in
+shares and reduced, so every process records the same history.
+
 Defined in the book's chapters "Teacher and student" (``train_model``) and
 "Attention-guided distillation" (``distill``).
 
@@ -35,10 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atkd_lite import distributed
 from atkd_lite.cost import count_parameters
-from atkd_lite.data import ImageSet, make_batches
+from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, parse_method
 from atkd_lite.losses.attention import FORMS
+from atkd_lite.losses.kd import MAX_T
 from atkd_lite.runtime import (
     autocast_context,
     check_int,
@@ -49,6 +59,9 @@ from atkd_lite.runtime import (
     progress_bar,
     seed_everything,
     synchronize,
+    tensor_digest,
+    trusted_inputs,
+    unwrap_model,
 )
 
 __all__ = [
@@ -69,6 +82,8 @@ class History:
     """Per-epoch metrics: ``history["test_acc"]`` is a list with one value per epoch."""
 
     records: list[dict] = field(default_factory=list)
+    #: How the run was made (``world_size`` and ``backend`` of data parallelism).
+    meta: dict = field(default_factory=dict)
 
     def append(self, **metrics) -> None:
         self.records.append(metrics)
@@ -90,7 +105,7 @@ class History:
         return self.records[-1] if self.records else {}
 
     def to_dict(self) -> dict:
-        return {"records": self.records}
+        return {"records": self.records, "meta": self.meta}
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,6 +148,37 @@ def evaluate(model: nn.Module, data, batch_size: int = 512, device=None) -> floa
     return (logits.argmax(1) == labels).float().mean().item()
 
 
+def _evaluate_shared(model: nn.Module, data, device: torch.device) -> float:
+    """:func:`evaluate`, each process on every ``world``-th image, counts all-reduced (the
+    same figure on every process; one process: :func:`evaluate` itself)."""
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return evaluate(model, data, device=device)
+    idx = list(range(rank, len(data), world))
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    if idx:
+        part = (data.subset(idx) if isinstance(data, ImageSet)
+                else torch.utils.data.Subset(data, idx))
+        logits, labels = predict(model, part, device=device)
+        counts[0] = float((logits.argmax(1) == labels).sum())
+        counts[1] = float(len(idx))
+    distributed.all_reduce(counts)
+    return (counts[0] / counts[1]).item()
+
+
+def _data_signature(data) -> dict:
+    """What identifies a dataset across processes: its size and, for an ImageSet, a
+    digest of its pixels and labels."""
+    sig = {"length": len(data), "type": type(data).__name__}
+    if isinstance(data, ImageSet):
+        sig["digest"] = tensor_digest({"images": data.images, "labels": data.labels})
+    return sig
+
+
+def _model_signature(model: nn.Module) -> list:
+    return [(name, list(p.shape), str(p.dtype)) for name, p in model.named_parameters()]
+
+
 # ---------------------------------------------------------------------------------------
 # the loop
 
@@ -170,11 +216,64 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 
 
+class _StepModule(nn.Module):
+    """The trainable model with its step as ``forward``: what DDP wraps, so that every
+    training forward runs inside DDP's and the gradients are averaged in backward."""
+
+    def __init__(self, model: nn.Module, step: Step):
+        super().__init__()
+        self.model = model
+        self.step = step
+
+    def forward(self, x, y, idx):
+        return self.step(x, y, idx)
+
+
+def _data_parallel(step: Step, model: nn.Module, device: torch.device,
+                   frozen: nn.Module | None):
+    """Wrap ``step`` and ``model`` in DistributedDataParallel; returns ``(ddp, buffers)``.
+
+    Parameters that need no gradient and everything in ``frozen`` (the teacher) are left
+    out, so DDP neither broadcasts nor synchronises them. ``buffers`` are the model's own
+    buffers (BatchNorm statistics), made equal on all processes after each epoch.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapper = _StepModule(model, step)
+    skip = {id(p) for p in model.parameters() if not p.requires_grad}
+    if frozen is not None:
+        skip |= {id(t) for t in (*frozen.parameters(), *frozen.buffers())}
+    named = [*wrapper.named_parameters(), *wrapper.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        wrapper, [n for n, t in named if id(t) in skip])
+    ddp = DistributedDataParallel(
+        wrapper, device_ids=[device.index] if device.type == "cuda" else None)
+    buffers = [b for _, b in wrapper.named_buffers() if id(b) not in skip]
+    return ddp, buffers
+
+
+def _sync_buffers(buffers: list[torch.Tensor]) -> None:
+    """Rank 0's buffers everywhere (each rank updated its BatchNorm statistics with its
+    own last batch), so every process evaluates and keeps the same model."""
+    import torch.distributed as dist
+
+    for b in buffers:
+        dist.broadcast(b, src=0)
+
+
 def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler, *,
         device: torch.device, test_data=None, evaluate_model: nn.Module | None = None,
         amp: bool | None = None, channels_last: bool = False, progress: bool = True,
-        desc: str = "training") -> History:
+        desc: str = "training", frozen: nn.Module | None = None,
+        eval_every: int = 1) -> History:
     """Run ``epochs`` epochs of ``step`` over ``batches``; the one training loop.
+
+    Under data parallelism (a process group from :mod:`atkd_lite.distributed`) the step
+    runs inside :class:`~torch.nn.parallel.DistributedDataParallel` around ``model``
+    (gradients averaged over the processes; ``frozen`` and parameters without gradients
+    left out), ``batches`` must be this process's share, the epoch's figures are summed
+    over the processes, the test set is evaluated in shares, and only rank 0 shows a
+    progress bar: every process returns the same history.
 
     Args:
         step: ``step(x, y, idx) -> (logits, terms)``; ``terms["loss"]`` is minimised and
@@ -185,57 +284,93 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
         epochs (int): number of epochs.
         optimizer, scheduler: from :func:`make_optimizer`; the scheduler steps per batch.
         device: where the batches are.
-        test_data (optional): evaluated with ``evaluate_model`` after every epoch.
+        test_data (optional): evaluated with ``evaluate_model`` after every
+            ``eval_every``-th epoch and after the last (0: after the last only, what a
+            grid of many runs needs).
         amp: autocast on CUDA (None = on); fp16 without bf16 gets a gradient scaler.
         channels_last (bool): convert each batch to channels-last memory format.
         progress (bool): a progress bar over epochs.
         desc (str): its label.
+        frozen (nn.Module, optional): a part of ``model`` that is never trained (the
+            teacher inside a distiller): not synchronised under data parallelism.
 
     Returns:
         History: per epoch ``epoch``, each term's mean, ``train_acc``, ``time_s`` (the
-        training part's wall time) and ``test_acc`` when there is test data.
+        training part's wall time; the slowest process's) and ``test_acc`` when there is
+        test data; ``meta`` holds ``world_size`` and ``backend``.
 
     Raises:
-        FloatingPointError: a loss term became NaN or infinite (names the epoch and term).
+        FloatingPointError: a loss term became NaN or infinite (names the epoch and term;
+            on every process at once under data parallelism).
     """
     use_scaler = device.type == "cuda" and amp is not False and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    history = History()
-    bar = progress_bar(range(1, epochs + 1), progress, desc=desc, unit="epoch")
+    world = distributed.world_size()
+    history = History(meta={"world_size": world, "backend": distributed.backend()})
+    run, buffers = step, []
+    if world > 1:
+        run, buffers = _data_parallel(step, model, device, frozen)
+        # dropout and other randomness: reproducible, and different on every process
+        torch.manual_seed(torch.initial_seed() + distributed.rank())
+    shown = progress and distributed.is_main()
+    bar = progress_bar(range(1, epochs + 1), shown, desc=desc, unit="epoch")
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=device, dtype=torch.long)
+        labelled = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for x, y, idx in batches:
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits, terms = step(x, y, idx)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            # accumulate on the device: no host sync until the epoch ends
-            for name, value in terms.items():
-                v = value.detach() * y.shape[0]
-                sums[name] = v if name not in sums else sums[name] + v
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
+        # the loop's own batches: no per-step NaN scan (a device sync); a non-finite
+        # loss is caught below, at the end of the epoch
+        with trusted_inputs():
+            for x, y, idx in batches:
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits, terms = run(x, y, idx)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms["loss"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                # accumulate on the device: no host sync until the epoch ends
+                for name, value in terms.items():
+                    v = value.detach() * y.shape[0]
+                    sums[name] = v if name not in sums else sums[name] + v
+                correct += (logits.detach().argmax(1) == y).sum()  # never true if UNLABELLED
+                labelled += (y >= 0).sum()
+                seen += y.shape[0]
         synchronize(device)
-        record = {"epoch": epoch, **{k: v.item() / seen for k, v in sums.items()},
-                  "train_acc": correct.item() / seen, "time_s": time.perf_counter() - t0}
+        elapsed = time.perf_counter() - t0
+        if world > 1:  # every process reports the figures of the whole epoch
+            names = sorted(sums)
+            vec = torch.stack([sums[k].double() for k in names]
+                              + [correct.double(), labelled.double(),
+                                 torch.tensor(float(seen), device=device,
+                                              dtype=torch.float64)])
+            distributed.all_reduce(vec)
+            slowest = distributed.all_reduce(torch.tensor([elapsed], device=device), "max")
+            seen = vec[-1].item()
+            totals = {k: vec[i].item() for i, k in enumerate(names)}
+            record = {"epoch": epoch, **{k: v / seen for k, v in totals.items()},
+                      "train_acc": vec[-3].item() / max(1.0, vec[-2].item()),
+                      "time_s": slowest.item()}
+            _sync_buffers(buffers)
+        else:
+            record = {"epoch": epoch, **{k: v.item() / seen for k, v in sums.items()},
+                      "train_acc": correct.item() / max(1, labelled.item()),
+                      "time_s": elapsed}
         bad = [k for k in sums if not math.isfinite(record[k])]
         if bad:
             raise FloatingPointError(
                 f"epoch {epoch}: the loss term(s) {', '.join(bad)} became "
                 f"{record[bad[0]]}; lower the learning rate, the temperature T or the "
                 "weights alpha/beta, and check the inputs for NaN or infinity")
-        if test_data is not None:
-            record["test_acc"] = evaluate(evaluate_model or model, test_data, device=device)
+        if test_data is not None and (epoch == epochs or
+                                      (eval_every and epoch % eval_every == 0)):
+            record["test_acc"] = _evaluate_shared(evaluate_model or model, test_data, device)
         history.append(**record)
-        if progress:
+        if shown:
             bar.set_postfix({k: round(v, 4) for k, v in record.items()
                              if k in ("loss", "test_acc")})
     model.eval()
@@ -250,8 +385,12 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
                 lr: float = 3e-3, weight_decay: float = 5e-4, batch_size: int = 128,
                 augment: int = 0, device=None, seed: int = 0, progress: bool = True,
                 amp: bool | None = None, channels_last: bool | None = None,
-                label_smoothing: float = 0.0, compile: bool = False) -> History:
+                label_smoothing: float = 0.0, compile: bool = False,
+                scale_lr: bool = False) -> History:
     """Train a classifier with cross-entropy; returns a :class:`History`.
+
+    Under ``torchrun`` it trains data-parallel (see :func:`fit`): ``batch_size`` images
+    per process, every process the same history; rank 0's model is the one to save.
 
     Args:
         model: the network (trained in place, moved to ``device``).
@@ -267,6 +406,8 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
         label_smoothing: cross-entropy's label smoothing (0: none).
         compile: run the training forward through :func:`torch.compile` (opt-in; the
             model itself is left uncompiled, so hooks and checkpoints work as usual).
+        scale_lr: multiply ``lr`` by the number of processes (the linear scaling rule
+            for a global batch that grows with them); off by default.
 
     The history records, per epoch: ``epoch``, ``loss`` (cross-entropy), ``train_acc``,
     ``test_acc`` (if test data), ``time_s`` (wall time of the training part).
@@ -276,22 +417,31 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
     check_int("augment", augment, minimum=0)
     check_number("lr", lr, positive=True)
     check_number("label_smoothing", label_smoothing, 0.0, 1.0)
-    dev = get_device(device)
+    dev = distributed.setup(device)  # under torchrun: join the job, this rank's device
     _check_compatible(model, train_data)
     if test_data is not None:
         _check_compatible(model, test_data)
+    world = distributed.world_size()
+    if world > 1:
+        distributed.check_same_settings(
+            {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+             "augment": augment, "seed": seed, "amp": amp, "label_smoothing": label_smoothing,
+             "scale_lr": scale_lr, "model": _model_signature(model),
+             "train": _data_signature(train_data),
+             "test": None if test_data is None else len(test_data)}, "training settings")
     seed_everything(seed)
     cl = _channels_last(dev, channels_last)
     model.to(dev, memory_format=torch.channels_last if cl else torch.preserve_format)
     batches = make_batches(train_data, batch_size, shuffle=True, device=dev, seed=seed,
-                           augment=augment)
-    opt, sched = make_optimizer(model, lr, weight_decay, epochs * len(batches))
+                           augment=augment, rank=distributed.rank(), world_size=world)
+    opt, sched = make_optimizer(model, lr * world if scale_lr else lr, weight_decay,
+                                epochs * len(batches))
     forward = torch.compile(model) if compile else model
 
     def step(x, y, idx):
         with autocast_context(dev, amp):
             logits = forward(x)
-        return logits, {"loss": F.cross_entropy(logits.float(), y,
+        return logits, {"loss": F.cross_entropy(logits.float(), y, ignore_index=UNLABELLED,
                                                 label_smoothing=label_smoothing)}
 
     return fit(step, model, batches, epochs, opt, sched, device=dev, test_data=test_data,
@@ -306,8 +456,10 @@ class DistillConfig:
     """The settings of :func:`distill`; the defaults are the tuned values.
 
     The defaults were chosen on the embedded digits' fit/val split (never the test split)
-    in the low-data setting (100 digits a class) by ``benchmarks/tune_defaults.py``; its
-    output is in ``benchmarks/RESULTS.md``, section "Defaults".
+    in the low-data setting (100 digits a class): every method's weight and the epochs by
+    ``atkd-lite tune`` (:mod:`atkd_lite.experiments.tuning`, committed as the results
+    ``mnist5k-tuning``), the learning rate, T, first/last and the attention form by the
+    earlier search of ``benchmarks/tune_defaults.py`` (``benchmarks/RESULTS.md``).
 
     Attributes:
         epochs: training epochs (30).
@@ -315,15 +467,16 @@ class DistillConfig:
         weight_decay: AdamW's weight decay (5e-4).
         batch_size: images per step (128).
         alpha: KD weight in [0, 1] for ``kd`` and ``+kd`` methods;
-            None = :data:`~atkd_lite.distillers.DEFAULT_ALPHA` (0.5). Other methods use 0.
+            None = :data:`~atkd_lite.distillers.DEFAULT_ALPHA` (0.7). Other methods use 0.
         beta: weight of the attention term; None = the method's tuned
-            ``default_beta`` (FMA, MIP 1.0; SALS 0.1; AT 500, the value of Zagoruyko &
-            Komodakis' code).
+            ``default_beta`` (FMA 0.3, MIP 3, SALS 0.1, AT 100).
         T: KD temperature (8).
         first, last: ATCam's layer selection for FMA and MIP, both networks (2, 2).
         size: map size for FMA and MIP; None = the input's H×W.
         attention_form: ``"l2"`` (default) or ``"bce"``, see
             :func:`~atkd_lite.losses.attention_loss`.
+        label_smoothing: cross-entropy's label smoothing (0; a control for KD: does KD beat
+            a well-chosen smoothing?).
         augment: maximum random shift in pixels (0: none; not with a cache).
         seed: batch order and any randomness in the loop (build the student after
             :func:`~atkd_lite.runtime.seed_everything` to seed its initialisation too).
@@ -331,6 +484,11 @@ class DistillConfig:
         progress: a progress bar over epochs.
         amp, channels_last: None = on for CUDA, off elsewhere. Maps and
             losses are always computed in float32.
+        eval_every: evaluate the test data after every this many epochs (1), and always
+            after the last; 0 = after the last only (a grid of many runs needs nothing
+            more, and saves a quarter of the time of a small student's epoch).
+        scale_lr: under ``torchrun``, multiply ``lr`` by the number of processes (the
+            linear scaling rule; ``batch_size`` is per process); off by default.
 
     Examples::
 
@@ -350,12 +508,15 @@ class DistillConfig:
     last: int = 2
     size: tuple[int, int] | None = None
     attention_form: str = "l2"
+    label_smoothing: float = 0.0
     augment: int = 0
     seed: int = 0
     device: str | None = None
     progress: bool = True
     amp: bool | None = None
     channels_last: bool | None = None
+    eval_every: int = 1
+    scale_lr: bool = False
 
     def replace(self, **changes) -> DistillConfig:
         """A copy with some fields changed.
@@ -379,9 +540,11 @@ class DistillConfig:
         check_int("last", self.last, minimum=0)
         check_int("augment", self.augment, minimum=0)
         check_int("seed", self.seed, minimum=0)
+        check_int("eval_every", self.eval_every, minimum=0)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay, lo=0.0)
-        check_number("T", self.T, positive=True)
+        check_number("T", self.T, positive=True, hi=MAX_T)
+        check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
         if self.alpha is not None:
             check_number("alpha", self.alpha, 0.0, 1.0)
         if self.beta is not None:
@@ -389,6 +552,8 @@ class DistillConfig:
         if self.attention_form not in FORMS:
             raise ValueError(f"unknown attention_form {self.attention_form!r}; "
                              f"use one of {list(FORMS)}")
+        if not isinstance(self.scale_lr, bool):
+            raise ValueError(f"scale_lr must be True or False, got {self.scale_lr!r}")
         return self
 
 
@@ -473,7 +638,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
 
     Loss: ``L = (1 − α)·CE + α·KD + β·L_att`` (α = 0 without ``+kd``). The step is the
     method's distiller (:mod:`atkd_lite.distillers`), the loop is :func:`fit` with a
-    one-cycle learning rate. Same seed, same history on the CPU.
+    one-cycle learning rate. Same seed, same history on the CPU at the same number of
+    torch threads (see :func:`~atkd_lite.runtime.seed_everything`).
 
     Args:
         teacher (nn.Module): the trained teacher; kept in eval mode with gradients off
@@ -494,6 +660,12 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             is not run at all.
         **settings: shorthand for fields of ``config``, e.g. ``epochs=5, beta=0.5,
             device="cpu", progress=False``.
+
+    Under ``torchrun`` it distils data-parallel (see :func:`fit`): the teacher runs on
+    every process (or is read from ``cache``), the student's gradients are averaged,
+    ``batch_size`` is per process, and ``params`` records ``world_size``, ``backend`` and
+    the global batch. Processes started with different settings or data stop together
+    with a :class:`~atkd_lite.distributed.DistributedError`.
 
     Returns:
         DistillResult: ``.history``, ``.test_acc``, ``.method``, ``.params``, ``.student``.
@@ -525,11 +697,14 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     for who, m in (("teacher", teacher), ("student", student)):
         if not isinstance(m, nn.Module):
             raise TypeError(f"{who} must be a torch.nn.Module, got {type(m).__name__}")
+    # DataParallel/DDP/compiled wrappers: distil the networks themselves (the student is
+    # trained in place, so a wrapper around it sees the trained weights)
+    teacher, student = unwrap_model(teacher), unwrap_model(student)
     if teacher is student:
         raise ValueError("teacher and student are the same module; pass a separate student")
     _check_data(train_data, test_data, cache, cfg)
 
-    dev = get_device(cfg.device)
+    dev = distributed.setup(cfg.device)  # under torchrun: join the job, this rank's device
     cl = _channels_last(dev, cfg.channels_last)
     teacher.to(dev)
     student.to(dev, memory_format=torch.channels_last if cl else torch.preserve_format)
@@ -548,12 +723,23 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         raise ValueError(f"the networks have {k_s} outputs but the data has {num_classes} "
                          "classes")
     alpha = (DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha) if use_kd else 0.0
+    world = distributed.world_size()
+    if world > 1:  # every process must distil the same thing, or stop together
+        distributed.check_same_settings(
+            {"method": method, **{k: v for k, v in dataclasses.asdict(cfg).items()
+                                  if k not in ("progress", "device")},
+             "train": _data_signature(train_data),
+             "test": None if test_data is None else len(test_data),
+             "student": _model_signature(student),
+             "teacher": tensor_digest(teacher.state_dict()),
+             "cache": None if cache is None else cache.meta.get("fingerprint")},
+            "distillation settings")
 
     with frozen(teacher):
         distiller: Distiller = cls(
             student, teacher, alpha=alpha, beta=cfg.beta, T=cfg.T,
             attention_form=cfg.attention_form, first=cfg.first, last=cfg.last,
-            size=cfg.size, cache=cache, amp=cfg.amp)
+            size=cfg.size, cache=cache, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
         if cache is not None:
             needs = distiller.cache_needs()
             if needs.get("maps") and needs.get("size") is None:
@@ -562,17 +748,22 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         distiller.setup(x_probe)
         seed_everything(cfg.seed)
         batches = make_batches(train_data, cfg.batch_size, shuffle=True, device=dev,
-                               seed=cfg.seed, augment=cfg.augment)
-        opt, sched = make_optimizer(student, cfg.lr, cfg.weight_decay,
+                               seed=cfg.seed, augment=cfg.augment, rank=distributed.rank(),
+                               world_size=world)
+        lr = cfg.lr * world if cfg.scale_lr else cfg.lr
+        opt, sched = make_optimizer(student, lr, cfg.weight_decay,
                                     cfg.epochs * len(batches), schedule="onecycle")
         history = fit(distiller.forward_train, distiller, batches, cfg.epochs, opt, sched,
                       device=dev, test_data=test_data, evaluate_model=student, amp=cfg.amp,
-                      channels_last=cl, progress=cfg.progress, desc=f"distill {method}")
+                      channels_last=cl, progress=cfg.progress, desc=f"distill {method}",
+                      eval_every=cfg.eval_every, frozen=teacher)
 
     params = {"method": method, **{k: v for k, v in dataclasses.asdict(cfg).items()
-                                   if k not in ("progress", "device")},
+                                   if k not in ("progress", "device", "eval_every")},
               "alpha": alpha, "beta": distiller.beta if distiller.kind else 0.0,
-              "cached": cache is not None, "device": str(dev)}
+              "cached": cache is not None, "device": str(dev),
+              "world_size": world, "backend": distributed.backend(),
+              "global_batch_size": cfg.batch_size * world, "lr_used": lr}
     return DistillResult(method=method, history=history,
                          test_acc=history.last.get("test_acc"), params=params,
                          student=student, student_parameters=count_parameters(student))

@@ -1,10 +1,12 @@
 """Scores for attention maps: do they look at the right place, and do they matter?
 
-- :func:`pointing_game` — is the map's maximum inside the ground-truth box?
+- :func:`pointing_game` — is the map's maximum inside the ground-truth box (ties share
+  the hit)?
 - :func:`energy_in_box` — the fraction of the map's mass that lies inside the box;
-- :func:`deletion_curve` — accuracy as the most-attended pixels are removed (a map that
-  points at what the model uses makes accuracy fall fast), and :func:`curve_area`, the
-  normalised area under such a curve;
+- :func:`deletion_curve` / :func:`insertion_curve` — the class probability as the
+  most-attended pixels are removed from the image / put back into a blank one (a map
+  that points at what the model uses makes it fall / rise fast), and :func:`curve_area`,
+  the normalised area under such a curve;
 - :func:`rank_correlation` — Spearman correlation between two maps, per image;
 - :func:`map_similarity` — cosine similarity between two maps, per image.
 
@@ -21,7 +23,7 @@ Examples::
     >>> maps = torch.zeros(1, 8, 8); maps[0, 2, 3] = 1.0
     >>> boxes = torch.tensor([[2, 1, 5, 4]])           # x0, y0, x1, y1
     >>> pointing_game(maps, boxes).tolist(), energy_in_box(maps, boxes).tolist()
-    ([True], [1.0])
+    ([1.0], [1.0])
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from atkd_lite.runtime import eval_mode
+
 __all__ = [
     "box_mask",
     "curve_area",
     "deletion_curve",
     "energy_in_box",
+    "insertion_curve",
     "map_similarity",
     "pointing_game",
     "rank_correlation",
@@ -70,18 +75,44 @@ def _check_boxes(maps, boxes):
         raise ValueError(f"{len(maps)} maps but {len(boxes)} boxes")
 
 
-def pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Per image: True if the map's maximum lies inside the box.
+def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """Per image: the share of the map's maximal pixels that lie inside the box.
 
-    Ties count as a hit only if *every* maximal pixel is inside (so a constant map, which
-    points nowhere, scores a miss unless the box covers the whole image).
+    A map whose maximum is reached at a single pixel scores 1 (hit) or 0 (miss). A map
+    whose maximum is reached at k pixels scores the share of them inside the box: the
+    expected hit when the tie is broken at random. So a constant map scores the box's
+    share of the image, i.e. chance, and a map with one tied peak per layer (MIP's
+    layers are each normalised to a maximum of exactly 1) is not punished for its ties.
+
+    Args:
+        maps: (B, H, W) or (B, 1, H, W).
+        boxes: (B, 4) as (x0, y0, x1, y1), end-exclusive.
+        tolerance (int): pixels by which the box is grown on every side before scoring
+            (Zhang et al. 2018 use 15 pixels on ImageNet-sized images; 0 = the box itself).
+
+    Returns:
+        Tensor: (B,) float scores in [0, 1]; their mean is the pointing-game accuracy.
+
+    Examples::
+
+        >>> import torch
+        >>> maps = torch.zeros(1, 4, 4); maps[0, 0, 0] = maps[0, 3, 3] = 1.0  # two peaks
+        >>> pointing_game(maps, torch.tensor([[0, 0, 2, 2]])).tolist()       # one inside
+        [0.5]
+        >>> pointing_game(torch.ones(1, 4, 4), torch.tensor([[0, 0, 2, 2]])).tolist()
+        [0.25]
     """
     maps = _as_maps(maps)
     boxes = torch.as_tensor(boxes, device=maps.device)
     _check_boxes(maps, boxes)
+    tol = int(tolerance)
+    if tol < 0:
+        raise ValueError(f"tolerance must be a non-negative number of pixels, got {tolerance}")
+    if tol:
+        boxes = boxes + torch.tensor([-tol, -tol, tol, tol], device=boxes.device)
     inside = box_mask(boxes, maps.shape[1:])
     peak = maps == maps.flatten(1).amax(1)[:, None, None]
-    return (peak & ~inside).flatten(1).sum(1) == 0
+    return (peak & inside).flatten(1).sum(1).float() / peak.flatten(1).sum(1).float()
 
 
 def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -136,69 +167,113 @@ def map_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torc
     return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=eps)
 
 
+SCORES = ("probability", "accuracy")
+
+
 @torch.no_grad()
-def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
-                   fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
-                   baseline: float = 0.0, batch_size: int = 256) -> torch.Tensor:
-    """Accuracy after removing (setting to ``baseline``) the most-attended pixels.
-
-    For each fraction f, the ``round(f·H·W)`` pixels with the highest map values of every
-    image are replaced by ``baseline`` in all channels; the model is then evaluated. A map
-    that points at the evidence the model uses makes accuracy fall quickly; compare with a
-    random map. Ties are broken by pixel order (stable sort), so results are deterministic.
-
-    Args:
-        model: the classifier (evaluated in eval mode; its mode is restored).
-        x: images ``(B, C, H, W)``; y: labels ``(B,)``.
-        maps: attention maps ``(B, H, W)`` or ``(B, 1, H, W)`` matching x.
-        fractions: fractions of pixels to delete, each in [0, 1].
-        baseline: the value deleted pixels take.
-
-    Returns:
-        accuracies, a float tensor with one value per fraction.
-    """
+def _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, score,
+                        insert: bool, per_image: bool = False) -> torch.Tensor:
     maps = _as_maps(maps).to(x.device)
     if x.dim() != 4 or maps.shape != (x.shape[0], *x.shape[2:]):
         raise ValueError(f"maps {tuple(maps.shape)} do not match images {tuple(x.shape)}")
     if any(not 0.0 <= f <= 1.0 for f in fractions):
         raise ValueError(f"fractions must lie in [0, 1], got {list(fractions)}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}")
     b, _, h, w = x.shape
     order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(b, -1))
     rank = rank.view(b, 1, h, w)
-    was_training = model.training
-    model.eval()
-    accs = []
-    try:
+    out = []
+    with eval_mode(model):
         for f in fractions:
             k = round(f * h * w)
-            correct = 0
+            scores = []
             for i in range(0, b, batch_size):
-                xi = x[i:i + batch_size]
-                xi = torch.where(rank[i:i + batch_size] < k, torch.full_like(xi, baseline), xi)
-                correct += (model(xi).argmax(1) == y[i:i + batch_size]).sum().item()
-            accs.append(correct / b)
-    finally:
-        model.train(was_training)
-    return torch.tensor(accs)
+                xi, yi = x[i:i + batch_size], y[i:i + batch_size]
+                top = rank[i:i + batch_size] < k  # the k most-attended pixels
+                keep = top if insert else ~top
+                xi = torch.where(keep, xi, torch.full_like(xi, baseline))
+                logits = model(xi).float()
+                if score == "probability":
+                    scores.append(logits.softmax(1).gather(1, yi[:, None])[:, 0])
+                else:
+                    scores.append((logits.argmax(1) == yi).float())
+            out.append(torch.cat(scores).cpu())
+    per = torch.stack(out)  # (fractions, images)
+    return per if per_image else per.mean(1)
 
 
-def curve_area(fractions: Sequence[float], values) -> float:
+def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
+                   fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
+                   baseline: float = 0.0, batch_size: int = 256,
+                   score: str = "probability", per_image: bool = False) -> torch.Tensor:
+    """The model's score as the most-attended pixels are removed (Petsiuk et al. 2018).
+
+    For each fraction f, the ``round(f·H·W)`` pixels with the highest map values of every
+    image are replaced by ``baseline`` in all channels; the model is then evaluated. A map
+    that points at the evidence the model uses makes the score fall quickly; compare with
+    a random map (and use :func:`curve_area`: lower is better). Ties are broken by pixel
+    order (stable sort), so results are deterministic.
+
+    Args:
+        model: the classifier (evaluated in eval mode; its mode is restored).
+        x: images ``(B, C, H, W)``; y: the class to score per image ``(B,)`` (the label,
+            or the predicted class).
+        maps: attention maps ``(B, H, W)`` or ``(B, 1, H, W)`` matching x.
+        fractions: fractions of pixels to delete, each in [0, 1].
+        baseline: the value deleted pixels take.
+        score: ``"probability"`` (default: the mean softmax probability of class y, as
+            Petsiuk et al.) or ``"accuracy"`` (the share of images still classified y).
+        per_image (bool): return every image's curve instead of the mean.
+
+    Returns:
+        Tensor: one mean score per fraction; with ``per_image``, shaped (fractions, B).
+    """
+    return _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, score,
+                               insert=False, per_image=per_image)
+
+
+def insertion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
+                    fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+                    baseline: float = 0.0, batch_size: int = 256,
+                    score: str = "probability", per_image: bool = False) -> torch.Tensor:
+    """The model's score as the most-attended pixels are put back into a blank image.
+
+    The mirror of :func:`deletion_curve` (Petsiuk et al. 2018): start from an image of
+    ``baseline`` values and insert the ``round(f·H·W)`` most-attended pixels of the real
+    image; a map that points at the evidence makes the score *rise* quickly (higher
+    :func:`curve_area` is better). Same arguments as :func:`deletion_curve`.
+
+    Returns:
+        Tensor: one mean score per fraction; with ``per_image``, shaped (fractions, B).
+    """
+    return _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, score,
+                               insert=True, per_image=per_image)
+
+
+def curve_area(fractions: Sequence[float], values):
     """Area under a curve sampled at ``fractions``, divided by the fractions' span.
 
     The trapezoid rule, normalised so that a constant curve has the area of its value: for
     a deletion curve it is the mean accuracy over the deleted fractions (lower: the map
-    found the evidence sooner). One point: its value.
+    found the evidence sooner). One point: its value. A 2-D ``values`` shaped
+    (fractions, B), e.g. per-image curves, gives one area per column (a list).
 
     Examples::
 
         >>> curve_area([0.0, 0.25, 0.5], [1.0, 0.5, 0.0])
         0.5
+        >>> curve_area([0.0, 1.0], [[1.0, 0.0], [1.0, 1.0]])
+        [1.0, 0.5]
     """
     xs = np.asarray(list(fractions), dtype=float)
     ys = np.asarray(values.tolist() if isinstance(values, torch.Tensor) else list(values),
-                    dtype=float).ravel()
+                    dtype=float)
+    if ys.ndim == 2:
+        return [curve_area(xs, ys[:, j]) for j in range(ys.shape[1])]
+    ys = ys.ravel()
     if xs.shape != ys.shape or xs.size == 0:
         raise ValueError(f"need one value per fraction, got {ys.size} values for {xs.size} "
                          "fractions")

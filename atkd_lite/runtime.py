@@ -10,9 +10,13 @@ every other module takes these helpers from here (never from each other's privat
   upcasts half-precision tensors;
 - :func:`eval_mode` and :func:`frozen` put models in eval mode (and freeze them) for a
   block and restore them afterwards, also when the block raises;
-- :func:`atomic_write` writes a file so that a reader never sees half of it;
-- :func:`check_int`, :func:`check_number`, :func:`check_images` are the argument checks
-  whose messages say what to do.
+- :func:`atomic_write` writes a file so that a reader never sees half of it
+  (:func:`check_output_file` / :func:`check_output_dir` check a path before any work,
+  :func:`sweep_temp_files` removes a killed writer's leftovers), and :class:`FileLock`
+  keeps two processes from doing the same work at once;
+- :func:`check_int`, :func:`check_number`, :func:`check_images`,
+  :func:`check_model_input` are the argument checks whose messages say what to do;
+  :func:`unwrap_model` finds the network inside DataParallel/DDP/compile wrappers.
 
 Examples::
 
@@ -29,11 +33,17 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import random
+import re
+import socket
 import stat
 import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,20 +51,34 @@ import numpy as np
 import torch
 from torch import nn
 
+try:
+    import fcntl
+except ImportError:  # Windows: FileLock degrades to a no-op with a warning
+    fcntl = None
+
 __all__ = [
+    "FileLock",
+    "LockHeldError",
     "at_least_float32",
     "atomic_write",
     "autocast_context",
     "check_images",
     "check_int",
+    "check_model_input",
     "check_number",
+    "check_output_dir",
+    "check_output_file",
     "eval_mode",
     "float32_math",
     "frozen",
     "get_device",
     "progress_bar",
     "seed_everything",
+    "sweep_temp_files",
     "synchronize",
+    "tensor_digest",
+    "trusted_inputs",
+    "unwrap_model",
 ]
 
 
@@ -186,19 +210,201 @@ def progress_bar(iterable, enabled: bool, **kwargs):
 # ---------------------------------------------------------------------------------------
 # files
 
+def _host_tag() -> str:
+    """This machine's name as it appears in temporary-file names (letters, digits, -)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+#: ``.{target name}.{pid}@{host}.{random}.tmp``: who wrote a temporary file, so a sweep can
+#: tell a dead writer's leftovers from a live writer's work in progress
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)\.[^.]+\.tmp$")
+
+#: a dead writer's temporary file is removed once it is this old (seconds); a live
+#: writer's file changes while it writes, so its modification time is recent
+_DEAD_WRITER_AGE_S = 60.0
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+#: the permissions of a newly created file (mkstemp's own are 0600)
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) would *terminate* the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def sweep_temp_files(folder, max_age_s: float = 24 * 3600, name: str | None = None) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` left behind in ``folder``.
+
+    A writer killed by SIGKILL (or a power cut) cannot clean up after itself. A leftover
+    ``.NAME.PID@HOST.XXXX.tmp`` is removed when its writer is known to be dead (same host,
+    no such process, untouched for a minute) or when it is older than ``max_age_s``
+    (writers on other machines sharing the folder). Other files are never touched.
+
+    Args:
+        folder: the folder to sweep (not recursive); a missing folder is fine.
+        max_age_s (float): remove any leftover at least this old (default: one day).
+        name (str, optional): only the leftovers of this target file name.
+
+    Returns:
+        list of Path: the files removed.
+
+    Examples::
+
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = atomic_write(folder / "a.txt", b"hello")
+        >>> sweep_temp_files(folder), sorted(p.name for p in folder.iterdir())
+        ([], ['a.txt'])
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    now, host, removed = time.time(), _host_tag(), []
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or (name is not None and m["name"] != name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        age = now - st.st_mtime
+        dead = (m["host"] == host and age > _DEAD_WRITER_AGE_S
+                and not _pid_alive(int(m["pid"])))
+        if dead or age > max_age_s:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _check_creatable(folder: Path, what: str) -> None:
+    """``folder`` exists as a writable folder, or can be created (its first existing
+    ancestor is a writable folder)."""
+    existing = _first_existing(folder)
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{what}: {existing} is a file, so the folder {folder} "
+                                 "cannot be created; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what}: the folder {existing} is not writable; choose "
+                              "another path")
+
+
+def check_output_file(path, what: str = "output") -> Path:
+    """Check, before any work, that a file can be written at ``path``; returns the target.
+
+    The rules of :func:`atomic_write`: a path ending in a separator or naming a folder,
+    and an existing target that is not a regular file (a device, a FIFO, a socket), are
+    refused; a symlink to a regular file (or a dangling one) is followed; the folder must
+    exist and be writable, or be creatable. Nothing is created.
+
+    Args:
+        path: the file to be written.
+        what (str): how to name it in messages (e.g. ``"--output"``).
+
+    Returns:
+        Path: the file that will be written (the symlink's target for a symlink).
+
+    Raises:
+        IsADirectoryError: the path names a folder.
+        ValueError: the target exists and is not a regular file.
+        NotADirectoryError, PermissionError: the folder cannot be created or written.
+
+    Examples::
+
+        >>> check_output_file("/dev/null")
+        Traceback (most recent call last):
+        ...
+        ValueError: output: /dev/null exists and is not a regular file (a device, a FIFO or a socket); refusing to replace it: choose another path
+    """
+    text = os.fspath(path)
+    path = Path(text)
+    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise IsADirectoryError(f"{what}: {text} names a folder; give a file name, e.g. "
+                                f"{path / 'out.pt'}")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists():
+        mode = target.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(f"{what}: {path} is a folder; give a file name inside "
+                                    f"it, e.g. {path / 'out.pt'}")
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{what}: {path} exists and is not a regular file (a device, a "
+                             "FIFO or a socket); refusing to replace it: choose another path")
+    _check_creatable(target.parent if str(target.parent) else Path("."), what)
+    return target
+
+
+def check_output_dir(path, what: str = "output folder") -> Path:
+    """Check, before any work, that files can be written into the folder ``path``.
+
+    Raises:
+        NotADirectoryError: ``path`` (or a parent) exists and is not a folder.
+        PermissionError: it cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what}: {path} exists and is not a folder; choose a "
+                                 "folder (new or existing) for the results")
+    _check_creatable(path, what)
+    return path
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor] | list[torch.Tensor]) -> str:
+    """SHA-256 of tensors' names, dtypes, shapes and bytes (detects damaged files).
+
+    torch does not verify the CRCs of the zip records it reads, so a flipped block inside
+    a tensor would otherwise load silently.
+    """
+    items = tensors.items() if isinstance(tensors, dict) else enumerate(tensors)
+    h = hashlib.sha256()
+    for name, t in items:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
     """Write a file so that readers see the old content or the new, never a part.
 
     ``write`` is the bytes to write, or a function that writes the file at the temporary
     path it is given (e.g. ``lambda tmp: torch.save(obj, tmp)``). The temporary file is
-    unique (``tempfile.mkstemp``) and lives in the target's folder, is flushed to disk
-    (``fsync``) and renamed over the target (``os.replace``, atomic on POSIX); it is
-    removed if anything fails.
+    unique (``tempfile.mkstemp``, named ``.NAME.PID@HOST.XXXX.tmp``) and lives in the
+    target's folder, is flushed to disk (``fsync``) and renamed over the target
+    (``os.replace``, atomic on POSIX); it is removed if anything fails (and the folder's
+    rename is flushed too). A writer killed outright cannot remove it: the next write of
+    the same file sweeps such leftovers (:func:`sweep_temp_files`).
 
     Symlinks: a link to a regular file is followed, and the file it points to is
     replaced (the link stays). A target that exists but is not a regular file (a
     directory, a device such as ``/dev/null``, a FIFO, a socket) is refused before
-    anything is written.
+    anything is written (:func:`check_output_file`).
 
     Returns:
         Path: the path written (the symlink's target for a symlink).
@@ -206,24 +412,30 @@ def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
     Raises:
         IsADirectoryError: the target is a directory.
         ValueError: the target is another kind of non-regular file.
+
+    Examples::
+
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> atomic_write(out, b"first") == out and out.read_bytes()
+        b'first'
     """
-    path = Path(path)
-    if str(path).endswith(os.sep):
-        raise IsADirectoryError(f"{path} names a folder; give a file name, e.g. "
-                                f"{path / 'out.pt'}")
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    if target.exists():
-        mode = target.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(f"{path} is a folder; give a file name inside it, e.g. "
-                                    f"{path / 'out.pt'}")
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{path} exists and is not a regular file (a device, a FIFO or "
-                             "a socket); refusing to replace it: choose another output path")
+    target = check_output_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    sweep_temp_files(target.parent, name=target.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}@{_host_tag()}.",
+                                    suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes the file private (0600); give it the target's mode, or the mode a
+        # new file gets under the process's umask
+        if target.exists():
+            mode = stat.S_IMODE(target.stat().st_mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         if isinstance(write, (bytes, bytearray, memoryview)):
             with os.fdopen(fd, "wb") as fh:
                 fh.write(write)
@@ -234,12 +446,124 @@ def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
             write(tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+        # the permissions the file had, or a new file's (not mkstemp's private 0600)
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else _NEW_FILE_MODE
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    _fsync_folder(target.parent)
     return target
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the rename) to disk where the platform allows it."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class LockHeldError(RuntimeError):
+    """Another process holds a lock that was asked for without waiting."""
+
+
+_LOCK_WARNED = False
+
+
+class FileLock:
+    """An exclusive lock between processes: ``fcntl.flock`` on a lock file.
+
+    The lock file (created if needed, never deleted: deleting a lock file races with its
+    next user) records the holder's ``pid@host``. The operating system releases the lock
+    when the holder exits, however it exits, so a killed process never leaves a stale
+    lock. Where ``fcntl`` does not exist (Windows) the lock is a no-op and a warning says
+    so once: two processes may then both do the locked work (each write stays atomic; only
+    the cost doubles).
+
+    Args:
+        path: the lock file.
+
+    Examples::
+
+        >>> import tempfile, pathlib
+        >>> lock_path = pathlib.Path(tempfile.mkdtemp()) / ".x.lock"
+        >>> with FileLock(lock_path) as lock:
+        ...     lock.held
+        True
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """The ``pid@host`` recorded by the last holder ('' if unknown)."""
+        try:
+            return self.path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def acquire(self, blocking: bool = True, waiting: str | None = None) -> FileLock:
+        """Take the lock.
+
+        Args:
+            blocking (bool): wait for it; False raises :class:`LockHeldError` at once.
+            waiting (str, optional): printed (once) when the lock is busy and we wait.
+
+        Raises:
+            LockHeldError: ``blocking=False`` and another process holds it.
+        """
+        if self._fd is not None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is None:
+                global _LOCK_WARNED
+                if not _LOCK_WARNED:
+                    _LOCK_WARNED = True
+                    warnings.warn("file locks need fcntl, which this platform lacks: two "
+                                  "processes may do the same work at once", stacklevel=2)
+            else:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not blocking:
+                        raise LockHeldError(f"{self.path} is held by another process "
+                                            f"({self.holder() or 'unknown'})") from None
+                    if waiting:
+                        print(waiting, flush=True)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}@{_host_tag()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (closing the file releases it)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,16 +596,41 @@ def check_number(name: str, value, lo: float | None = None, hi: float | None = N
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if hi is None:
+            raise ValueError(f"{name} must be >= {lo}, got {value}")
+        if lo is None:
+            low = "(0" if positive else "(-inf"
+            raise ValueError(f"{name} must be in {low}, {hi}], got {value}")
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     return float(value)
 
 
-def check_images(x, name: str = "x") -> None:
-    """A batch of images: a tensor shaped (B, C, H, W).
+_CHECKS = threading.local()
+
+
+@contextlib.contextmanager
+def trusted_inputs() -> Iterator[None]:
+    """Skip the NaN/infinity scan of :func:`check_images` for a block (this thread).
+
+    The scan reads a flag back from the device, which stalls a GPU pipeline; the training
+    loop turns it off for batches it builds itself (uint8 images, finite by construction,
+    and a non-finite loss is caught at the end of each epoch anyway).
+    """
+    old = getattr(_CHECKS, "trusted", False)
+    _CHECKS.trusted = True
+    try:
+        yield
+    finally:
+        _CHECKS.trusted = old
+
+
+def check_images(x, name: str = "x", finite: bool = False) -> None:
+    """A batch of images: a tensor shaped (B, C, H, W) (and, if ``finite``, no NaN or
+    infinity, unless inside :func:`trusted_inputs`).
 
     Raises:
         TypeError: not a tensor.
-        ValueError: not 4-D (with the fix for a single image).
+        ValueError: not 4-D (with the fix for a single image); NaN or infinite values.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor shaped (B, C, H, W); "
@@ -291,3 +640,71 @@ def check_images(x, name: str = "x") -> None:
             f"{name} must be a 4-D batch shaped (B, C, H, W); got shape {tuple(x.shape)}. "
             "For a single image of shape (C, H, W) pass x.unsqueeze(0)."
         )
+    if (finite and x.is_floating_point() and not getattr(_CHECKS, "trusted", False)
+            and x.numel() and not bool(torch.isfinite(x).all())):
+        bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+        raise ValueError(f"{name} holds NaN or infinite values (in {bad} of {x.shape[0]} "
+                         "images); clean the images first, e.g. x.nan_to_num(0.0)")
+
+
+def _autocast_on(device: torch.device) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device.type))
+    except TypeError:  # torch < 2.4: one flag per device family
+        if device.type == "cpu":
+            return bool(torch.is_autocast_cpu_enabled())
+        return bool(torch.is_autocast_enabled())
+
+
+def check_model_input(x, model: nn.Module, name: str = "x") -> None:
+    """Images ``x`` that ``model`` can take: a finite floating-point (B, C, H, W) batch of
+    the model's weight dtype (any floating dtype under autocast).
+
+    Raises:
+        TypeError: not a tensor; integer images (e.g. uint8 0–255, with the conversion);
+            another float dtype than the weights' outside autocast (with the fix).
+        ValueError: not 4-D; NaN or infinite values.
+
+    Examples::
+
+        >>> import torch
+        >>> net = torch.nn.Conv2d(1, 2, 3)
+        >>> check_model_input(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), net)
+        Traceback (most recent call last):
+        ...
+        TypeError: x holds torch.uint8 values, but the model needs floating-point images; for 8-bit images (0-255) pass x.float() / 255
+    """
+    check_images(x, name, finite=True)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} holds {x.dtype} values, but the model needs floating-point "
+                        f"images; for 8-bit images (0-255) pass {name}.float() / 255")
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if weight is not None and weight.dtype != x.dtype and not _autocast_on(x.device):
+        raise TypeError(f"{name} is {x.dtype} but the model's weights are {weight.dtype}; "
+                        f"pass {name}.to({weight.dtype}) (or convert the model with "
+                        f"model.to({x.dtype}))")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside ``nn.DataParallel``, ``DistributedDataParallel`` and
+    :func:`torch.compile` wrappers (``.module`` / ``._orig_mod``, nested in any order).
+
+    Attention maps hook the network's own modules and run it eagerly: a wrapper renames
+    every module (``module.conv1``), hides ``atkd_capture_points()``, runs replicas whose
+    hooks each see a part of the batch (DataParallel) or traces hooks away (compile).
+
+    Examples::
+
+        >>> import torch
+        >>> net = torch.nn.Conv2d(1, 2, 3)
+        >>> unwrap_model(torch.nn.DataParallel(net)) is net
+        True
+    """
+    for _ in range(16):  # wrappers nest a few levels at most
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            break
+    return model

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from atkd_lite.atcam import normalize_maps
-from atkd_lite.runtime import at_least_float32, check_images
+from atkd_lite.runtime import at_least_float32, check_model_input, unwrap_model
 
 __all__ = ["class_targets", "saliency_map"]
 
@@ -81,7 +81,8 @@ def saliency_map(
     on locally), so a frozen teacher can be called the same way as a student.
 
     Args:
-        model (nn.Module): maps (B, C, H, W) to logits (B, K).
+        model (nn.Module): maps (B, C, H, W) to logits (B, K); a DataParallel,
+            DistributedDataParallel or compiled model is unwrapped (its network is used).
         x (Tensor): input batch (B, C, H, W). It is not modified and gets no ``.grad``.
         target (int, list of int or Tensor, optional): class per sample (or one class for
             all). None uses each sample's predicted class (argmax of the logits).
@@ -95,6 +96,12 @@ def saliency_map(
     Returns:
         Tensor (B, H, W) with values in [0, 1]; or ``(logits, maps)`` when
         ``return_logits=True``.
+
+    Raises:
+        TypeError: not a module; ``x`` not a tensor, not floating point, or of another
+            dtype than the model's weights (outside autocast).
+        ValueError: ``x`` not 4-D, holding NaN or infinity, or of a size the model
+            cannot take; a bad ``target``.
 
     Examples::
 
@@ -116,13 +123,22 @@ def saliency_map(
         raise TypeError(
             f"model must be a torch.nn.Module returning logits; got {type(model).__name__}"
         )
-    check_images(x)
-    if not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"x must be a floating-point tensor to take gradients; got {x.dtype}")
+    # DataParallel/DDP/compiled: the network itself (compiled graphs have no double
+    # backward, and a wrapper adds nothing to a gradient w.r.t. the input)
+    model = unwrap_model(model)
+    check_model_input(x, model)  # floating point of the model's dtype, no NaN/infinity
     # A fresh leaf: the gradient is w.r.t. this copy, so the caller's x keeps no .grad.
     x_in = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = model(x_in)
+        try:
+            logits = model(x_in)
+        except RuntimeError as err:  # e.g. images too small for the network's pooling
+            first = str(err).splitlines()[0] if str(err) else ""
+            if isinstance(err, torch.OutOfMemoryError) or not any(
+                    w in first.lower() for w in ("size", "shape")):
+                raise
+            raise ValueError(f"the model cannot take images shaped {tuple(x.shape[1:])}: "
+                             f"{first}") from err
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"model must return logits shaped (B, K); got {got}")

@@ -6,7 +6,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradCam
 
 import atkd_lite as ak
-from atkd_lite.attributions import MAP_METHODS, attribution_maps
+from atkd_lite.attributions import MAP_METHODS, attribution_maps, model_randomisation
 from atkd_lite.book import viz
 from atkd_lite.cost import VARIANTS, attention_overhead
 
@@ -117,3 +117,36 @@ def test_attribution_grid_has_a_panel_per_map():
     assert fig.axes[0].get_ylabel() == "a" and fig.axes[0].get_title() == "x"
     with pytest.raises(ValueError, match="maps shaped"):
         viz.attribution_grid(images, {"a": torch.rand(2, 28, 28)})
+
+
+# ----------------------------------------------------------------------- baselines
+def test_baselines_by_hand():
+    x = torch.zeros(2, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0                 # one bright pixel
+    x[1, 0, :, 5:] = 1.0                # a vertical edge between columns 4 and 5
+    inten = attribution_maps(ak.student_cnn("tiny"), x, "intensity")
+    # the 3x3 binomial filter spreads the pixel to its neighbours: 1/2 at the sides,
+    # 1/4 at the corners (after normalisation), and keeps one peak
+    want = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
+    assert torch.allclose(inten[0, 3:6, 3:6], want) and inten[0, 0, 0] == 0.0
+    edges = attribution_maps(ak.student_cnn("tiny"), x, "edges")[1]
+    assert edges[:, 4:6].min() == 1.0 and edges[:, :3].max() == 0.0 and edges[:, 7:].max() == 0.0
+    centre = attribution_maps(ak.student_cnn("tiny"), x, "centre")
+    assert centre[0, 4, 4] == 1.0 and torch.equal(centre[0], centre[1])
+    assert torch.equal(centre[0], centre[0].flip(0)) and torch.equal(centre[0], centre[0].t())
+
+
+def test_model_randomisation_separates_model_maps_from_input_maps():
+    torch.manual_seed(0)
+    net = ak.student_cnn("tiny").eval()
+    x = torch.rand(3, 1, 28, 28)
+    rows = model_randomisation(net, x, kinds=("sals", "intensity"))
+    n_layers = sum(1 for m in net.modules() if any(True for _ in m.parameters(recurse=False)))
+    assert [r["step"] for r in rows] == list(range(n_layers + 1))
+    assert rows[1]["layer"] == "head.3"  # the classifier goes first (top down)
+    # a map of the input alone cannot change; a gradient map must
+    assert all(r["intensity"] == pytest.approx(1.0) for r in rows)
+    assert rows[-1]["sals"] < 0.5
+    # the model itself is left as it was
+    again = model_randomisation(net, x, kinds=("sals",), steps=1)
+    assert again[1]["sals"] == pytest.approx(rows[1]["sals"])

@@ -89,7 +89,7 @@ def test_bad_input(data):
     rgb = ak.student_cnn("tiny", in_channels=3)
     with pytest.raises(ValueError, match="cannot take"):
         distill(teacher, rgb, train, test, progress=False, device="cpu")
-    big = ak.ImageSet(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), torch.zeros(4))
+    big = ak.ImageSet(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="test images"):
         distill(teacher, _student(), train, big, progress=False, device="cpu")
     with pytest.raises(ValueError, match="augmentation"):

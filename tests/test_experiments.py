@@ -75,7 +75,7 @@ def test_cli_distill_and_reproduce_tiny(teacher, tmp_path, capsys):
     assert meta["method"] == "sals+kd" and 0 <= meta["test_acc"] <= 1
     out = tmp_path / "rep"
     rc = main(["reproduce", "--teacher", str(ckpt), "--methods", "student,mip", "--seeds", "0",
-               "--per-class", "2", "--epochs", "1", "--student-size", "tiny",
+               "--per-class", "2", "--epochs", "1", "--student-size", "tiny", "--no-controls",
                "--device", "cpu", "--no-progress", "--output-dir", str(out)])
     assert rc == 0
     blob = json.loads((out / "results.json").read_text())
@@ -107,3 +107,31 @@ def test_committed_results_load_by_name_and_are_well_formed():
             assert 0.0 <= row["mean"] <= 1.0
     with pytest.raises(FileNotFoundError, match="mnist5k-lowdata"):
         load_results("no-such-results")
+
+
+def test_controls_run_with_what_they_need(teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATKD_LITE_CACHE", str(tmp_path))  # the small teacher trains here
+    res = run_experiment(methods=("student", "kd"), seeds=(0,), per_class=2, epochs=1,
+                         student_size="tiny", teacher=teacher, teacher_epochs=1,
+                         controls=True, progress=False, device="cpu", batch_size=16)
+    from atkd_lite.experiments.lowdata import CONTROLS
+
+    assert [r["method"] for r in res.runs] == ["student", "kd", *CONTROLS]
+    by = {r["method"]: r for r in res.runs}
+    assert 0 < by["ls-matched"]["label_smoothing"] < 1
+    assert by["ls"]["params"]["label_smoothing"] > 0
+    # the transfer set: every training image, the student's 20 labelled ones first
+    assert by["kd-transfer"]["transfer_images"] == 4000 - 20
+    assert by["kd-small-teacher"]["params"]["alpha"] > 0
+    assert list((tmp_path / "teachers").glob("teacher-mnist5k-2pc-*.pt"))
+
+
+def test_matched_label_smoothing_by_hand():
+    from atkd_lite.experiments.lowdata import matched_label_smoothing
+
+    z = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    p = torch.softmax(z / 2.0, 1)[0, 0].item()  # the label's softened probability
+    eps = matched_label_smoothing(z, torch.tensor([0, 1]), alpha=0.4, T=2.0)
+    assert eps == pytest.approx(0.4 * (1 - p) * 3 / 2)
+    # the smoothed target's mass on the label equals KD's mixed target's
+    assert 1 - eps + eps / 3 == pytest.approx(0.6 + 0.4 * p)

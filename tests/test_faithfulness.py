@@ -109,13 +109,29 @@ def test_score_maps_known_answers():
         lin.weight[1] = -0.5
         lin.bias.zero_()
     model = nn.Sequential(nn.Flatten(), lin)
-    scores = faith.score_maps(model, data, kinds=("ig", "saliency"), device="cpu")
+    scores = faith.score_maps(model, data, kinds=("ig", "saliency", "intensity"), device="cpu")
     assert scores["n"] == 6
     assert scores["accuracy"] == pytest.approx(0.5)  # class 0 always wins
     # IG = x * w: only the bright pixel, which is inside its box
-    assert scores["maps"]["ig"] == {"pointing": 1.0, "energy": 1.0}
-    # the gradient of a linear model is the (constant) weight: a flat map points nowhere
-    assert scores["maps"]["saliency"] == {"pointing": 0.0, "energy": 0.0}
+    ig = scores["maps"]["ig"]
+    assert (ig["pointing"], ig["energy"]) == (1.0, 1.0)
+    # deleting that pixel (the first 2 % of the pixels) drops p(class 0) from sigmoid(1)
+    # to 1/2; inserting it raises p from 1/2 to sigmoid(1): the areas by the trapezoid rule
+    p = torch.sigmoid(torch.tensor(1.0)).item()
+    first = faith.FRACTIONS[1]
+    span = faith.FRACTIONS[-1]
+    want_del = ((p + 0.5) / 2 * first + 0.5 * (span - first)) / span
+    want_ins = ((0.5 + p) / 2 * first + p * (span - first)) / span
+    assert ig["deletion"] == pytest.approx(want_del, abs=1e-6)
+    assert ig["insertion"] == pytest.approx(want_ins, abs=1e-6)
+    # the gradient of a linear model is the (constant) weight: a flat map has every pixel
+    # as its peak, so it points at chance level (the box's share of the image), and a
+    # flat map normalises to zeros, so it has no energy anywhere
+    areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).float() / size**2
+    assert scores["maps"]["saliency"]["pointing"] == pytest.approx(areas.mean().item())
+    assert scores["maps"]["saliency"]["energy"] == 0.0
+    # the baselines score too: the intensity map is the bright pixel, inside the box
+    assert scores["maps"]["intensity"]["pointing"] == 1.0
     assert model.training  # mode restored
 
 
@@ -176,7 +192,8 @@ def test_summary_mean_and_std_over_seeds():
 def test_load_committed_results_by_name():
     res = faith.load_faithfulness("cluttered-faithfulness")
     assert res.settings["dataset"] == "cluttered"
-    assert set(res.teacher["faithfulness"]["maps"]) == set(faith.MAP_KINDS)
+    kinds = set(res.teacher["faithfulness"]["maps"])
+    assert {"fma", "mip", "sals"} <= kinds <= set(faith.MAP_KINDS)
     for run in res.runs:
         for s in run["faithfulness"]["maps"].values():
             assert 0.0 <= s["pointing"] <= 1.0 and 0.0 <= s["energy"] <= 1.0

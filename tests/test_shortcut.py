@@ -325,7 +325,9 @@ def test_run_shortcut_runs_every_cell_and_saves(tiny_results):
     for run in res.runs:
         assert set(run["maps"]) == set(sc.MAP_KINDS)
         assert 0 <= run["flipped_acc"] <= 1 and 0 <= run["clean_acc"] <= 1
-    assert res.settings["betas"]["1"] == {"fma": 1.0, "rrr": 1.0}
+    # beta_factors=(1.0,) with no extension: each method keeps its default weight
+    fma_default = parse_method("fma")[1].default_beta
+    assert res.settings["betas"]["1"] == {"fma": fma_default, "rrr": 1.0}
     assert {r["method"] for r in res.settings["tuning"]["0.5"]} == {"fma", "rrr"}
     assert res.teacher["flipped_acc"] is not None and "maps" in res.teacher
     for name in ("results.json", "results.md", "shortcut.md"):

@@ -89,8 +89,21 @@ def test_compare_methods_verdicts_and_family_adjustment():
     assert by["same"]["verdict"].startswith("no detectable difference")
     assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p"] for r in rows]))
     assert "better than student" in verdict_sentence(by["kd"])
+    assert "p < 0.001" in verdict_sentence(by["kd"]) or "p = 0." in verdict_sentence(by["kd"])
     assert "detects differences" in verdict_sentence(by["same"])
     assert comparison_markdown(rows).count("\n") == 2 + len(rows)
+
+
+def test_compare_pairs_adjusts_over_the_whole_family():
+    from atkd_lite.experiments.stats import compare_pairs
+
+    vals = {"a/x": [1.0, 2.0, 3.0, 4.0], "a/y": [0.9, 1.8, 2.9, 3.7],
+            "b/x": [1.0, 1.1, 0.9, 1.2], "b/y": [1.0, 1.0, 1.0, 1.0]}
+    rows = compare_pairs(vals, [("a/x", "a/y"), ("b/x", "b/y")])
+    assert [(r["method"], r["baseline"]) for r in rows] == [("a/x", "a/y"), ("b/x", "b/y")]
+    assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p"] for r in rows]))
+    with pytest.raises(ValueError, match="no runs of \\['c'\\]"):
+        compare_pairs(vals, [("c", "a/x")])
 
 
 def test_compare_methods_missing_methods_are_clear():

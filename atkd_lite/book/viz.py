@@ -47,6 +47,7 @@ __all__ = [
     # chapter "Attention maps"
     "attribution_grid",
     "deletion_curves",
+    "randomisation_curves",
     # chapters "Teacher and student" and "Knowledge distillation"
     "class_probabilities",
     "confusion_heatmap",
@@ -552,20 +553,24 @@ def bar_chart(values: Mapping[str, float], errors: Mapping[str, float] | None = 
 
 def deletion_curves(curves: Mapping[str, object], fractions: Sequence[float],
                     title: str | None = None, size: tuple[float, float] = (7.5, 3.4),
-                    highlight: Sequence[str] = ()) -> Figure:
-    """Accuracy against the fraction of deleted pixels, one line per map.
+                    highlight: Sequence[str] = (),
+                    xlabel: str = "most-attended pixels deleted (%)",
+                    ylabel: str = "probability of the class (%)") -> Figure:
+    """A score against the fraction of deleted (or inserted) pixels, one line per map.
 
     Args:
-        curves: map name -> accuracies (0–1), one per fraction, e.g. from
-            :func:`atkd_lite.metrics.deletion_curve`.
+        curves: map name -> scores (0–1), one per fraction, e.g. from
+            :func:`atkd_lite.metrics.deletion_curve` or
+            :func:`atkd_lite.metrics.insertion_curve`.
         fractions: the deleted fractions (0–1), shared by all curves.
         title: figure title.
         size: figure size in inches.
         highlight: names drawn dashed in grey (e.g. a random baseline).
+        xlabel, ylabel: axis labels (e.g. "... inserted" for insertion curves).
 
     Returns:
-        Figure: a single axis; the legend gives each curve's area under the curve (the
-        mean accuracy over the fractions: lower means the map found the evidence sooner).
+        Figure: a single axis; the legend gives each curve's area under the curve
+        (:func:`atkd_lite.metrics.curve_area`, the mean score over the fractions).
 
     Examples::
 
@@ -576,7 +581,7 @@ def deletion_curves(curves: Mapping[str, object], fractions: Sequence[float],
         ['fma (AUC 0.53)', 'random (AUC 0.95)']
     """
     if not curves:
-        raise ValueError("no curves to plot; give {name: accuracies}")
+        raise ValueError("no curves to plot; give {name: scores}")
     xs = 100 * np.asarray(list(fractions), dtype=float)
     fig, ax = plt.subplots(figsize=size)
     plt.close(fig)
@@ -587,10 +592,55 @@ def deletion_curves(curves: Mapping[str, object], fractions: Sequence[float],
         auc = curve_area(xs, a)
         style = {"color": "0.5", "ls": "--"} if name in highlight else {}
         ax.plot(xs, 100 * a, marker="o", ms=3, label=f"{name} (AUC {auc:.2f})", **style)
-    ax.set_xlabel("most-attended pixels deleted (%)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the curves
+    return _finish(fig, title)
+
+
+def randomisation_curves(rows: Sequence[Mapping[str, object]], kinds: Sequence[str],
+                         labels: Mapping[str, str] | None = None, title: str | None = None,
+                         size: tuple[float, float] = (7.5, 3.4)) -> Figure:
+    """How much each map still resembles the trained model's as layers are randomised.
+
+    Args:
+        rows: the result of :func:`atkd_lite.attributions.model_randomisation` (one row
+            per step: ``step``, ``layer`` and a rank correlation per kind).
+        kinds: the kinds to draw, one line each.
+        labels: optional kind -> legend label.
+        title: figure title.
+        size: figure size in inches.
+
+    Returns:
+        Figure: rank correlation with the trained model's map (y) against the layers
+        randomised so far, from the top (x).
+
+    Examples::
+
+        >>> from atkd_lite.book.viz import randomisation_curves
+        >>> rows = [{"step": 0, "layer": None, "a": 1.0}, {"step": 1, "layer": "fc", "a": 0.2}]
+        >>> ax = randomisation_curves(rows, ["a"]).axes[0]
+        >>> [line.get_label() for line in ax.get_lines() if line.get_label() == "a"]
+        ['a']
+    """
+    if not rows or not kinds:
+        raise ValueError("give the rows of model_randomisation and at least one kind")
+    labels = labels or {}
+    fig, ax = plt.subplots(figsize=size)
+    plt.close(fig)
+    steps = [r["step"] for r in rows]
+    for kind in kinds:
+        ax.plot(steps, [r[kind] for r in rows], marker="o", ms=3, label=labels.get(kind, kind))
+    ax.set_xticks(steps, ["trained"] + [str(r["layer"]).replace("features.", "")
+                                        for r in rows[1:]], rotation=45, ha="right",
+                  fontsize=7)
+    ax.set_xlabel("layers randomised, from the top (cumulative)")
+    ax.set_ylabel("rank correlation with\nthe trained model's map")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_ylim(-0.3, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _finish(fig, title)
 
 

@@ -33,7 +33,7 @@ Examples::
     >>> scores = score_maps(ak.student_cnn("tiny"), test, kinds=("fma", "gradcam"),
     ...                     device="cpu")
     >>> sorted(scores["maps"]), sorted(scores["maps"]["fma"])
-    (['fma', 'gradcam'], ['energy', 'pointing'])
+    (['fma', 'gradcam'], ['deletion', 'energy', 'insertion', 'pointing'])
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from atkd_lite.attributions import attribution_maps
+from atkd_lite.attributions import BASELINES, attribution_maps, model_randomisation
 from atkd_lite.data import ImageSet, load_dataset
 from atkd_lite.experiments.results import ExperimentResults, load_results
 from atkd_lite.experiments.runner import (
@@ -57,7 +57,15 @@ from atkd_lite.experiments.runner import (
     run_grid,
     teacher_cache_for,
 )
-from atkd_lite.metrics import box_mask, energy_in_box, pointing_game
+from atkd_lite.metrics import (
+    box_mask,
+    curve_area,
+    deletion_curve,
+    energy_in_box,
+    insertion_curve,
+    pointing_game,
+)
+from atkd_lite.models import teacher_cnn
 from atkd_lite.runtime import atomic_write, eval_mode, get_device
 
 __all__ = [
@@ -74,14 +82,22 @@ __all__ = [
     "scoring_subset",
 ]
 
-#: the map kinds, in the order of the book's tables
-MAP_KINDS = ("fma", "mip", "sals", "saliency", "ig", "gradcam")
+#: the map kinds, in the order of the book's tables: the model's maps, then the baselines
+MAP_KINDS = ("fma", "mip", "sals", "saliency", "ig", "gradcam", *BASELINES)
 #: how tables and figures name them
 MAP_LABELS = {"fma": "ATCam FMA", "mip": "ATCam MIP", "sals": "SALS",
               "saliency": "Saliency (Captum)", "ig": "IntegratedGradients",
-              "gradcam": "LayerGradCam"}
-METRICS = ("pointing", "energy")
+              "gradcam": "LayerGradCam", "random": "random", "intensity": "input intensity",
+              "edges": "input edges", "centre": "centre prior"}
+#: the scores: pointing game and energy in the box (against the box), and the areas
+#: under the deletion curve (lower: the map found the evidence sooner) and the insertion
+#: curve (higher is better), on the probability of the predicted class
+METRICS = ("pointing", "energy", "deletion", "insertion")
+#: the fractions of pixels deleted / inserted for the curves
+FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 DEFAULT_METHODS = ("student", "kd", "fma", "mip", "sals")
+#: the maps checked by cascading model randomisation (one input-only map as reference)
+RANDOMISATION_KINDS = ("fma", "mip", "sals", "ig", "gradcam", "intensity")
 
 
 def chance_scores(boxes: torch.Tensor, size: Sequence[int]) -> dict[str, float]:
@@ -116,7 +132,11 @@ def scoring_subset(data: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
 def score_maps(model: nn.Module, data: ImageSet, kinds: Sequence[str] = MAP_KINDS,
                n: int | None = None, batch_size: int = 100, ig_steps: int = 16,
                device=None) -> dict:
-    """Accuracy, pointing game and energy in the box of each kind of map, over ``data``.
+    """Accuracy, and for each kind of map: pointing game, energy in the box, and the areas
+    under the deletion and insertion curves (:data:`METRICS`), over ``data``.
+
+    Class-specific maps explain the model's predicted class, and the curves score that
+    class's probability.
 
     Args:
         model (nn.Module): the classifier (scored in eval mode; its mode is restored).
@@ -129,8 +149,8 @@ def score_maps(model: nn.Module, data: ImageSet, kinds: Sequence[str] = MAP_KIND
         device: where to compute (default cuda → mps → cpu).
 
     Returns:
-        dict: ``{"n": images, "accuracy": a, "maps": {kind: {"pointing": p, "energy": e}}}``
-        with the means over the images (fractions in [0, 1]).
+        dict: ``{"n": images, "accuracy": a, "maps": {kind: {metric: value}}}`` with the
+        means over the images (fractions in [0, 1]).
 
     Raises:
         ValueError: data without boxes, unknown kinds.
@@ -145,7 +165,7 @@ def score_maps(model: nn.Module, data: ImageSet, kinds: Sequence[str] = MAP_KIND
     data = scoring_subset(data, n)
     dev = get_device(device)
     model.to(dev)
-    sums = {k: {"pointing": 0.0, "energy": 0.0} for k in kinds}
+    sums = {k: dict.fromkeys(METRICS, 0.0) for k in kinds}
     correct = 0
     with eval_mode(model):
         for i in range(0, len(data), batch_size):
@@ -158,8 +178,13 @@ def score_maps(model: nn.Module, data: ImageSet, kinds: Sequence[str] = MAP_KIND
             for k in kinds:
                 maps = attribution_maps(model, x, k, target=pred, n_steps=ig_steps,
                                         internal_batch_size=max(1, x.shape[0]))
-                sums[k]["pointing"] += pointing_game(maps, boxes).float().sum().item()
+                b = x.shape[0]
+                sums[k]["pointing"] += pointing_game(maps, boxes).sum().item()
                 sums[k]["energy"] += energy_in_box(maps, boxes).sum().item()
+                for name, curve in (("deletion", deletion_curve),
+                                    ("insertion", insertion_curve)):
+                    sums[k][name] += b * curve_area(FRACTIONS, curve(model, x, pred, maps,
+                                                                     FRACTIONS))
     total = len(data)
     return {"n": total, "accuracy": correct / total,
             "maps": {k: {m: v / total for m, v in s.items()} for k, s in sums.items()}}
@@ -174,7 +199,8 @@ def run_faithfulness(dataset: str = "cluttered", methods: Sequence[str] = DEFAUL
                      teacher_epochs: int = 12, kinds: Sequence[str] = MAP_KINDS,
                      score_n: int | None = None, ig_steps: int = 16, output_dir=None,
                      device=None, data_seed: int = 0, progress: bool = True,
-                     command: str | None = None, **distill_kwargs) -> ExperimentResults:
+                     command: str | None = None, randomisation_n: int = 64,
+                     **distill_kwargs) -> ExperimentResults:
     """Teacher and distilled students on a dataset with boxes; every map of every model scored.
 
     The teacher (:func:`~atkd_lite.checkpoints.pretrained_teacher` on ``dataset`` unless given)
@@ -200,12 +226,16 @@ def run_faithfulness(dataset: str = "cluttered", methods: Sequence[str] = DEFAUL
         data_seed (int): picks the low-data subset.
         progress (bool): progress bars and one line per run.
         command (str, optional): the command recorded in the provenance.
+        randomisation_n (int): images for the model-randomisation check.
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`.
 
     Returns:
-        ExperimentResults: as :func:`~atkd_lite.experiments.lowdata.run_experiment`, and each run
-        (and ``teacher``) has ``"faithfulness"``: the dict of :func:`score_maps`; the
-        settings hold ``kinds``, ``score_n`` and ``chance`` (:func:`chance_scores`).
+        ExperimentResults: as :func:`~atkd_lite.experiments.lowdata.run_experiment`, and each
+        run (and ``teacher``) has ``"faithfulness"``: the dict of :func:`score_maps`; the
+        settings hold ``kinds``, ``score_n``, ``chance`` (:func:`chance_scores`),
+        ``untrained`` (the scores of an untrained network of the teacher's architecture)
+        and ``randomisation`` (:func:`~atkd_lite.attributions.model_randomisation` of the
+        teacher on ``randomisation_n`` scored images).
     """
     check_grid(methods, seeds)
     if load_dataset(dataset, "test").boxes is None:
@@ -219,12 +249,20 @@ def run_faithfulness(dataset: str = "cluttered", methods: Sequence[str] = DEFAUL
                                            device=setup.device)}
 
     setup.teacher_info.update(score(setup.teacher))
+    torch.manual_seed(0)
+    untrained = teacher_cnn(in_channels=setup.train.in_channels,
+                            num_classes=setup.train.num_classes)
+    x = scored.images[:randomisation_n].to(setup.device).float() / 255.0
+    randomisation = model_randomisation(setup.teacher, x, kinds=RANDOMISATION_KINDS,
+                                        n_steps=ig_steps)
     cache = teacher_cache_for(setup, methods, progress, **distill_kwargs)
     settings = grid_settings(dataset, setup, per_class=per_class, data_seed=data_seed,
                              student_size=student_size, epochs=epochs, methods=methods,
                              seeds=seeds, cached=True, distill_kwargs=distill_kwargs,
                              kinds=list(kinds), score_n=len(scored), ig_steps=ig_steps,
-                             chance=chance_scores(scored.boxes, scored.image_size))
+                             chance=chance_scores(scored.boxes, scored.image_size),
+                             untrained=score(untrained)["faithfulness"],
+                             randomisation=randomisation, randomisation_n=len(x))
     results = run_grid(setup, settings, [GridCell(m, student_size) for m in methods], seeds,
                        epochs, cache, score=lambda res: score(res.student),
                        output_dir=output_dir, progress=progress, **distill_kwargs)
@@ -260,17 +298,21 @@ def load_faithfulness(name="cluttered-faithfulness") -> ExperimentResults:
 
 
 def faithfulness_summary(results: ExperimentResults) -> list[dict]:
-    """One row per model (teacher first, then each method) and map kind.
+    """One row per model (teacher first, an untrained network of its architecture, then
+    each method) and map kind.
 
     Each row: ``model``, ``kind``, ``n`` (seeds), ``accuracy`` and ``accuracy_std``
-    (test accuracy over seeds), and the mean and sample std over seeds of each metric:
-    ``pointing``, ``pointing_std``, ``energy``, ``energy_std`` (fractions in [0, 1]).
-    The teacher is one model, so its stds are 0.
+    (test accuracy over seeds), and the mean and sample std over seeds of each metric
+    present (:data:`METRICS`; fractions in [0, 1]). The teacher and the untrained network
+    are one model each, so their stds are 0.
     """
     groups: dict[str, list[dict]] = {}
     if results.teacher.get("faithfulness"):
         groups["teacher"] = [{"test_acc": results.teacher["test_acc"],
                               "faithfulness": results.teacher["faithfulness"]}]
+    if results.settings.get("untrained"):
+        groups["untrained"] = [{"test_acc": results.settings["untrained"]["accuracy"],
+                                "faithfulness": results.settings["untrained"]}]
     for run in results.runs:
         if "faithfulness" in run:
             groups.setdefault(run["method"], []).append(run)
@@ -285,8 +327,9 @@ def faithfulness_summary(results: ExperimentResults) -> list[dict]:
             row = {"model": model, "kind": kind, "n": len(runs), "accuracy": acc,
                    "accuracy_std": acc_std}
             for metric in METRICS:
-                row[metric], row[f"{metric}_std"] = mean_std(
-                    [r["faithfulness"]["maps"][kind][metric] for r in runs])
+                if metric in runs[0]["faithfulness"]["maps"][kind]:
+                    row[metric], row[f"{metric}_std"] = mean_std(
+                        [r["faithfulness"]["maps"][kind][metric] for r in runs])
             rows.append(row)
     return rows
 
@@ -298,10 +341,15 @@ def faithfulness_markdown(results: ExperimentResults, metric: str = "energy") ->
     rows = faithfulness_summary(results)
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    title = {"pointing": "pointing game (% of images whose map peaks inside the box)",
-             "energy": "energy in the box (% of the map's mass inside the box)"}[metric]
+    title = {"pointing": "pointing game (% of images whose map peaks inside the box; "
+                         "ties share the hit)",
+             "energy": "energy in the box (% of the map's mass inside the box)",
+             "deletion": "area under the deletion curve (% probability of the predicted "
+                         "class; lower: the map found the evidence sooner)",
+             "insertion": "area under the insertion curve (% probability of the predicted "
+                          "class; higher: the map found the evidence sooner)"}[metric]
     s = results.settings
-    chance = s.get("chance", {}).get(metric)
+    chance = s.get("chance", {}).get(metric) if metric in ("pointing", "energy") else None
     lines = [f"{title}, on {s.get('score_n')} images of {s.get('test_name')}; students: "
              f"mean ± std over seeds {s.get('seeds')}"
              + (f"; chance level {100 * chance:.1f}%" if chance is not None else "") + ".", "",
@@ -316,7 +364,7 @@ def faithfulness_markdown(results: ExperimentResults, metric: str = "energy") ->
         vals = []
         for k in kinds:
             r = cells.get(k)
-            if r is None:
+            if r is None or metric not in r:
                 vals.append("")
                 continue
             v = f"{100 * r[metric]:.1f}"

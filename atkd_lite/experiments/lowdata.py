@@ -6,13 +6,35 @@ student with every method and seed (:func:`~atkd_lite.experiments.runner.run_gri
 :func:`reproduce` is the same with the active profile's settings
 (``atkd-lite reproduce``).
 
+With ``controls=True`` the grid also runs the controls that say what a method's gain is
+made of (:func:`control_cells`):
+
+=====================  ===============================================================
+control                question it answers
+=====================  ===============================================================
+``ls``                 label smoothing with its own tuned ε: does KD beat a well-chosen
+                       smoothing of the labels?
+``ls-matched``         label smoothing whose target puts on the true class the same mass
+                       as KD's mixed target (α, T and the teacher's soft targets)
+``kd-transfer``        KD whose soft targets also cover the unused training images, as
+                       an unlabelled transfer set (same number of optimisation steps)
+``kd-small-teacher``   KD from a teacher trained on the student's 1,000 labels only:
+                       dark knowledge without more labels
+``fma-shuffled``,      the attention term towards the teacher's maps of *other* images:
+``sals-shuffled``      if that helps as much, the term is a regulariser, not knowledge
+``fma-untrained``      the attention term towards an untrained teacher's maps
+=====================  ===============================================================
+
 Defined in the book's chapter "Knowledge distillation".
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+
+import torch
 
 from atkd_lite.config import profile as get_profile
 from atkd_lite.distillers import METHODS
@@ -28,10 +50,102 @@ from atkd_lite.experiments.runner import (
 )
 from atkd_lite.runtime import check_int
 
-__all__ = ["ALL_METHODS", "reproduce", "run_experiment"]
+__all__ = ["ALL_METHODS", "CONTROLS", "TUNED_LABEL_SMOOTHING", "control_cells",
+           "matched_label_smoothing", "reproduce", "run_experiment"]
 
 #: every method, in the order of the book's tables
 ALL_METHODS = tuple(METHODS)
+
+#: the controls of :func:`control_cells`, in the order of the book's tables
+CONTROLS = ("ls", "ls-matched", "kd-transfer", "kd-small-teacher", "fma-shuffled",
+            "sals-shuffled", "fma-untrained")
+
+#: label smoothing's ε chosen on the validation split with the same budget as every
+#: method's weight (``atkd-lite tune``, committed as ``mnist5k-tuning``)
+TUNED_LABEL_SMOOTHING = 0.2
+
+
+def matched_label_smoothing(teacher_logits: torch.Tensor, labels: torch.Tensor,
+                            alpha: float, T: float) -> float:
+    """The ε whose smoothed target gives the true class KD's mass.
+
+    KD's target, read as a mixture, is ``(1 − α)·onehot(y) + α·softmax(z_T / T)``; its
+    mean mass on the true class is ``1 − α + α·p̄`` with ``p̄`` the teacher's mean
+    softened probability of the label. Label smoothing gives the true class
+    ``1 − ε + ε/K``; equating the two gives ``ε = α (1 − p̄) K / (K − 1)``.
+
+    Examples::
+
+        >>> import torch
+        >>> z = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
+        >>> round(matched_label_smoothing(z, torch.tensor([0, 1]), alpha=0.5, T=1e9), 3)
+        0.5
+    """
+    k = teacher_logits.shape[1]
+    p = torch.softmax(teacher_logits.float() / T, 1).gather(1, labels[:, None]).mean().item()
+    return alpha * (1 - p) * k / (k - 1)
+
+
+def control_cells(setup, cache, student_size: str, epochs: int, teacher_epochs: int,
+                  progress: bool = False, **distill_kwargs) -> list:
+    """The grid cells of :data:`CONTROLS` for the low-data experiment (see the module's
+    table); builds the extra teachers and caches they need."""
+    from atkd_lite.cache import TeacherCache
+    from atkd_lite.checkpoints import pretrained_teacher
+    from atkd_lite.data import load_dataset, with_unlabelled
+    from atkd_lite.distillers import DEFAULT_ALPHA
+    from atkd_lite.models import teacher_cnn
+    from atkd_lite.runtime import seed_everything
+
+    cfg = DistillConfig().replace(**distill_kwargs)
+    train = setup.train
+    alpha = DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha
+    eps = matched_label_smoothing(cache.logits(torch.arange(len(train))).cpu(), train.labels,
+                                  alpha, cfg.T)
+    # the training images the low-data student does not see (told apart by their pixels),
+    # as an unlabelled transfer set
+    full = load_dataset(setup.dataset, "train")
+    seen = {bytes(img.numpy()) for img in train.images}
+    rest = full.subset([i for i in range(len(full)) if bytes(full.images[i].numpy()) not in seen])
+    union = with_unlabelled(train, rest)
+    steps = math.ceil(len(train) / cfg.batch_size) * epochs
+    transfer_epochs = max(1, round(steps / math.ceil(len(union) / cfg.batch_size)))
+    union_cache = TeacherCache.build(setup.teacher, union, maps=(), at=False,
+                                     device=setup.device, progress=False)
+    small_teacher, _ = pretrained_teacher(setup.dataset, epochs=teacher_epochs,
+                                          per_class=len(train) // train.num_classes,
+                                          device=setup.device, progress=progress)
+    small_cache = TeacherCache.build(small_teacher, train, maps=(), at=False,
+                                     device=setup.device, progress=False)
+    seed_everything(0)
+    untrained = teacher_cnn(in_channels=train.in_channels,
+                            num_classes=train.num_classes).to(setup.device).eval()
+    untrained_cache = TeacherCache.build(untrained, train, maps=("fma",), at=False,
+                                         device=setup.device, progress=False,
+                                         first=cfg.first, last=cfg.last, size=cfg.size)
+    shuffled = cache.shuffled(seed=0)
+    return [
+        GridCell("student", student_size, name="ls", extra={"control": "label smoothing",
+                 "label_smoothing": TUNED_LABEL_SMOOTHING},
+                 settings={"label_smoothing": TUNED_LABEL_SMOOTHING}),
+        GridCell("student", student_size, name="ls-matched",
+                 extra={"control": "label smoothing matched to KD", "label_smoothing": eps},
+                 settings={"label_smoothing": eps}),
+        GridCell("kd", student_size, name="kd-transfer", train=union, cache=union_cache,
+                 extra={"control": "KD with an unlabelled transfer set",
+                        "transfer_images": len(rest), "epochs": transfer_epochs},
+                 settings={"epochs": transfer_epochs}),
+        GridCell("kd", student_size, name="kd-small-teacher", teacher=small_teacher,
+                 cache=small_cache,
+                 extra={"control": "KD from a teacher trained on the student's labels only"}),
+        GridCell("fma", student_size, name="fma-shuffled", cache=shuffled,
+                 extra={"control": "FMA towards other images' teacher maps"}),
+        GridCell("sals", student_size, name="sals-shuffled", cache=shuffled,
+                 extra={"control": "SALS towards other images' teacher maps"}),
+        GridCell("fma", student_size, name="fma-untrained", teacher=untrained,
+                 cache=untrained_cache,
+                 extra={"control": "FMA towards an untrained teacher's maps"}),
+    ]
 
 
 def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHODS,
@@ -39,7 +153,8 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
                    epochs: int = 15, student_size: str = "small", teacher=None,
                    teacher_epochs: int = 12, output_dir=None, device=None,
                    use_cache: bool = True, data_seed: int = 0, progress: bool = True,
-                   command: str | None = None, **distill_kwargs) -> ExperimentResults:
+                   command: str | None = None, controls: bool = False,
+                   **distill_kwargs) -> ExperimentResults:
     """Distil a fresh student with every method and seed; summarise and (optionally) save.
 
     Args:
@@ -61,25 +176,34 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
             for every run.
         progress (bool): progress bars.
         command (str, optional): the command to record (default: ``sys.argv``).
+        controls (bool): also run :data:`CONTROLS` (needs the cache and the methods
+            ``fma``, ``sals`` in the grid's cache: they are added to it).
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill` (alpha, beta, …).
 
     Returns:
         ExperimentResults
     """
     check_grid(methods, seeds)
+    if controls and not use_cache:
+        raise ValueError("the controls need the teacher cache; pass use_cache=True")
     check_int("epochs", epochs, minimum=1)
     DistillConfig().replace(**distill_kwargs).validate()  # fail before any training
     if distill_kwargs.get("augment") and use_cache:
         raise ValueError("augmentation and the teacher cache do not mix; pass use_cache=False")
     setup = prepare_experiment(dataset, per_class, data_seed, teacher, teacher_epochs, device,
                                progress, command)
-    cache = teacher_cache_for(setup, methods, progress, **distill_kwargs) if use_cache else None
+    needed = [*methods, *(("fma", "sals") if controls else ())]
+    cache = teacher_cache_for(setup, needed, progress, **distill_kwargs) if use_cache else None
+    cells = [GridCell(m, student_size) for m in methods]
+    if controls:
+        cells += control_cells(setup, cache, student_size, epochs, teacher_epochs, progress,
+                               **distill_kwargs)
     settings = grid_settings(dataset, setup, per_class=per_class, data_seed=data_seed,
                              student_size=student_size, epochs=epochs, methods=methods,
-                             seeds=seeds, cached=use_cache, distill_kwargs=distill_kwargs)
-    results = run_grid(setup, settings, [GridCell(m, student_size) for m in methods], seeds,
-                       epochs, cache, output_dir=output_dir, progress=progress,
-                       **distill_kwargs)
+                             seeds=seeds, cached=use_cache, distill_kwargs=distill_kwargs,
+                             controls=[c.label for c in cells[len(methods):]])
+    results = run_grid(setup, settings, cells, seeds, epochs, cache, output_dir=output_dir,
+                       progress=progress, **distill_kwargs)
     results.provenance["wall_time_s"] = time.perf_counter() - setup.t_start
     if output_dir is not None:
         results.save(output_dir)
@@ -90,13 +214,14 @@ def reproduce(output_dir="results/mnist5k-lowdata", profile: str | None = None,
               methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               epochs: int | None = None, per_class: int | None = None,
               student_size: str = "small", teacher=None, device=None,
-              progress: bool = True, command: str | None = None,
+              progress: bool = True, command: str | None = None, controls: bool = True,
               **kwargs) -> ExperimentResults:
     """:func:`run_experiment` with the active profile's settings (``atkd-lite reproduce``).
 
     CPU profile: the embedded mnist5k digits, 100 training digits per class (1,000),
     tested on the 1,000 test digits, every method × the profile's seeds, with the teacher
-    cache; the student epochs are distill's tuned default (``DistillConfig().epochs``).
+    cache, and the controls (:data:`CONTROLS`); the student epochs are distill's tuned
+    default (``DistillConfig().epochs``).
     Any argument overrides these; ``None`` means "the profile's", an empty list or 0 is
     an error (never silently the default).
     """
@@ -112,4 +237,4 @@ def reproduce(output_dir="results/mnist5k-lowdata", profile: str | None = None,
         epochs=epochs if epochs is not None else DistillConfig().epochs,
         student_size=student_size, teacher=teacher, teacher_epochs=prof.teacher_epochs,
         output_dir=output_dir, device=device, progress=progress, command=command,
-        batch_size=kwargs.pop("batch_size", prof.batch_size), **kwargs)
+        controls=controls, batch_size=kwargs.pop("batch_size", prof.batch_size), **kwargs)

@@ -38,13 +38,68 @@ from pathlib import Path
 
 import torch
 
-from atkd_lite.runtime import atomic_write, get_device
+from atkd_lite import distributed
+from atkd_lite.runtime import FileLock, LockHeldError, atomic_write, check_output_dir, get_device
 
-__all__ = ["PACKAGED_RESULTS", "ExperimentResults", "load_results", "packaged_results",
-           "provenance"]
+__all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
+           "packaged_results", "provenance", "release_output_dir"]
 
 RESULTS_FORMAT = "atkd_lite.results/1"
 FILES = ("results.json", "results.csv", "results.md", "results.png")
+LOCK_NAME = ".atkd-lite-writer.lock"
+
+# output folders this process writes, with their held locks (resolved path -> lock)
+_CLAIMED: dict[Path, FileLock] = {}
+
+
+def claim_output_dir(output_dir) -> Path:
+    """Make this process the one writer of a results folder, until it exits (or
+    :func:`release_output_dir`).
+
+    Checks the folder can be written (it may not exist yet) and takes a lock file in it,
+    so two experiments never write one folder at once (the last writer would otherwise
+    win silently, file by file). :meth:`ExperimentResults.save` claims its folder itself;
+    claim it first (as ``atkd-lite`` does) to be refused *before* any training. Claiming
+    a folder this process holds already is a no-op.
+
+    Under data parallelism only rank 0 writes results, so only rank 0 claims the folder.
+
+    Returns:
+        Path: the folder.
+
+    Raises:
+        NotADirectoryError, PermissionError: the folder cannot be written.
+        LockHeldError: another process is writing results there.
+
+    Examples::
+
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "results"
+        >>> claim_output_dir(out) == out and out.is_dir()
+        True
+        >>> release_output_dir(out)
+    """
+    out = check_output_dir(output_dir, "output folder")
+    key = out.resolve()
+    if key in _CLAIMED or not distributed.is_main():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / LOCK_NAME)
+    try:
+        lock.acquire(blocking=False)
+    except LockHeldError:
+        raise LockHeldError(
+            f"another process ({lock.holder() or 'unknown'}) is writing results to {out}; "
+            "wait for it to finish or choose another output folder") from None
+    _CLAIMED[key] = lock
+    return out
+
+
+def release_output_dir(output_dir) -> None:
+    """Let other processes write ``output_dir`` again (see :func:`claim_output_dir`)."""
+    lock = _CLAIMED.pop(Path(output_dir).resolve(), None)
+    if lock is not None:
+        lock.release()
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,7 +110,10 @@ def _git_commit() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # result files being written (this run's, or another experiment's) are not code:
+        # only changes elsewhere make the commit an inexact record of what ran
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)atkd_lite/experiments/_results"],
                                cwd=root, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -79,6 +137,8 @@ def provenance(command: str | None = None, device=None) -> dict:
         "device": name,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(),
+        "backend": distributed.backend(),
         "platform": platform.platform(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": numpy.__version__, "atkd_lite": atkd_lite.__version__},
@@ -193,21 +253,33 @@ class ExperimentResults:
         return ax
 
     def save(self, output_dir) -> Path:
-        """Write results.json/.csv/.md/.png into ``output_dir`` (each atomically)."""
+        """Write results.json/.csv/.md/.png into ``output_dir``.
+
+        The folder is claimed for this process first (:func:`claim_output_dir`: another
+        process writing there is refused, not overwritten); all four files are rendered
+        before the first is written, then each is replaced atomically, so the set on disk
+        changes in one short step.
+
+        Under data parallelism only rank 0 writes.
+
+        Raises:
+            LockHeldError: another process is writing results to ``output_dir``.
+        """
         from matplotlib.figure import Figure
 
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "results.json",
-                     (json.dumps(self.to_dict(), indent=1) + "\n").encode())
-        atomic_write(out / "results.csv", self.to_csv().encode())
+        out = claim_output_dir(output_dir)
+        if not distributed.is_main():
+            return out
         md = self.to_markdown() + "\n" + _provenance_markdown(self.provenance)
-        atomic_write(out / "results.md", md.encode())
         fig = Figure(figsize=(max(5, 0.7 * len(self.summary()) + 2), 3.5))
         self.plot(fig.subplots())  # no pyplot: works headless and never shows a window
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=120)
-        atomic_write(out / "results.png", buf.getvalue())
+        files = {"results.json": (json.dumps(self.to_dict(), indent=1) + "\n").encode(),
+                 "results.csv": self.to_csv().encode(), "results.md": md.encode(),
+                 "results.png": buf.getvalue()}
+        for name, data in files.items():
+            atomic_write(out / name, data)
         return out
 
 
@@ -217,9 +289,12 @@ def _provenance_markdown(p: dict) -> str:
     if git.get("dirty"):
         commit += " (with uncommitted changes)"
     v = p.get("versions", {})
+    ranks = ""
+    if (p.get("world_size") or 1) > 1:
+        ranks = f" × {p['world_size']} processes ({p.get('backend')})"
     return (f"Command: `{p.get('command')}`  \n"
             f"Commit: {commit}  \n"
-            f"Device: {p.get('device')}, {p.get('cpu_count')} CPU cores, "
+            f"Device: {p.get('device')}{ranks}, {p.get('cpu_count')} CPU cores, "
             f"{p.get('torch_threads')} torch threads ({p.get('platform')})  \n"
             f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "  \n"
             f"Date: {p.get('date')}; total wall time {p.get('wall_time_s', 0):.0f} s\n")
@@ -256,13 +331,40 @@ def load_results(path) -> ExperimentResults:
             f"no results at {path}; run `atkd-lite reproduce` to make them, or load one "
             f"shipped with the package by name: {', '.join(packaged_results()) or 'none'}")
     try:
-        blob = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        blob = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({type(err).__name__}: {err}); "
+                         "write it again with `atkd-lite reproduce`") from err
     if not isinstance(blob, dict) or blob.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path} is not an atkd_lite results file ({RESULTS_FORMAT})")
+    problem = _structure_problem(blob)
+    if problem:
+        raise ValueError(f"{path} is damaged: {problem}; write it again with "
+                         "`atkd-lite reproduce` (or restore it from version control)")
     return ExperimentResults(settings=blob["settings"], runs=blob["runs"],
-                             teacher=blob.get("teacher", {}),
-                             provenance=blob.get("provenance", {}))
+                             teacher=blob.get("teacher") or {},
+                             provenance=blob.get("provenance") or {})
+
+
+def _structure_problem(blob: dict) -> str | None:
+    """What is wrong with a results file's structure (None: it fits together)."""
+    if not isinstance(blob.get("settings"), dict):
+        return "'settings' is missing or not an object"
+    for key in ("teacher", "provenance"):
+        if blob.get(key) is not None and not isinstance(blob[key], dict):
+            return f"{key!r} is not an object"
+    runs = blob.get("runs")
+    if not isinstance(runs, list):
+        return "'runs' is missing or not a list"
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            return f"run {i} is not an object"
+        for key, kinds in (("method", (str,)), ("test_acc", (int, float)),
+                           ("parameters", (int,)), ("time_per_epoch_s", (int, float))):
+            if not isinstance(run.get(key), kinds) or isinstance(run.get(key), bool):
+                return f"run {i} has {key}={run.get(key)!r}"
+        if not isinstance(run.get("history", []), list):
+            return f"run {i} has a history that is not a list"
+    return None
 
 

@@ -31,7 +31,7 @@ from atkd_lite.distillers import METHODS, parse_method
 from atkd_lite.engine import distill, evaluate
 from atkd_lite.experiments.results import ExperimentResults, provenance
 from atkd_lite.models import student_cnn
-from atkd_lite.runtime import get_device, seed_everything
+from atkd_lite.runtime import check_int, get_device, seed_everything
 
 __all__ = ["ExperimentSetup", "GridCell", "check_grid", "distill_run", "grid_settings",
            "prepare_experiment", "run_grid", "simple_settings", "teacher_cache_for"]
@@ -49,23 +49,37 @@ class ExperimentSetup:
     teacher: torch.nn.Module
     teacher_info: dict
     t_start: float
+    dataset: str | None = None
 
 
 @dataclass
 class GridCell:
     """One cell of a grid: a method for a student size, run once per seed.
 
+    A cell may differ from the experiment's setup in what it is trained from — the
+    controls: another teacher (e.g. untrained, or trained on fewer labels), another
+    cache (e.g. shuffled maps), other training images (e.g. with an unlabelled transfer
+    set), other distillation settings (e.g. label smoothing).
+
     Attributes:
         method: the distillation method.
         student_size: ``tiny`` / ``small`` / ``medium``.
         name: the run's label in the results (default: ``method``).
         extra: recorded with each of the cell's runs (e.g. ``{"size": "tiny"}``).
+        settings: distillation settings for this cell only (override the grid's).
+        teacher: the teacher for this cell (default: the experiment's).
+        cache: the teacher cache for this cell (default: the grid's).
+        train: the training images for this cell (default: the experiment's).
     """
 
     method: str
     student_size: str = "small"
     name: str | None = None
     extra: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    teacher: object = None
+    cache: object = None
+    train: object = None
 
     @property
     def label(self) -> str:
@@ -82,6 +96,8 @@ def check_grid(methods: Sequence[str], seeds: Sequence[int]) -> None:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if not list(seeds):
         raise ValueError("give at least one seed")
+    for seed in seeds:
+        check_int("seed", seed, minimum=0)  # a bad seed fails now, not after the teacher
 
 
 def prepare_experiment(dataset: str, per_class: int | None, data_seed: int, teacher,
@@ -105,7 +121,7 @@ def prepare_experiment(dataset: str, per_class: int | None, data_seed: int, teac
     teacher.to(dev).eval()
     info = {"test_acc": evaluate(teacher, test, device=dev),
             "parameters": count_parameters(teacher), **teacher_meta}
-    return ExperimentSetup(dev, prov, train, test, teacher, info, t_start)
+    return ExperimentSetup(dev, prov, train, test, teacher, info, t_start, dataset)
 
 
 def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: bool = False,
@@ -122,17 +138,19 @@ def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: 
 
 def distill_run(setup: ExperimentSetup, method: str, seed: int, epochs: int,
                 student_size: str = "small", cache: TeacherCache | None = None,
-                progress: bool = False, **distill_kwargs):
+                progress: bool = False, teacher=None, train=None, **distill_kwargs):
     """Distil one fresh, seeded student; returns ``(DistillResult, run record)``.
 
     The seed fixes the student's initialisation (seeded before it is built) and the
-    batch order, so runs of different methods with one seed are paired.
+    batch order, so runs of different methods with one seed are paired. ``teacher`` and
+    ``train`` replace the setup's (for controls).
     """
+    train = setup.train if train is None else train
     seed_everything(seed)
-    student = student_cnn(student_size, in_channels=setup.train.in_channels,
-                          num_classes=setup.train.num_classes)
-    res = distill(setup.teacher, student, setup.train, setup.test, method=method,
-                  epochs=epochs, seed=seed, cache=cache, device=setup.device,
+    student = student_cnn(student_size, in_channels=train.in_channels,
+                          num_classes=train.num_classes)
+    res = distill(setup.teacher if teacher is None else teacher, student, train, setup.test,
+                  method=method, epochs=epochs, seed=seed, cache=cache, device=setup.device,
                   progress=progress, **distill_kwargs)
     record = {"method": method, "seed": seed, "test_acc": res.test_acc,
               "parameters": res.student_parameters, "time_per_epoch_s": res.time_per_epoch,
@@ -173,7 +191,9 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
         score: ``score(DistillResult) -> dict`` added to each run's record (e.g. map scores).
         output_dir: save there after every run, and at the end.
         progress: one line per run.
-        **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`.
+        **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`; a grid evaluates
+            the test data after the last epoch only (``eval_every=0``) unless they say
+            otherwise.
 
     Returns:
         ExperimentResults: one run per cell and seed, in grid order.
@@ -182,8 +202,11 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
                                 provenance=setup.provenance)
     for cell in cells:
         for seed in seeds:
-            res, record = distill_run(setup, cell.method, seed, epochs, cell.student_size,
-                                      cache, **distill_kwargs)
+            settings = {"eval_every": 0, **distill_kwargs, **cell.settings}
+            res, record = distill_run(setup, cell.method, seed, settings.pop("epochs", epochs),
+                                      cell.student_size,
+                                      cache if cell.cache is None else cell.cache,
+                                      teacher=cell.teacher, train=cell.train, **settings)
             record.update(method=cell.label, **cell.extra)
             if score is not None:
                 record.update(score(res))

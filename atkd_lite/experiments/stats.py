@@ -40,6 +40,7 @@ import numpy as np
 __all__ = [
     "comparison_markdown",
     "compare_methods",
+    "compare_pairs",
     "holm",
     "paired_comparison",
     "paired_values",
@@ -198,11 +199,25 @@ def compare_methods(results, baseline: str = "student", methods: Sequence[str] |
         raise ValueError(f"the results hold no {baseline!r} runs to compare with; they hold "
                          f"{list(values)}")
     family = [m for m in values if m != baseline] if methods is None else list(methods)
-    missing = [m for m in family if m not in values]
+    return compare_pairs(values, [(m, baseline) for m in family], alpha=alpha)
+
+
+def compare_pairs(results, pairs, metric: str = "test_acc", alpha: float = 0.05) -> list[dict]:
+    """A family of comparisons ``(method, baseline)``, each paired by seed, Holm-adjusted
+    together; the rows are those of :func:`compare_methods`.
+
+    For a family whose baseline differs from pair to pair, e.g. ``[("tiny/fma",
+    "tiny/student"), ("small/fma", "small/student")]``.
+
+    Raises:
+        ValueError: a method or baseline is missing (the available ones are listed).
+    """
+    values = results if isinstance(results, Mapping) else paired_values(results, metric)
+    missing = sorted({m for pair in pairs for m in pair if m not in values})
     if missing:
         raise ValueError(f"the results hold no runs of {missing}; they hold {list(values)}")
-    rows = [{"method": m, "baseline": baseline, **paired_comparison(values[m], values[baseline])}
-            for m in family]
+    rows = [{"method": m, "baseline": b, **paired_comparison(values[m], values[b])}
+            for m, b in pairs]
     for row, p in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = p
         row["verdict"] = (NO_DIFFERENCE if p >= alpha
@@ -210,22 +225,31 @@ def compare_methods(results, baseline: str = "student", methods: Sequence[str] |
     return rows
 
 
-def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points") -> str:
+def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points",
+                     pairs: str = "paired seeds", digits: int = 1) -> str:
     """One sentence for one row of :func:`compare_methods`, e.g. "kd is better than
     student: +2.3 points (95 % CI +1.9 to +2.7; Holm-adjusted p = 0.001; 10 paired seeds)."
+
+    ``pairs`` names the paired units (e.g. ``"paired images"`` when two maps of one model
+    are compared image by image); ``digits`` the decimals shown.
     """
+    f = f"{{:+.{digits}f}}"
+    u = f" {unit}" if unit else ""
     d = scale * row["diff"]
-    ci = f"95 % CI {scale * row['ci_low']:+.1f} to {scale * row['ci_high']:+.1f}"
-    stats = f"Holm-adjusted p = {_p(row['p_holm'])}; {row['n']} paired seeds"
+    ci = (f"95 % CI {f.format(scale * row['ci_low'])} to "
+          f"{f.format(scale * row['ci_high'])}")
+    stats = f"Holm-adjusted p {_p(row['p_holm'])}; {row['n']} {pairs}"
     if row["verdict"] == NO_DIFFERENCE:
         return (f"{row['method']} vs {row['baseline']}: no detectable difference at this "
-                f"sample size ({d:+.1f} {unit}, {ci}; {stats}; the design detects differences "
-                f"of about {scale * row['mde']:.1f} {unit} or more).")
-    return f"{row['method']} is {row['verdict']} than {row['baseline']}: {d:+.1f} {unit} ({ci}; {stats})."
+                f"sample size ({f.format(d)}{u}, {ci}; {stats}; the design detects "
+                f"differences of about {scale * row['mde']:.{digits}f}{u} or more).")
+    return (f"{row['method']} is {row['verdict']} than {row['baseline']}: {f.format(d)}"
+            f"{u} ({ci}; {stats}).")
 
 
 def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    """``"< 0.001"`` or ``"= 0.042"``: the p-value with its relation sign."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def comparison_markdown(rows: Sequence[dict], scale: float = 100.0, unit: str = "pp") -> str:
@@ -236,5 +260,5 @@ def comparison_markdown(rows: Sequence[dict], scale: float = 100.0, unit: str = 
         lines.append(
             f"| {r['method']} | {r['baseline']} | {scale * r['mean_a']:.2f} | "
             f"{scale * r['diff']:+.2f} | [{scale * r['ci_low']:+.2f}, {scale * r['ci_high']:+.2f}] "
-            f"| {_p(r['p_holm'])} | {r['d_z']:+.2f} | {r['verdict']} |")
+            f"| {_p(r['p_holm']).lstrip('= ')} | {r['d_z']:+.2f} | {r['verdict']} |")
     return "\n".join(lines) + "\n"

@@ -16,9 +16,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.runtime import float32_math
+from atkd_lite.runtime import check_number, float32_math
 
-__all__ = ["kd_loss"]
+#: The largest temperature accepted. KD uses 1 to 20; far beyond, the softened
+#: distributions differ by less than float32 resolves, and T² overflows.
+MAX_T = 1000.0
+
+__all__ = ["MAX_T", "kd_loss"]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -30,7 +34,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     Args:
         student_logits (Tensor): (B, K) logits of the student.
         teacher_logits (Tensor): (B, K) logits of the teacher.
-        T (float): temperature, > 0 (larger = softer targets).
+        T (float): temperature in (0, :data:`MAX_T`] (larger = softer targets).
 
     Returns:
         Tensor: scalar loss (float32), >= 0, zero when the logits agree up to a constant.
@@ -55,8 +59,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
             f"{tuple(teacher_logits.shape)} differ; the two networks need the same classes "
             "and the same batch"
         )
-    if isinstance(T, bool) or not isinstance(T, (int, float)) or T <= 0:
-        raise ValueError(f"temperature T must be a positive number (e.g. 4.0); got {T!r}")
+    check_number("temperature T (e.g. 4.0)", T, positive=True, hi=MAX_T)
     with float32_math(student_logits.device):
         log_p_s = F.log_softmax(student_logits.float() / T, dim=1)
         log_p_t = F.log_softmax(teacher_logits.detach().float() / T, dim=1)
