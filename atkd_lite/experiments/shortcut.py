@@ -29,7 +29,10 @@ This module
 
 - reads committed results back and states what they say with the book's one statistical
   protocol (:func:`shortcut_verdicts`, :func:`accuracy_table`, :func:`shortcut_markdown`),
-  next to the numbers the original papers report (:data:`PUBLISHED`).
+  next to the numbers the original papers report (:data:`PUBLISHED`). A grid stopped
+  part-way is stated as such: :func:`grid_status` says which ρ and references have runs,
+  every table and verdict uses only those (:func:`rhos_with_runs`), and
+  :func:`completion_command` gives the command that runs the whole grid.
 
 Defined in the book's chapter "Shortcuts".
 
@@ -95,10 +98,13 @@ __all__ = [
     "ShortcutTeacherError",
     "accuracy_table",
     "check_teacher",
+    "completion_command",
+    "grid_status",
     "headline_markdown",
     "load_shortcut",
     "map_markdown",
     "published_markdown",
+    "rhos_with_runs",
     "run_shortcut",
     "shortcut_markdown",
     "shortcut_values",
@@ -499,13 +505,18 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                              seeds=seeds, cached=True, distill_kwargs=distill_kwargs,
                              rhos=rhos, references=list(references), swatch=swatch,
                              score_n=len(scored), map_kinds=list(MAP_KINDS), chance=area,
-                             tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={})
+                             tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={},
+                             completed_rhos=[], completed_references=[])
     settings["train_name"] = "decoy/train/rho=<rho>"
     results = ExperimentResults(settings=settings, teacher=setup0.teacher_info,
                                 provenance=setup0.provenance)
 
     def add(part: ExperimentResults) -> None:
         results.runs.extend(part.runs)
+        # what has run so far, so that results saved before the end say what they hold
+        status = grid_status(results)
+        settings["completed_rhos"] = status["completed_rhos"]
+        settings["completed_references"] = status["completed_references"]
         results.provenance["wall_time_s"] = time.perf_counter() - setup0.t_start
         if output_dir is not None:
             results.save(output_dir)
@@ -558,19 +569,157 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
 def load_shortcut(name="decoy-shortcut") -> ExperimentResults:
     """Committed shortcut results by name (shipped with the package), or from a path.
 
+    The settings list the *planned* grid (``rhos``, ``references``); a run stopped
+    part-way saves what it has, so the loaded settings also get what actually ran,
+    derived from the runs themselves (:func:`grid_status`): ``completed_rhos`` (every
+    method, RRR included when planned, on every seed) and ``completed_references``.
+
     Raises:
         FileNotFoundError: no such results; ValueError: results of another experiment.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.shortcut import load_shortcut
+        >>> res = load_shortcut("decoy-shortcut")
+        >>> set(res.settings["completed_rhos"]) <= set(res.settings["rhos"])
+        True
     """
     res = load_results(name)
     if "rhos" not in res.settings:
         raise ValueError(f"{name} holds no shortcut experiment; make one with run_shortcut()")
+    status = grid_status(res)
+    res.settings["completed_rhos"] = status["completed_rhos"]
+    res.settings["completed_references"] = status["completed_references"]
     return res
+
+
+def _planned_cells(settings: dict) -> list[str]:
+    return [*settings["methods"], *(["rrr"] if "rrr" in settings["references"] else [])]
+
+
+def grid_status(results: ExperimentResults) -> dict:
+    """Which part of the planned grid has runs, read from the runs (not from the settings).
+
+    A ρ is *complete* when every planned method (and RRR, when planned) has a run on every
+    planned seed, *partial* when it has some runs, *missing* when it has none; the
+    ``clean`` reference likewise.
+
+    Args:
+        results (ExperimentResults): shortcut results (:func:`run_shortcut`,
+            :func:`load_shortcut`).
+
+    Returns:
+        dict: ``planned_rhos``, ``completed_rhos``, ``partial_rhos``, ``missing_rhos``
+        (lists of ρ in the planned order), ``completed_references`` and
+        ``missing_references`` (``rrr`` counts as completed when it ran on every seed at
+        every ρ with runs; ``clean`` when it ran on every seed), ``runs`` and
+        ``planned_runs`` (counts), and ``complete`` (bool: the whole planned grid ran).
+
+    Examples::
+
+        >>> from atkd_lite.experiments.results import ExperimentResults
+        >>> from atkd_lite.experiments.shortcut import grid_status
+        >>> s = {"rhos": [1.0, 0.9], "methods": ["student"], "references": ["clean"],
+        ...      "seeds": [0, 1]}
+        >>> runs = [{"rho": 1.0, "base_method": "student", "seed": i} for i in (0, 1)]
+        >>> st = grid_status(ExperimentResults(settings=s, runs=runs))
+        >>> st["completed_rhos"], st["missing_rhos"], st["missing_references"], st["complete"]
+        ([1.0], [0.9], ['clean'], False)
+    """
+    s = results.settings
+    seeds = set(s["seeds"])
+    cells = _planned_cells(s)
+    done: dict[str, set] = {}  # "<rho>/<method>" -> seeds
+    for run in results.runs:
+        key = "clean" if run.get("rho") is None else f"{float(run['rho']):g}/{run['base_method']}"
+        done.setdefault(key, set()).add(run["seed"])
+    completed, partial, missing = [], [], []
+    for rho in s["rhos"]:
+        got = {m: done.get(f"{float(rho):g}/{m}", set()) for m in cells}
+        if not any(got.values()):
+            missing.append(rho)
+        elif all(v >= seeds for v in got.values()):
+            completed.append(rho)
+        else:
+            partial.append(rho)
+    ran = completed + partial
+    refs = []
+    if "rrr" in s["references"] and ran and all(done.get(f"{float(r):g}/rrr", set()) >= seeds
+                                                for r in ran):
+        refs.append("rrr")
+    if "clean" in s["references"] and done.get("clean", set()) >= seeds:
+        refs.append("clean")
+    planned = len(s["rhos"]) * len(cells) * len(seeds) + \
+        (len(seeds) if "clean" in s["references"] else 0)
+    return {"planned_rhos": list(s["rhos"]), "completed_rhos": completed,
+            "partial_rhos": partial, "missing_rhos": missing,
+            "completed_references": refs,
+            "missing_references": [r for r in s["references"] if r not in refs],
+            "runs": len(results.runs), "planned_runs": planned,
+            "complete": not partial and not missing and len(refs) == len(s["references"])}
+
+
+def rhos_with_runs(results: ExperimentResults) -> list[float]:
+    """The planned values of ρ that have at least one run (complete or not), in order:
+    the ones every table and verdict of this module reports.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.shortcut import load_shortcut, rhos_with_runs
+        >>> res = load_shortcut("decoy-shortcut")
+        >>> set(rhos_with_runs(res)) <= set(res.settings["rhos"])
+        True
+    """
+    status = grid_status(results)
+    return [r for r in status["planned_rhos"]
+            if r in status["completed_rhos"] or r in status["partial_rhos"]]
+
+
+def completion_command(results: ExperimentResults, output_dir: str | None = None) -> str:
+    """The ``atkd-lite shortcut`` command that runs the whole planned grid of ``results``.
+
+    It is the recorded command with the planned ρ and references spelled out, so it runs
+    every part at the current commit's settings. The grid is run whole rather than only
+    its missing part: a part run later, on other code, would be compared on paired seeds
+    with a part run on different defaults (e.g. the KD weight).
+
+    Args:
+        results (ExperimentResults): shortcut results with provenance.
+        output_dir (str, optional): replaces the recorded ``--output-dir``.
+
+    Returns:
+        str: the command line.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.shortcut import completion_command, load_shortcut
+        >>> completion_command(load_shortcut("decoy-shortcut")).startswith("atkd-lite shortcut")
+        True
+    """
+    s = results.settings
+    words = (results.provenance.get("command") or "atkd-lite shortcut").split()
+    for option in ("--rhos", "--references", "--output-dir", "-o"):
+        while option in words:  # drop the option and its value
+            i = words.index(option)
+            if option in ("--output-dir", "-o") and output_dir is None:
+                output_dir = words[i + 1]
+            del words[i:i + 2]
+    at = 2 if words[:2] == ["atkd-lite", "shortcut"] else len(words)
+    extra = ["--output-dir", str(output_dir)] if output_dir is not None else []
+    extra += ["--rhos", ",".join(f"{r:g}" for r in s["rhos"])]
+    if s["references"]:
+        extra += ["--references", ",".join(s["references"])]
+    return " ".join(words[:at] + extra + words[at:])
 
 
 def _rho_runs(results: ExperimentResults, rho: float) -> list[dict]:
     rhos = results.settings["rhos"]
     if not any(math.isclose(rho, r) for r in rhos):
         raise ValueError(f"the results hold rho {rhos}, not {rho}")
+    if not any(math.isclose(rho, r) for r in rhos_with_runs(results)):
+        raise ValueError(f"rho {rho:g} was planned but has no runs (the grid was stopped "
+                         f"part-way; rho with runs: {rhos_with_runs(results)}); run "
+                         f"`{completion_command(results)}` to complete it")
     return [r for r in results.runs
             if r.get("rho") is None or math.isclose(r["rho"], rho)]
 
@@ -614,7 +763,7 @@ def accuracy_table(results: ExperimentResults, metric: str = "test_acc",
     from scipy import stats
 
     rows = []
-    for rho in results.settings["rhos"]:
+    for rho in rhos_with_runs(results):
         for method, by_seed in shortcut_values(results, rho, metric).items():
             v = list(by_seed.values())
             mean = statistics.fmean(v)
@@ -634,21 +783,22 @@ def _methods(results: ExperimentResults) -> list[str]:
 
 
 def headline_markdown(results: ExperimentResults, metric: str = "test_acc") -> str:
-    """One table: a row per method, a column per ρ, ``metric`` in % as mean [95 % CI].
+    """One table: a row per method, a column per ρ with runs, ``metric`` in % as mean
+    [95 % CI].
 
     The teacher's row (one network, no interval) comes first, the references last.
     """
-    s = results.settings
+    rhos = rhos_with_runs(results)
     rows = {(r["rho"], r["method"]): r for r in accuracy_table(results, metric)}
     t = results.teacher
-    lines = ["| method | " + " | ".join(f"ρ = {rho:g}" for rho in s["rhos"]) + " |",
-             "|---" * (len(s["rhos"]) + 1) + "|"]
+    lines = ["| method | " + " | ".join(f"ρ = {rho:g}" for rho in rhos) + " |",
+             "|---" * (len(rhos) + 1) + "|"]
     if t and metric in t:
-        lines.append("| teacher | " + " | ".join(f"{100 * t[metric]:.1f}" for _ in s["rhos"])
+        lines.append("| teacher | " + " | ".join(f"{100 * t[metric]:.1f}" for _ in rhos)
                      + " |")
     for m in _methods(results):
         lines.append(f"| {m} | " + " | ".join(
-            _fmt(rows[(rho, m)]) if (rho, m) in rows else "" for rho in s["rhos"]) + " |")
+            _fmt(rows[(rho, m)]) if (rho, m) in rows else "" for rho in rhos) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -688,9 +838,31 @@ def tuning_markdown(results: ExperimentResults, rho: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _status_line(results: ExperimentResults) -> str:
+    st = grid_status(results)
+    if st["complete"]:
+        return ""
+    parts = [f"**Partial grid**: {st['runs']} of {st['planned_runs']} planned runs."]
+    if st["completed_rhos"]:
+        parts.append("Complete: rho = " + ", ".join(f"{r:g}" for r in st["completed_rhos"])
+                     + ".")
+    if st["partial_rhos"]:
+        parts.append("Part-way: rho = " + ", ".join(f"{r:g}" for r in st["partial_rhos"])
+                     + ".")
+    if st["missing_rhos"]:
+        parts.append("Not run: rho = " + ", ".join(f"{r:g}" for r in st["missing_rhos"])
+                     + ".")
+    if st["missing_references"]:
+        parts.append("References not (fully) run: " + ", ".join(st["missing_references"])
+                     + ".")
+    parts.append(f"The whole grid: `{completion_command(results)}`.")
+    return " ".join(parts)
+
+
 def shortcut_markdown(results: ExperimentResults) -> str:
-    """Everything in one text: for every ρ the accuracy on each split with 95 % CIs, the
-    verdicts against the student alone, and where the maps look."""
+    """Everything in one text: for every ρ with runs the accuracy on each split with 95 %
+    CIs, the verdicts against the student alone, and where the maps look; first, when the
+    grid was stopped part-way, which part ran."""
     s = results.settings
     splits = {"test_acc": "random-shade test split (headline)",
               "flipped_acc": "flipped split (the swatch names a wrong class)",
@@ -699,12 +871,15 @@ def shortcut_markdown(results: ExperimentResults) -> str:
     out = [f"Decoy digits, {s['swatch']}x{s['swatch']} swatch; `{s['student_size']}` "
            f"students trained on {s['train_size']} digits for {s['epochs']} epochs; mean over "
            f"seeds {s['seeds']} with 95 % confidence intervals (%).", ""]
+    status = _status_line(results)
+    if status:
+        out += [status, ""]
     for metric, what in splits.items():
         out += [f"### Accuracy on the {what}", "", headline_markdown(results, metric)]
-    for rho in s["rhos"]:
+    for rho in rhos_with_runs(results):
         out += [f"### Against the student alone, rho = {rho:g} (random-shade accuracy)", "",
                 comparison_markdown(shortcut_verdicts(results, rho))]
-    for rho in s["rhos"]:
+    for rho in rhos_with_runs(results):
         out += [f"### Share of each map's mass on the swatch (%), rho = {rho:g}", "",
                 f"The swatch covers {100 * s['chance']['swatch']:.1f}% of the image.", "",
                 map_markdown(results, rho, "swatch")]
@@ -739,7 +914,7 @@ def _write_shortcut_md(results: ExperimentResults, output_dir) -> None:
     from pathlib import Path
 
     text = shortcut_markdown(results)
-    for rho in results.settings["rhos"]:
+    for rho in rhos_with_runs(results):
         text += f"\nVerdicts at rho = {rho:g}:\n\n" + "\n".join(
             f"- {verdict_sentence(r)}" for r in shortcut_verdicts(results, rho)) + "\n"
     text += "\nPublished numbers (other networks):\n\n" + published_markdown(results)
