@@ -15,6 +15,7 @@ from atkd_lite.cli import main
 from atkd_lite.data import DECOY_SPLITS, DecoySet, decoy_mnist, embedded_mnist
 from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, make_distiller, parse_method
 from atkd_lite.experiments import shortcut as sc
+from atkd_lite.experiments.results import ExperimentResults
 from atkd_lite.metrics import energy_in_box
 
 
@@ -480,3 +481,81 @@ def test_exercise_stubs_propagate():
     for check in (exercises.check_add_swatch, exercises.check_rrr_penalty):
         with pytest.raises(NotImplementedError):
             check(stub)
+
+
+# ---------------------------------------------------------------------------------------
+# a grid stopped part-way: the results say which part ran, the tables use only that part
+
+def _part_of(res, keep):
+    """A copy of ``res`` holding only the runs for which ``keep(run)`` is true."""
+    import copy
+
+    return ExperimentResults(settings=copy.deepcopy(res.settings),
+                                runs=[r for r in res.runs if keep(r)],
+                                teacher=res.teacher, provenance=dict(res.provenance))
+
+
+@pytest.mark.slow
+def test_a_whole_grid_records_that_it_is_complete(tiny_results):
+    res, out = tiny_results
+    st = sc.grid_status(res)
+    # 2 rho x (student, fma, rrr) x 2 seeds + clean x 2 seeds, counted by hand
+    assert (st["runs"], st["planned_runs"], st["complete"]) == (14, 14, True)
+    assert st["completed_rhos"] == [1.0, 0.5] and st["missing_rhos"] == []
+    assert st["completed_references"] == ["rrr", "clean"]
+    assert res.settings["completed_rhos"] == [1.0, 0.5]  # recorded while running
+    assert "Partial grid" not in sc.shortcut_markdown(res)
+
+
+@pytest.mark.slow
+def test_a_stopped_grid_reports_only_what_ran(tiny_results, tmp_path):
+    res, _ = tiny_results
+    part = _part_of(res, lambda r: r.get("rho") == 1.0)  # rho = 0.5 and clean never ran
+    st = sc.grid_status(part)
+    assert (st["runs"], st["planned_runs"], st["complete"]) == (6, 14, False)
+    assert (st["completed_rhos"], st["missing_rhos"]) == ([1.0], [0.5])
+    assert (st["completed_references"], st["missing_references"]) == (["rrr"], ["clean"])
+    assert sc.rhos_with_runs(part) == [1.0]
+    assert {r["rho"] for r in sc.accuracy_table(part)} == {1.0}
+    assert "clean" not in {r["method"] for r in sc.accuracy_table(part)}
+    assert sc.headline_markdown(part).splitlines()[0] == "| method | ρ = 1 |"
+    text = sc.shortcut_markdown(part)
+    assert "Partial grid" in text and "Not run: rho = 0.5" in text
+    assert "rho = 0.5 (random-shade" not in text and "clean" in text  # named as missing
+    with pytest.raises(ValueError, match="no runs"):
+        sc.shortcut_verdicts(part, 0.5)
+    assert "| this book (ρ = 1) |" in sc.published_markdown(part)
+    # what the loader derives from the runs, for saved results
+    part.save(tmp_path)
+    again = sc.load_shortcut(tmp_path)
+    assert again.settings["rhos"] == [1.0, 0.5]  # the plan is kept
+    assert again.settings["completed_rhos"] == [1.0]
+    assert again.settings["completed_references"] == ["rrr"]
+
+
+@pytest.mark.slow
+def test_a_rho_stopped_midway_is_partial_but_shown(tiny_results):
+    res, _ = tiny_results
+    part = _part_of(res, lambda r: not (r["method"] == "rho=0.5/fma" and r["seed"] == 1))
+    st = sc.grid_status(part)
+    assert (st["completed_rhos"], st["partial_rhos"]) == ([1.0], [0.5])
+    assert sc.rhos_with_runs(part) == [1.0, 0.5]
+    assert "Part-way: rho = 0.5" in sc.shortcut_markdown(part)
+
+
+def test_completion_command_runs_the_planned_grid_through_the_cli():
+    from atkd_lite.cli import build_parser
+
+    res = ExperimentResults(
+        settings={"rhos": [1.0, 0.5], "references": ["rrr", "clean"], "methods": ["student"],
+                  "seeds": [0, 1]},
+        provenance={"command": "atkd-lite shortcut --output-dir out/x --rhos 1 "
+                               "--references rrr --seeds 0,1 --device cpu"})
+    cmd = sc.completion_command(res)
+    words = cmd.split()
+    assert words[:2] == ["atkd-lite", "shortcut"]
+    assert words.count("--rhos") == words.count("--output-dir") == 1
+    args = build_parser().parse_args(words[1:])  # the command is one the CLI accepts
+    assert args.rhos == [1.0, 0.5] and args.references == ["rrr", "clean"]
+    assert args.output_dir == "out/x" and args.seeds == [0, 1] and args.device == "cpu"
+    assert "--output-dir elsewhere" in sc.completion_command(res, output_dir="elsewhere")
