@@ -541,6 +541,10 @@ def test_a_rho_stopped_midway_is_partial_but_shown(tiny_results):
     assert (st["completed_rhos"], st["partial_rhos"]) == ([1.0], [0.5])
     assert sc.rhos_with_runs(part) == [1.0, 0.5]
     assert "Part-way: rho = 0.5" in sc.shortcut_markdown(part)
+    # the family is compared on the seeds all its members have: here seed 0 alone is
+    # shared by fma, so fma leaves the family and rrr is compared on both seeds
+    rows = sc.shortcut_verdicts(part, 0.5)
+    assert [(r["method"], r["n"]) for r in rows] == [("rrr", 2), ("clean", 2)]
 
 
 def test_completion_command_runs_the_planned_grid_through_the_cli():

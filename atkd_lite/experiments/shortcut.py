@@ -748,9 +748,22 @@ def shortcut_verdicts(results: ExperimentResults, rho: float, baseline: str = "s
                       metric: str = "test_acc") -> list[dict]:
     """Every method against ``baseline`` at one ρ, with the book's one protocol
     (:func:`~atkd_lite.experiments.stats.compare_methods`: paired seeds, Holm over the
-    family, a verdict in words)."""
-    return compare_methods(shortcut_values(results, rho, metric), baseline=baseline,
-                           methods=methods)
+    family, a verdict in words).
+
+    At a ρ stopped part-way the family is compared on the seeds that all its members
+    have (each row reports its ``n``); a method with fewer than two seeds in common with
+    the baseline is left out of the family.
+    """
+    values = shortcut_values(results, rho, metric)
+    if baseline not in values:
+        raise ValueError(f"the results hold no {baseline!r} runs at rho {rho:g}; they hold "
+                         f"{list(values)}")
+    family = [m for m in values if m != baseline] if methods is None else list(methods)
+    base = set(values[baseline])
+    family = [m for m in family if m not in values or len(base & set(values[m])) >= 2]
+    common = base.intersection(*(set(values[m]) for m in family if m in values))
+    paired = {m: {k: v for k, v in by.items() if k in common} for m, by in values.items()}
+    return compare_methods(paired, baseline=baseline, methods=family)
 
 
 def accuracy_table(results: ExperimentResults, metric: str = "test_acc",
