@@ -17,7 +17,7 @@ Three layers, so the method stands apart from what serves the book:
   ``distributed``) → ``cache``, ``checkpoints``, ``attributions``, ``metrics``, ``cost``.
   The core never imports the other two layers.
 - :mod:`atkd_lite.experiments` — the one grid runner, results with provenance, the
-  statistics protocol, and the experiments (low-data, sizes, faithfulness);
+  statistics protocol, and the experiments (low-data, sizes, faithfulness, shortcut);
 - :mod:`atkd_lite.book` — figures, widgets and exercise checks, which only the chapters
   need.
 

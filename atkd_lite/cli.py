@@ -8,6 +8,7 @@ Subcommands::
     atkd-lite reproduce --output-dir results/mnist5k-lowdata
     atkd-lite sizes --output-dir results/mnist5k-sizes
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
+    atkd-lite shortcut --output-dir results/decoy-shortcut
     atkd-lite tune --output-dir results/mnist5k-tuning
 
 Data parallelism: start the same command with ``torchrun`` (one process per GPU, or per
@@ -69,6 +70,19 @@ def _list_of(kind):
                 f"{'0,1,2' if kind is int else 'student,fma'}; got {text!r}") from None
 
     return parse
+
+
+def _probability_list(text: str) -> list[float]:
+    """An argparse ``type`` for comma-separated probabilities in [0, 1], e.g. ``1.0,0.9``."""
+    items = [t for t in text.replace(" ", "").split(",") if t]
+    try:
+        values = [float(t) for t in items]
+    except ValueError:
+        values = []
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated probabilities in [0, 1], e.g. 1.0,0.9; got {text!r}")
+    return values
 
 
 def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -389,6 +403,37 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+def _cmd_shortcut(args) -> int:
+    from atkd_lite.data import decoy_mnist
+    from atkd_lite.experiments.shortcut import (
+        DEFAULT_METHODS,
+        REFERENCES,
+        run_shortcut,
+        shortcut_markdown,
+    )
+
+    methods = args.methods or list(DEFAULT_METHODS)
+    _check_choices("reference", args.references, list(REFERENCES))
+    if args.beta is not None:
+        raise ValueError("--beta is tuned per method in this experiment; use --no-tune to "
+                         "run every method at its default weight instead")
+    decoy_mnist("test", swatch=args.swatch)  # a swatch that does not fit: fail now
+    settings, teacher = _prepare_grid(args, methods, dataset=False)
+    res = run_shortcut(rhos=args.rhos, methods=methods, references=args.references,
+                       seeds=args.seeds or list(range(10)),
+                       per_class=100 if args.per_class is None else args.per_class or None,
+                       epochs=args.epochs or 20, swatch=args.swatch,
+                       student_size=args.student_size, teacher=teacher,
+                       teacher_epochs=args.teacher_epochs, tune=not args.no_tune,
+                       tune_seeds=args.tune_seeds, score_n=args.score_n or None,
+                       max_teacher_gap=args.max_teacher_gap, output_dir=args.output_dir,
+                       device=args.device, progress=not args.no_progress,
+                       command=args.command_line, **settings)
+    _say(shortcut_markdown(res))
+    _say(f"wrote {args.output_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # the parser
 
@@ -478,6 +523,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_options(p)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_faithfulness)
+
+    p = sub.add_parser("shortcut",
+                       help="decoy digits: does the teacher's attention keep the student "
+                            "off a shortcut?")
+    _add_grid_options(p, ",".join(["student", "kd", "at", "fma", "mip", "sals", "at+kd",
+                                   "fma+kd", "mip+kd", "sals+kd"]),
+                      "0,1,...,9", "results/decoy-shortcut")
+    p.add_argument("--rhos", type=_probability_list, default=[1.0, 0.9],
+                   help="comma-separated probabilities that a training swatch follows the "
+                        "label (default: 1.0,0.9)")
+    p.add_argument("--swatch", type=_positive_int, default=4,
+                   help="swatch side in pixels, 1 to 14 (default: 4, as Ross et al.)")
+    p.add_argument("--references", type=_list_of(str), default=["rrr", "clean"],
+                   help="reference runs: rrr (true-mask penalty), clean (no swatch) "
+                        "(default: rrr,clean)")
+    p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)
+    p.add_argument("--no-tune", action="store_true",
+                   help="use every method's default weight instead of tuning it")
+    p.add_argument("--tune-seeds", type=_list_of(int), default=[100],
+                   help="seeds of the tuning runs (default: 100)")
+    p.add_argument("--score-n", type=_nonneg_int, default=500,
+                   help="test images whose maps are scored; 0 = all (default: 500)")
+    p.add_argument("--max-teacher-gap", type=float, default=0.05,
+                   help="refuse a teacher whose flipped-split accuracy is more than this "
+                        "below its clean accuracy (default: 0.05)")
+    _add_distill_options(p)
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_shortcut)
 
     p = sub.add_parser("tune", help="choose every method's weight on the validation split")
     p.add_argument("--output-dir", default="results/mnist5k-tuning")

@@ -307,11 +307,33 @@ METHODS: dict[str, tuple[type[Distiller], bool]] = {
 
 
 def parse_method(method) -> tuple[str, type[Distiller], bool]:
-    """``(canonical name, distiller class, uses KD)`` of a method name such as ``"FMA + KD"``.
+    """``(canonical name, distiller class, uses KD)`` of a method such as ``"FMA + KD"``.
+
+    ``method`` is a name from :data:`METHODS`, or a subclass of :class:`Distiller` — your
+    own method, plugged in without registering it. A subclass is named by its class
+    attribute ``method_name`` (default: the class name) and uses KD when its class
+    attribute ``uses_kd`` is true (default: no KD).
 
     Raises:
         ValueError: an unknown method, listing the valid ones.
+        TypeError: a class that is not a :class:`Distiller` subclass.
+
+    Examples::
+
+        >>> from atkd_lite.distillers import Distiller, parse_method
+        >>> parse_method("FMA + KD")[0], parse_method("FMA + KD")[2]
+        ('fma+kd', True)
+        >>> class Mine(Distiller):
+        ...     method_name = "mine"
+        >>> parse_method(Mine)
+        ('mine', <class 'atkd_lite.distillers.Mine'>, False)
     """
+    if isinstance(method, type):
+        if not issubclass(method, Distiller):
+            raise TypeError(f"a method given as a class must subclass "
+                            f"atkd_lite.distillers.Distiller; {method.__name__} does not")
+        return (str(getattr(method, "method_name", None) or method.__name__), method,
+                bool(getattr(method, "uses_kd", False)))
     name = method.lower().replace(" ", "") if isinstance(method, str) else None
     if name not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -321,7 +343,8 @@ def parse_method(method) -> tuple[str, type[Distiller], bool]:
 
 def make_distiller(method: str, student: nn.Module, teacher: nn.Module, *,
                    alpha: float | None = None, **kw) -> Distiller:
-    """The distiller for ``method`` (see :data:`METHODS`), e.g. ``"fma+kd"``.
+    """The distiller for ``method`` (see :data:`METHODS`), e.g. ``"fma+kd"``, or for a
+    :class:`Distiller` subclass (see :func:`parse_method`).
 
     ``alpha`` is the KD weight for ``kd`` and ``+kd`` methods (None:
     :data:`DEFAULT_ALPHA`) and is forced to 0 for the others; the other keywords go to the

@@ -648,9 +648,12 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         train_data (ImageSet): training images (any map-style dataset of ``(image,
             label)`` works without a cache).
         test_data (ImageSet, optional): evaluated after every epoch.
-        method (str): one of :data:`~atkd_lite.distillers.METHODS`: ``student``, ``kd``,
-            ``at``, ``fma``, ``mip``, ``sals``, ``at+kd``, ``fma+kd``, ``mip+kd``,
-            ``sals+kd``.
+        method (str or type): one of :data:`~atkd_lite.distillers.METHODS`: ``student``,
+            ``kd``, ``at``, ``fma``, ``mip``, ``sals``, ``at+kd``, ``fma+kd``, ``mip+kd``,
+            ``sals+kd``; or your own subclass of
+            :class:`~atkd_lite.distillers.Distiller`, built with the same keyword
+            arguments as the built-in ones (``alpha``, ``beta``, ``T``, ...; see
+            :func:`~atkd_lite.distillers.parse_method` for its name and KD).
         config (DistillConfig, optional): the settings (default: the tuned defaults).
         cache (TeacherCache, optional): teacher logits/maps by dataset index, built for
             exactly ``train_data`` and the method's settings (checked); then the teacher
@@ -672,7 +675,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             teacher and student with different numbers of classes, images the networks
             cannot take, a cache built for other data or settings, a cache with
             augmentation, an empty dataset.
-        TypeError: a setting that does not exist.
+        TypeError: a setting that does not exist, a method class that is not a
+            :class:`~atkd_lite.distillers.Distiller` subclass.
 
     Examples::
 

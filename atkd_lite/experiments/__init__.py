@@ -7,7 +7,9 @@
 - :mod:`~atkd_lite.experiments.stats` — the statistical protocol every chapter uses;
 - the experiments: :mod:`~atkd_lite.experiments.lowdata` (every method, 100 digits a
   class), :mod:`~atkd_lite.experiments.sizes` (students of three sizes from one cache),
-  :mod:`~atkd_lite.experiments.faithfulness` (maps against known boxes).
+  :mod:`~atkd_lite.experiments.faithfulness` (maps against known boxes),
+  :mod:`~atkd_lite.experiments.shortcut` (a decoy in the corner: does the teacher's
+  attention keep the student off it?).
 
 Examples::
 

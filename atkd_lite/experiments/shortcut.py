@@ -1,0 +1,935 @@
+"""Shortcuts: can the teacher's eyes keep the student from learning the wrong thing?
+
+On the decoy digits (:func:`atkd_lite.data.decoy_mnist`, the recipe of Ross, Hughes &
+Doshi-Velez 2017) every training image has a grey swatch in a corner whose shade is the
+label's with probability ρ: a shortcut that predicts the training labels without looking
+at the digit. At test time the shade is random, so a student that learnt the swatch
+instead of the digit loses accuracy. The teacher never saw a swatch (it is the book's
+teacher, trained on the clean digits), so its eyes are on the digit; attention-guided
+distillation asks the student to look where the teacher looks. Does that protect the
+student from the shortcut?
+
+This module
+
+- refuses a teacher that itself reads the swatch (:func:`check_teacher`: its accuracy on
+  the *flipped* split, where the swatch always names a wrong class, must not fall more
+  than ``max_teacher_gap`` below its accuracy on clean digits);
+- adds the reference of the explanation-regularisation literature,
+  :class:`RRRDistiller` ("right for the right reasons": the student's input gradient is
+  penalised inside the *true* swatch mask, which a practitioner would not have);
+- runs the whole experiment, :func:`run_shortcut`, on the one grid runner: for every ρ,
+  the attention weight of each method tuned on a validation split drawn from the
+  *training* distribution (:func:`tune_weights`), then every method × seed, each student
+  scored on the random-shade test split (the headline), the flipped split, the clean
+  split, and by where its maps put their mass (swatch or digit; :func:`swatch_scores`);
+  plus the student trained on the same digits without swatches (the ceiling). From the
+  command line::
+
+      atkd-lite shortcut --output-dir results/decoy-shortcut
+
+- reads committed results back and states what they say with the book's one statistical
+  protocol (:func:`shortcut_verdicts`, :func:`accuracy_table`, :func:`shortcut_markdown`),
+  next to the numbers the original papers report (:data:`PUBLISHED`). A grid stopped
+  part-way is stated as such: :func:`grid_status` says which ρ and references have runs,
+  every table and verdict uses only those (:func:`rhos_with_runs`), and
+  :func:`completion_command` gives the command that runs the whole grid.
+
+Defined in the book's chapter "Shortcuts".
+
+Examples::
+
+    >>> import torch, atkd_lite as ak
+    >>> from atkd_lite.data import decoy_mnist
+    >>> from atkd_lite.experiments.shortcut import RRRDistiller
+    >>> train = decoy_mnist("train").per_class(2)
+    >>> RRR = RRRDistiller.for_data(train)          # bound to the true swatch masks
+    >>> d = RRR(ak.student_cnn("tiny"), ak.teacher_cnn().eval(), beta=10.0)
+    >>> logits, terms = d.forward_train(train.float_images()[:4], train.labels[:4],
+    ...                                 torch.arange(4))
+    >>> sorted(terms)
+    ['loss', 'loss_att', 'loss_ce']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atkd_lite.attributions import attribution_maps
+from atkd_lite.data import DecoySet, decoy_mnist
+from atkd_lite.distillers import Distiller, parse_method
+from atkd_lite.engine import evaluate
+from atkd_lite.experiments.faithfulness import scoring_subset
+from atkd_lite.experiments.results import ExperimentResults, load_results
+from atkd_lite.experiments.runner import (
+    ExperimentSetup,
+    GridCell,
+    check_grid,
+    grid_settings,
+    prepare_experiment,
+    run_grid,
+    teacher_cache_for,
+)
+from atkd_lite.experiments.stats import compare_methods, comparison_markdown, verdict_sentence
+from atkd_lite.metrics import box_mask, energy_in_box
+from atkd_lite.runtime import (
+    atomic_write,
+    autocast_context,
+    check_int,
+    check_number,
+    eval_mode,
+    get_device,
+)
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "EVAL_SPLITS",
+    "MAP_KINDS",
+    "PUBLISHED",
+    "REFERENCES",
+    "RRRDistiller",
+    "ShortcutTeacherError",
+    "accuracy_table",
+    "check_teacher",
+    "completion_command",
+    "grid_status",
+    "headline_markdown",
+    "load_shortcut",
+    "map_markdown",
+    "published_markdown",
+    "rhos_with_runs",
+    "run_shortcut",
+    "shortcut_markdown",
+    "shortcut_values",
+    "shortcut_verdicts",
+    "swatch_scores",
+    "tune_weights",
+    "tuning_markdown",
+]
+
+#: the practitioner's methods, in the order of the book's tables
+DEFAULT_METHODS = ("student", "kd", "at", "fma", "mip", "sals", "at+kd", "fma+kd", "mip+kd",
+                   "sals+kd")
+#: the two references that use what a practitioner would not have: the true swatch mask
+#: (``rrr``) and data without the shortcut (``clean``)
+REFERENCES = ("rrr", "clean")
+#: where each student is evaluated (``test`` is the headline: random shades)
+EVAL_SPLITS = ("test", "flipped", "clean")
+#: the maps scored for where their mass lies
+MAP_KINDS = ("sals", "gradcam", "fma", "mip")
+
+#: Decoy MNIST test accuracy (%) reported by the original papers (other networks and
+#: data sizes than ours): Ross et al.'s multilayer perceptron (two hidden layers of 50 and
+#: 30 units) on all 60,000 MNIST digits, from the stored outputs of the authors' notebook
+#: ``experiments/Decoy MNIST.ipynb`` (dtak/rrr); and Rieger et al.'s Table "Results on
+#: Grayscale Decoy set" (ICLR 2020 submission; their λ was chosen on the *test* accuracy).
+PUBLISHED = {
+    "ross2017right": {"network": "MLP 784-50-30-10, 60,000 digits",
+                      "results": {"student": 51.55, "rrr": 96.07, "clean": 96.11}},
+    "rieger2020interpretations": {"network": "their network and decoy (5x5 patch)",
+                                  "results": {"student": 60.1, "rrr": 99.0, "cdep": 97.2,
+                                              "expected gradients": 97.8}},
+}
+
+
+class ShortcutTeacherError(ValueError):
+    """The teacher reads the swatch itself, so its eyes cannot guide a student away from it."""
+
+
+# ---------------------------------------------------------------------------------------
+# RRR: right for the right reasons
+
+class RRRDistiller(Distiller):
+    """Right for the Right Reasons (Ross et al., 2017): penalise the input gradient inside
+    a known mask of irrelevant pixels.
+
+    The loss adds ``β · mean_b Σ_pixels (A_b ⊙ ∂/∂x_b Σ_k log p_k)²`` to the cross-entropy,
+    where ``A_b`` is image b's mask (True on the swatch) and ``p`` the student's softmax:
+    the gradient of the summed log-probabilities, as in the authors' code (their sums over
+    the batch become means here, so β is per image). The student is taught *where not to
+    look* with the true answer; no teacher is involved. It is the literature's upper
+    bound for a method that must find the shortcut by itself.
+
+    The masks belong to a training set: build the class for one with :meth:`for_data`,
+    which looks each batch's masks up by the dataset indices every batch carries, and pass
+    that class to :func:`atkd_lite.distill` as ``method``.
+    """
+
+    kind = "rrr"
+    method_name = "rrr"
+    #: the penalty weight λ when none is given (tuned per experiment by :func:`tune_weights`)
+    default_beta = 10.0
+    #: (N, H, W) bool masks by dataset index, set by :meth:`for_data`
+    masks: torch.Tensor | None = None
+
+    @classmethod
+    def for_data(cls, data: DecoySet) -> type[RRRDistiller]:
+        """This distiller bound to the swatch masks of ``data`` (a :class:`~atkd_lite.data.DecoySet`).
+
+        Raises:
+            TypeError: data without swatch boxes.
+        """
+        if not isinstance(data, DecoySet):
+            raise TypeError(f"RRR needs the true swatch masks: give a DecoySet "
+                            f"(decoy_mnist(...)), got {type(data).__name__}")
+        masks = box_mask(data.swatch_boxes, data.image_size)
+        return type(cls.__name__, (cls,), {"masks": masks, "__doc__": cls.__doc__,
+                                           "__module__": cls.__module__})
+
+    def teacher_signals(self, x, y, idx):
+        if self.masks is None:
+            raise ValueError("RRRDistiller has no masks; use RRRDistiller.for_data(train) "
+                             "as the method")
+        return None, self.masks[idx.to(self.masks.device)].to(x.device)
+
+    def student_forward(self, x, y):
+        x = x.detach().requires_grad_(True)
+        with autocast_context(self.device, self.amp):
+            logits = self.student(x)
+        log_p = F.log_softmax(logits.float(), dim=1).sum()
+        (grad,) = torch.autograd.grad(log_p, x, create_graph=True)
+        return logits, grad
+
+    def attention_term(self, grad, masks):
+        inside = grad.float().pow(2).sum(1) * masks  # (B, H, W): squared, channels summed
+        return inside.flatten(1).sum(1).mean()
+
+
+# ---------------------------------------------------------------------------------------
+# the teacher, and where the maps look
+
+def check_teacher(teacher: nn.Module, swatch: int = 4, max_gap: float = 0.05,
+                  device=None) -> dict:
+    """Measure a teacher on the decoy test splits; refuse it if it reads the swatch.
+
+    On the ``flipped`` split the swatch always has a wrong class's shade, so a network
+    that reads it loses accuracy there; one that looks at the digit does not.
+
+    Args:
+        teacher (nn.Module): the candidate teacher.
+        swatch (int): the swatch side of the experiment.
+        max_gap (float): the largest accepted drop from clean to flipped accuracy (0–1).
+        device: where to evaluate.
+
+    Returns:
+        dict: ``{"test_acc", "flipped_acc", "clean_acc"}`` (fractions).
+
+    Raises:
+        ShortcutTeacherError: flipped accuracy more than ``max_gap`` below clean accuracy.
+    """
+    check_number("max_gap", max_gap, 0.0, 1.0)
+    accs = {f"{s}_acc": evaluate(teacher, decoy_mnist(s, swatch=swatch), device=device)
+            for s in EVAL_SPLITS}
+    gap = accs["clean_acc"] - accs["flipped_acc"]
+    if gap > max_gap:
+        raise ShortcutTeacherError(
+            f"this teacher reads the swatch: {100 * accs['flipped_acc']:.1f}% on the flipped "
+            f"split vs {100 * accs['clean_acc']:.1f}% on clean digits (a drop of "
+            f"{100 * gap:.1f} points, more than the {100 * max_gap:.1f} allowed), so it "
+            "cannot show a student where not to look; train it on clean digits or on decoy "
+            "digits with random shades (decoy_mnist('train', rho=0.0))")
+    return accs
+
+
+def swatch_scores(model: nn.Module, data: DecoySet, kinds: Sequence[str] = MAP_KINDS,
+                  batch_size: int = 250, device=None) -> dict:
+    """Where a model's maps put their mass: on the swatch, on the digit, or elsewhere.
+
+    Maps explain the model's *predicted* class (:func:`atkd_lite.attributions.attribution_maps`,
+    min-max normalised per image); each is scored with
+    :func:`~atkd_lite.metrics.energy_in_box` on the swatch's box and on the digit's box.
+
+    Args:
+        model (nn.Module): the classifier (eval mode during the call).
+        data (DecoySet): images with digit and swatch boxes.
+        kinds (sequence of str): map kinds from :data:`MAP_KINDS`.
+        batch_size (int): images per batch.
+        device: where to compute.
+
+    Returns:
+        dict: ``{kind: {"swatch": s, "digit": d}}``, means over the images (fractions).
+
+    Raises:
+        TypeError: data that is not a DecoySet; ValueError: unknown kinds.
+
+    Examples::
+
+        >>> import atkd_lite as ak
+        >>> from atkd_lite.data import decoy_mnist
+        >>> from atkd_lite.experiments.shortcut import swatch_scores
+        >>> s = swatch_scores(ak.student_cnn("tiny"), decoy_mnist("test").subset(range(8)),
+        ...                   kinds=("fma",), device="cpu")
+        >>> sorted(s["fma"])
+        ['digit', 'swatch']
+    """
+    if not isinstance(data, DecoySet):
+        raise TypeError(f"swatch_scores needs a DecoySet (decoy_mnist(...)), got "
+                        f"{type(data).__name__}")
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    bad = [k for k in kinds if k not in MAP_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAP_KINDS)}")
+    dev = get_device(device)
+    model.to(dev)
+    sums = {k: {"swatch": 0.0, "digit": 0.0} for k in kinds}
+    with eval_mode(model):
+        for i in range(0, len(data), batch_size):
+            x = data.images[i:i + batch_size].to(dev).float() / 255.0
+            with torch.no_grad():
+                pred = model(x).argmax(1)
+            for k in kinds:
+                maps = attribution_maps(model, x, k, target=pred)
+                for part, boxes in (("swatch", data.swatch_boxes), ("digit", data.boxes)):
+                    sums[k][part] += energy_in_box(maps, boxes[i:i + batch_size]).sum().item()
+    return {k: {part: v / len(data) for part, v in s.items()} for k, s in sums.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# the experiment
+
+def _weight_grid(method, factors: Sequence[float], rrr_lambdas: Sequence[float]) -> list[float]:
+    if method == "rrr":
+        return sorted(float(v) for v in rrr_lambdas)
+    return sorted(float(f) * parse_method(method)[1].default_beta for f in factors)
+
+
+def _tunable(method) -> bool:
+    return method == "rrr" or parse_method(method)[1].kind is not None
+
+
+def _choose(scores: dict[float, float], default: float) -> float:
+    """The weight with the best score; ties go to the one closest (in log) to the default."""
+    best = max(scores.values())
+    tied = [w for w, s in scores.items() if s == best]
+    return min(tied, key=lambda w: (abs(math.log(w / default)), w))
+
+
+def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_random: DecoySet,
+                 methods: Sequence, seeds: Sequence[int], epochs: int,
+                 factors: Sequence[float] = (0.1, 1.0, 10.0),
+                 rrr_lambdas: Sequence[float] = (1.0, 10.0, 100.0), max_extend: int = 2,
+                 student_size: str = "small", progress: bool = False,
+                 **distill_kwargs) -> tuple[dict, list[dict]]:
+    """Choose each method's attention weight β on a validation split, the same way for all.
+
+    Each method with an attention term (and RRR's λ) is trained on ``fit`` with every
+    weight of its grid and ``seeds``, and scored on ``val``: a validation split drawn
+    from the *training* distribution (the swatch follows the label with the same ρ), which
+    is all a practitioner has. The weight with the best mean validation accuracy wins; a
+    grid whose best weight sits at its edge is extended by a factor of ten in that
+    direction, at most ``max_extend`` times. RRR is the exception: as the literature's
+    upper bound its λ is chosen on ``val_random`` (random shades, like the test set),
+    information no practitioner has. Every run also records its accuracy on
+    ``val_random``, so the tuning table shows what the choice would have been had the
+    test distribution been known.
+
+    Args:
+        setup: the experiment's setup (teacher, device, provenance).
+        fit, val, val_random: training and validation splits (:func:`~atkd_lite.data.decoy_mnist`).
+        methods: method names (and ``"rrr"``); methods without a weight are skipped.
+        seeds: tuning seeds (use others than the experiment's).
+        epochs: student epochs.
+        factors: the first grid, as multiples of each method's default β.
+        rrr_lambdas: RRR's first grid of λ.
+        max_extend: extensions allowed at each edge.
+        student_size: the student.
+        progress: one line per run.
+        **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`.
+
+    Returns:
+        (dict, list of dict): the chosen weight per method, and one row per method and
+        weight: ``method``, ``beta``, ``val_acc``, ``val_random_acc`` (means over seeds),
+        ``chosen`` (bool), ``edge`` (the best weight is still at an edge of the grid).
+    """
+    for name, values in (("factors", factors), ("rrr_lambdas", rrr_lambdas)):
+        if not list(values):
+            raise ValueError(f"{name} is empty; give at least one weight")
+        for v in values:
+            check_number(name, v, positive=True)
+    check_int("max_extend", max_extend, minimum=0)
+    tune_setup = dataclasses.replace(setup, train=fit, test=val)
+    names = [m for m in methods if m != "rrr" and _tunable(m)]
+    cache = teacher_cache_for(tune_setup, names, **distill_kwargs) if names else None
+    rrr = RRRDistiller.for_data(fit)
+    chosen, rows = {}, []
+    for method in [m for m in methods if _tunable(m)]:
+        grid = _weight_grid(method, factors, rrr_lambdas)
+        default = parse_method(method)[1].default_beta if method != "rrr" else \
+            RRRDistiller.default_beta
+        scores: dict[float, dict[str, float]] = {}
+        extensions = {"low": 0, "high": 0}
+        while True:
+            for beta in [b for b in grid if b not in scores]:
+                res = run_grid(tune_setup, {}, [GridCell(rrr if method == "rrr" else method,
+                                                         student_size, name=method)],
+                               seeds, epochs, None if method == "rrr" else cache,
+                               score=lambda r: {"val_random_acc": evaluate(
+                                   r.student, val_random, device=setup.device)},
+                               progress=progress, beta=beta, **distill_kwargs)
+                scores[beta] = {"val_acc": statistics.fmean(r["test_acc"] for r in res.runs),
+                                "val_random_acc": statistics.fmean(
+                                    r["val_random_acc"] for r in res.runs)}
+            key = "val_random_acc" if method == "rrr" else "val_acc"
+            best = _choose({b: s[key] for b, s in scores.items()}, default)
+            ordered = sorted(scores)
+            side = "low" if best == ordered[0] else "high" if best == ordered[-1] else None
+            if side is None or extensions[side] >= max_extend:
+                break
+            extensions[side] += 1
+            grid = [best / 10 if side == "low" else best * 10]
+        chosen[method] = best
+        for beta in sorted(scores):
+            rows.append({"method": method, "beta": beta, **scores[beta],
+                         "chosen": beta == best, "edge": side is not None,
+                         "selected_on": "val_random" if method == "rrr" else "val"})
+    return chosen, rows
+
+
+def _check_rhos(rhos) -> list[float]:
+    rhos = [rhos] if isinstance(rhos, (int, float)) else list(rhos)
+    if not rhos:
+        raise ValueError("give at least one rho, e.g. rhos=(1.0, 0.9)")
+    for r in rhos:
+        check_number("rho", r, 0.0, 1.0)
+    if len(set(rhos)) != len(rhos):
+        raise ValueError(f"rho values must differ, got {rhos}")
+    return [float(r) for r in rhos]
+
+
+def _subset(data: DecoySet, per_class: int | None, seed: int) -> DecoySet:
+    return data if per_class is None else data.per_class(per_class, seed=seed)
+
+
+def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DEFAULT_METHODS,
+                 references: Sequence[str] = REFERENCES, seeds: Sequence[int] = tuple(range(10)),
+                 per_class: int | None = 100, epochs: int = 20, swatch: int = 4,
+                 student_size: str = "small", teacher: nn.Module | None = None,
+                 teacher_epochs: int = 12, tune: bool = True,
+                 tune_seeds: Sequence[int] = (100,), beta_factors: Sequence[float] = (0.1, 1.0, 10.0),
+                 rrr_lambdas: Sequence[float] = (1.0, 10.0, 100.0), max_extend: int = 2,
+                 score_n: int | None = 500, max_teacher_gap: float = 0.05, output_dir=None,
+                 device=None, data_seed: int = 0, progress: bool = True,
+                 command: str | None = None, **distill_kwargs) -> ExperimentResults:
+    """The shortcut experiment: every method × seed × ρ on the decoy digits, with references.
+
+    For every ρ: the decoy training digits (``per_class`` a class, the swatch following
+    the label with probability ρ); each method's weight tuned on the training
+    distribution's validation split (:func:`tune_weights`, unless ``tune`` is False: then
+    the defaults); one :class:`~atkd_lite.cache.TeacherCache`; then every method and seed
+    through the one grid runner, and RRR with the true masks. Once for all ρ: the
+    student trained on the same digits without swatches (``clean``, the ceiling).
+    Every student is scored on the ``test`` (random shades; its ``test_acc``),
+    ``flipped`` and ``clean`` splits, on the training distribution's ``val`` split, and
+    by where its maps put their mass (:func:`swatch_scores`).
+
+    Args:
+        rhos: values of ρ in [0, 1].
+        methods: the practitioner's methods (:data:`DEFAULT_METHODS`).
+        references: any of :data:`REFERENCES`.
+        seeds: paired seeds (the same for every method and ρ).
+        per_class: training digits per class (None: all 400).
+        epochs: student epochs.
+        swatch: the swatch side in pixels.
+        student_size: the student (``tiny``/``small``/``medium``).
+        teacher: a trained teacher; None = the book's teacher trained on the clean
+            embedded digits (:func:`~atkd_lite.checkpoints.pretrained_teacher`, cached).
+        teacher_epochs: epochs of that teacher.
+        tune: tune the weights (else each method's default).
+        tune_seeds, beta_factors, rrr_lambdas, max_extend: see :func:`tune_weights`.
+        score_n: test images on which the maps are scored (None: all 1,000).
+        max_teacher_gap: see :func:`check_teacher`.
+        output_dir: write the results there (after every part, and at the end).
+        device: cuda → mps → cpu by default.
+        data_seed: picks the ``per_class`` subset.
+        progress: one line per run.
+        command: recorded in the provenance.
+        **distill_kwargs: passed to :func:`~atkd_lite.engine.distill` (not ``beta``,
+            which is tuned).
+
+    Returns:
+        ExperimentResults: one run per method, ρ and seed, named ``"rho=<ρ>/<method>"``
+        (``"clean"`` once), each with ``rho``, ``base_method``, ``beta``,
+        ``flipped_acc``, ``clean_acc``, ``val_acc`` and ``maps`` (:func:`swatch_scores`);
+        the settings hold the tuning table and the chosen weights, the teacher its
+        accuracies and map scores.
+
+    Raises:
+        ValueError: bad arguments (before any training); ShortcutTeacherError: a teacher
+            that reads the swatch.
+    """
+    rhos = _check_rhos(rhos)
+    check_grid(methods, seeds)
+    bad = [r for r in references if r not in REFERENCES]
+    if bad:
+        raise ValueError(f"unknown reference(s) {bad}; choose from {list(REFERENCES)}")
+    if per_class is not None:
+        check_int("per_class", per_class, minimum=1)
+    check_int("epochs", epochs, minimum=1)
+    check_number("max_teacher_gap", max_teacher_gap, 0.0, 1.0)
+    if score_n is not None:
+        check_int("score_n", score_n, minimum=1)
+    if "beta" in distill_kwargs:
+        raise ValueError("beta is tuned per method here; pass tune=False to use each "
+                         "method's default instead")
+    decoy_mnist("test", swatch=swatch)  # checks the swatch before any work
+    setup0 = prepare_experiment("mnist5k", None, data_seed, teacher, teacher_epochs, device,
+                                progress, command)
+    teacher_accs = check_teacher(setup0.teacher, swatch, max_teacher_gap, setup0.device)
+    test = decoy_mnist("test", swatch=swatch)
+    splits = {s: decoy_mnist(s, swatch=swatch) for s in ("flipped", "clean")}
+    scored = scoring_subset(test, score_n)
+    setup0.teacher_info.update(teacher_accs, test_acc=teacher_accs["test_acc"],
+                               maps=swatch_scores(setup0.teacher, scored, device=setup0.device))
+
+    current: dict = {}  # the validation split of the ρ being run
+
+    def score(res) -> dict:
+        s = res.student
+        return {"flipped_acc": evaluate(s, splits["flipped"], device=setup0.device),
+                "clean_acc": evaluate(s, splits["clean"], device=setup0.device),
+                "val_acc": evaluate(s, current["val"], device=setup0.device),
+                "maps": swatch_scores(s, scored, device=setup0.device)}
+
+    area = {"swatch": box_mask(scored.swatch_boxes, scored.image_size).float().mean().item(),
+            "digit": box_mask(scored.boxes, scored.image_size).float().mean().item()}
+    settings = grid_settings("decoy", dataclasses.replace(setup0, test=test),
+                             per_class=per_class, data_seed=data_seed,
+                             student_size=student_size, epochs=epochs, methods=methods,
+                             seeds=seeds, cached=True, distill_kwargs=distill_kwargs,
+                             rhos=rhos, references=list(references), swatch=swatch,
+                             score_n=len(scored), map_kinds=list(MAP_KINDS), chance=area,
+                             tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={},
+                             completed_rhos=[], completed_references=[])
+    settings["train_name"] = "decoy/train/rho=<rho>"
+    results = ExperimentResults(settings=settings, teacher=setup0.teacher_info,
+                                provenance=setup0.provenance)
+
+    def add(part: ExperimentResults) -> None:
+        results.runs.extend(part.runs)
+        # what has run so far, so that results saved before the end say what they hold
+        status = grid_status(results)
+        settings["completed_rhos"] = status["completed_rhos"]
+        settings["completed_references"] = status["completed_references"]
+        results.provenance["wall_time_s"] = time.perf_counter() - setup0.t_start
+        if output_dir is not None:
+            results.save(output_dir)
+
+    for rho in rhos:
+        train = _subset(decoy_mnist("train", rho=rho, swatch=swatch), per_class, data_seed)
+        current["val"] = decoy_mnist("val", rho=rho, swatch=swatch)
+        setup = dataclasses.replace(setup0, train=train, test=test)
+        settings["train_size"] = len(train)
+        tunable = [m for m in [*methods, *(["rrr"] if "rrr" in references else [])]
+                   if _tunable(m)]
+        if tune and tunable:
+            fit = _subset(decoy_mnist("fit", rho=rho, swatch=swatch), per_class, data_seed)
+            betas, rows = tune_weights(setup, fit, current["val"],
+                                       decoy_mnist("val", rho=0.0, swatch=swatch), tunable,
+                                       tune_seeds, epochs, beta_factors, rrr_lambdas,
+                                       max_extend, student_size, progress, **distill_kwargs)
+            settings["tuning"][f"{rho:g}"] = rows
+        else:
+            betas = {m: (RRRDistiller.default_beta if m == "rrr"
+                         else parse_method(m)[1].default_beta) for m in tunable}
+        settings["betas"][f"{rho:g}"] = betas
+        cache = teacher_cache_for(setup, methods, **distill_kwargs)
+        cells = [(m, m) for m in methods]
+        if "rrr" in references:
+            cells.append(("rrr", RRRDistiller.for_data(train)))
+        for name, method in cells:
+            extra = {"rho": rho, "base_method": name, "beta": betas.get(name, 0.0)}
+            weight = {"beta": betas[name]} if name in betas else {}
+            add(run_grid(setup, settings,
+                         [GridCell(method, student_size, name=f"rho={rho:g}/{name}",
+                                   extra=extra)],
+                         seeds, epochs, None if name == "rrr" else cache, score=score,
+                         progress=progress, **weight, **distill_kwargs))
+    if "clean" in references:  # the same digits without swatches: one run per seed for all ρ
+        clean_train = train.without_swatch()
+        current["val"] = decoy_mnist("val", rho=rhos[-1], swatch=swatch)
+        add(run_grid(dataclasses.replace(setup0, train=clean_train, test=test), settings,
+                     [GridCell("student", student_size, name="clean",
+                               extra={"rho": None, "base_method": "clean", "beta": 0.0})],
+                     seeds, epochs, None, score=score, progress=progress, **distill_kwargs))
+    if output_dir is not None:
+        _write_shortcut_md(results, output_dir)
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# reading and stating the results
+
+def load_shortcut(name="decoy-shortcut") -> ExperimentResults:
+    """Committed shortcut results by name (shipped with the package), or from a path.
+
+    The settings list the *planned* grid (``rhos``, ``references``); a run stopped
+    part-way saves what it has, so the loaded settings also get what actually ran,
+    derived from the runs themselves (:func:`grid_status`): ``completed_rhos`` (every
+    method, RRR included when planned, on every seed) and ``completed_references``.
+
+    Raises:
+        FileNotFoundError: no such results; ValueError: results of another experiment.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.shortcut import load_shortcut
+        >>> res = load_shortcut("decoy-shortcut")
+        >>> set(res.settings["completed_rhos"]) <= set(res.settings["rhos"])
+        True
+    """
+    res = load_results(name)
+    if "rhos" not in res.settings:
+        raise ValueError(f"{name} holds no shortcut experiment; make one with run_shortcut()")
+    status = grid_status(res)
+    res.settings["completed_rhos"] = status["completed_rhos"]
+    res.settings["completed_references"] = status["completed_references"]
+    return res
+
+
+def _planned_cells(settings: dict) -> list[str]:
+    return [*settings["methods"], *(["rrr"] if "rrr" in settings["references"] else [])]
+
+
+def grid_status(results: ExperimentResults) -> dict:
+    """Which part of the planned grid has runs, read from the runs (not from the settings).
+
+    A ρ is *complete* when every planned method (and RRR, when planned) has a run on every
+    planned seed, *partial* when it has some runs, *missing* when it has none; the
+    ``clean`` reference likewise.
+
+    Args:
+        results (ExperimentResults): shortcut results (:func:`run_shortcut`,
+            :func:`load_shortcut`).
+
+    Returns:
+        dict: ``planned_rhos``, ``completed_rhos``, ``partial_rhos``, ``missing_rhos``
+        (lists of ρ in the planned order), ``completed_references`` and
+        ``missing_references`` (``rrr`` counts as completed when it ran on every seed at
+        every ρ with runs; ``clean`` when it ran on every seed), ``runs`` and
+        ``planned_runs`` (counts), and ``complete`` (bool: the whole planned grid ran).
+
+    Examples::
+
+        >>> from atkd_lite.experiments.results import ExperimentResults
+        >>> from atkd_lite.experiments.shortcut import grid_status
+        >>> s = {"rhos": [1.0, 0.9], "methods": ["student"], "references": ["clean"],
+        ...      "seeds": [0, 1]}
+        >>> runs = [{"rho": 1.0, "base_method": "student", "seed": i} for i in (0, 1)]
+        >>> st = grid_status(ExperimentResults(settings=s, runs=runs))
+        >>> st["completed_rhos"], st["missing_rhos"], st["missing_references"], st["complete"]
+        ([1.0], [0.9], ['clean'], False)
+    """
+    s = results.settings
+    seeds = set(s["seeds"])
+    cells = _planned_cells(s)
+    done: dict[str, set] = {}  # "<rho>/<method>" -> seeds
+    for run in results.runs:
+        key = "clean" if run.get("rho") is None else f"{float(run['rho']):g}/{run['base_method']}"
+        done.setdefault(key, set()).add(run["seed"])
+    completed, partial, missing = [], [], []
+    for rho in s["rhos"]:
+        got = {m: done.get(f"{float(rho):g}/{m}", set()) for m in cells}
+        if not any(got.values()):
+            missing.append(rho)
+        elif all(v >= seeds for v in got.values()):
+            completed.append(rho)
+        else:
+            partial.append(rho)
+    ran = completed + partial
+    refs = []
+    if "rrr" in s["references"] and ran and all(done.get(f"{float(r):g}/rrr", set()) >= seeds
+                                                for r in ran):
+        refs.append("rrr")
+    if "clean" in s["references"] and done.get("clean", set()) >= seeds:
+        refs.append("clean")
+    planned = len(s["rhos"]) * len(cells) * len(seeds) + \
+        (len(seeds) if "clean" in s["references"] else 0)
+    return {"planned_rhos": list(s["rhos"]), "completed_rhos": completed,
+            "partial_rhos": partial, "missing_rhos": missing,
+            "completed_references": refs,
+            "missing_references": [r for r in s["references"] if r not in refs],
+            "runs": len(results.runs), "planned_runs": planned,
+            "complete": not partial and not missing and len(refs) == len(s["references"])}
+
+
+def rhos_with_runs(results: ExperimentResults) -> list[float]:
+    """The planned values of ρ that have at least one run (complete or not), in order:
+    the ones every table and verdict of this module reports.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.shortcut import load_shortcut, rhos_with_runs
+        >>> res = load_shortcut("decoy-shortcut")
+        >>> set(rhos_with_runs(res)) <= set(res.settings["rhos"])
+        True
+    """
+    status = grid_status(results)
+    return [r for r in status["planned_rhos"]
+            if r in status["completed_rhos"] or r in status["partial_rhos"]]
+
+
+def completion_command(results: ExperimentResults, output_dir: str | None = None) -> str:
+    """The ``atkd-lite shortcut`` command that runs the whole planned grid of ``results``.
+
+    It is the recorded command with the planned ρ and references spelled out, so it runs
+    every part at the current commit's settings. The grid is run whole rather than only
+    its missing part: a part run later, on other code, would be compared on paired seeds
+    with a part run on different defaults (e.g. the KD weight).
+
+    Args:
+        results (ExperimentResults): shortcut results with provenance.
+        output_dir (str, optional): replaces the recorded ``--output-dir``.
+
+    Returns:
+        str: the command line.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.shortcut import completion_command, load_shortcut
+        >>> completion_command(load_shortcut("decoy-shortcut")).startswith("atkd-lite shortcut")
+        True
+    """
+    s = results.settings
+    words = (results.provenance.get("command") or "atkd-lite shortcut").split()
+    for option in ("--rhos", "--references", "--output-dir", "-o"):
+        while option in words:  # drop the option and its value
+            i = words.index(option)
+            if option in ("--output-dir", "-o") and output_dir is None:
+                output_dir = words[i + 1]
+            del words[i:i + 2]
+    at = 2 if words[:2] == ["atkd-lite", "shortcut"] else len(words)
+    extra = ["--output-dir", str(output_dir)] if output_dir is not None else []
+    extra += ["--rhos", ",".join(f"{r:g}" for r in s["rhos"])]
+    if s["references"]:
+        extra += ["--references", ",".join(s["references"])]
+    return " ".join(words[:at] + extra + words[at:])
+
+
+def _rho_runs(results: ExperimentResults, rho: float) -> list[dict]:
+    rhos = results.settings["rhos"]
+    if not any(math.isclose(rho, r) for r in rhos):
+        raise ValueError(f"the results hold rho {rhos}, not {rho}")
+    if not any(math.isclose(rho, r) for r in rhos_with_runs(results)):
+        raise ValueError(f"rho {rho:g} was planned but has no runs (the grid was stopped "
+                         f"part-way; rho with runs: {rhos_with_runs(results)}); run "
+                         f"`{completion_command(results)}` to complete it")
+    return [r for r in results.runs
+            if r.get("rho") is None or math.isclose(r["rho"], rho)]
+
+
+def shortcut_values(results: ExperimentResults, rho: float,
+                    metric: str = "test_acc") -> dict[str, dict[int, float]]:
+    """``{method: {seed: value}}`` for one ρ (the ``clean`` ceiling included), ready for
+    :func:`~atkd_lite.experiments.stats.compare_methods`.
+
+    ``metric`` is a run entry (``test_acc``, ``flipped_acc``, ``clean_acc``, ``val_acc``)
+    or a map score ``"<kind>:<swatch|digit>"``, e.g. ``"sals:swatch"``.
+    """
+    out: dict[str, dict[int, float]] = {}
+    for run in _rho_runs(results, rho):
+        if ":" in metric:
+            kind, part = metric.split(":")
+            value = run["maps"][kind][part]
+        else:
+            value = run[metric]
+        out.setdefault(run["base_method"], {})[run["seed"]] = value
+    return out
+
+
+def shortcut_verdicts(results: ExperimentResults, rho: float, baseline: str = "student",
+                      methods: Sequence[str] | None = None,
+                      metric: str = "test_acc") -> list[dict]:
+    """Every method against ``baseline`` at one ρ, with the book's one protocol
+    (:func:`~atkd_lite.experiments.stats.compare_methods`: paired seeds, Holm over the
+    family, a verdict in words).
+
+    At a ρ stopped part-way the family is compared on the seeds that all its members
+    have (each row reports its ``n``); a method with fewer than two seeds in common with
+    the baseline is left out of the family.
+    """
+    values = shortcut_values(results, rho, metric)
+    if baseline not in values:
+        raise ValueError(f"the results hold no {baseline!r} runs at rho {rho:g}; they hold "
+                         f"{list(values)}")
+    family = [m for m in values if m != baseline] if methods is None else list(methods)
+    base = set(values[baseline])
+    family = [m for m in family if m not in values or len(base & set(values[m])) >= 2]
+    common = base.intersection(*(set(values[m]) for m in family if m in values))
+    paired = {m: {k: v for k, v in by.items() if k in common} for m, by in values.items()}
+    return compare_methods(paired, baseline=baseline, methods=family)
+
+
+def accuracy_table(results: ExperimentResults, metric: str = "test_acc",
+                   confidence: float = 0.95) -> list[dict]:
+    """Per ρ and method: the mean of ``metric`` over seeds with its t confidence interval.
+
+    Returns:
+        list of dict: ``rho``, ``method``, ``n``, ``mean``, ``low``, ``high`` (fractions).
+    """
+    from scipy import stats
+
+    rows = []
+    for rho in rhos_with_runs(results):
+        for method, by_seed in shortcut_values(results, rho, metric).items():
+            v = list(by_seed.values())
+            mean = statistics.fmean(v)
+            half = (float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1))
+                    * statistics.stdev(v) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+            rows.append({"rho": rho, "method": method, "n": len(v), "mean": mean,
+                         "low": mean - half, "high": mean + half})
+    return rows
+
+
+def _fmt(row: dict) -> str:
+    return (f"{100 * row['mean']:.1f} [{100 * row['low']:.1f}, {100 * row['high']:.1f}]")
+
+
+def _methods(results: ExperimentResults) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in accuracy_table(results)))
+
+
+def headline_markdown(results: ExperimentResults, metric: str = "test_acc") -> str:
+    """One table: a row per method, a column per ρ with runs, ``metric`` in % as mean
+    [95 % CI].
+
+    The teacher's row (one network, no interval) comes first, the references last.
+    """
+    rhos = rhos_with_runs(results)
+    rows = {(r["rho"], r["method"]): r for r in accuracy_table(results, metric)}
+    t = results.teacher
+    lines = ["| method | " + " | ".join(f"ρ = {rho:g}" for rho in rhos) + " |",
+             "|---" * (len(rhos) + 1) + "|"]
+    if t and metric in t:
+        lines.append("| teacher | " + " | ".join(f"{100 * t[metric]:.1f}" for _ in rhos)
+                     + " |")
+    for m in _methods(results):
+        lines.append(f"| {m} | " + " | ".join(
+            _fmt(rows[(rho, m)]) if (rho, m) in rows else "" for rho in rhos) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def map_markdown(results: ExperimentResults, rho: float, part: str = "swatch") -> str:
+    """Where the maps put their mass at one ρ: a row per model, a column per map kind,
+    the share on the ``part`` (``"swatch"`` or ``"digit"``) in %, mean over seeds."""
+    if part not in ("swatch", "digit"):
+        raise ValueError(f"part must be 'swatch' or 'digit', got {part!r}")
+    s = results.settings
+    kinds = s["map_kinds"]
+    lines = ["| model | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    t = results.teacher
+    if t.get("maps"):
+        lines.append("| teacher | " + " | ".join(f"{100 * t['maps'][k][part]:.1f}"
+                                                 for k in kinds) + " |")
+    for m in _methods(results):
+        values = {k: shortcut_values(results, rho, f"{k}:{part}").get(m) for k in kinds}
+        if not all(values.values()):
+            continue
+        lines.append(f"| {m} | " + " | ".join(
+            f"{100 * statistics.fmean(values[k].values()):.1f}" for k in kinds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def tuning_markdown(results: ExperimentResults, rho: float) -> str:
+    """The tuning runs at one ρ: each weight tried, its accuracy on the training
+    distribution's validation split (what chose it) and on random shades (what the
+    practitioner cannot see)."""
+    rows = results.settings.get("tuning", {}).get(f"{rho:g}", [])
+    lines = ["| method | weight | val, training distribution (%) | val, random shades (%) "
+             "| chosen |", "|---|---|---|---|---|"]
+    for r in rows:
+        mark = "✓" + (" (on random shades)" if r["selected_on"] == "val_random" else "") \
+            if r["chosen"] else ""
+        lines.append(f"| {r['method']} | {r['beta']:g} | {100 * r['val_acc']:.1f} | "
+                     f"{100 * r['val_random_acc']:.1f} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def _status_line(results: ExperimentResults) -> str:
+    st = grid_status(results)
+    if st["complete"]:
+        return ""
+    parts = [f"**Partial grid**: {st['runs']} of {st['planned_runs']} planned runs."]
+    if st["completed_rhos"]:
+        parts.append("Complete: rho = " + ", ".join(f"{r:g}" for r in st["completed_rhos"])
+                     + ".")
+    if st["partial_rhos"]:
+        parts.append("Part-way: rho = " + ", ".join(f"{r:g}" for r in st["partial_rhos"])
+                     + ".")
+    if st["missing_rhos"]:
+        parts.append("Not run: rho = " + ", ".join(f"{r:g}" for r in st["missing_rhos"])
+                     + ".")
+    if st["missing_references"]:
+        parts.append("References not (fully) run: " + ", ".join(st["missing_references"])
+                     + ".")
+    parts.append(f"The whole grid: `{completion_command(results)}`.")
+    return " ".join(parts)
+
+
+def shortcut_markdown(results: ExperimentResults) -> str:
+    """Everything in one text: for every ρ with runs the accuracy on each split with 95 %
+    CIs, the verdicts against the student alone, and where the maps look; first, when the
+    grid was stopped part-way, which part ran."""
+    s = results.settings
+    splits = {"test_acc": "random-shade test split (headline)",
+              "flipped_acc": "flipped split (the swatch names a wrong class)",
+              "clean_acc": "clean split (no swatch)",
+              "val_acc": "validation split of the training distribution"}
+    out = [f"Decoy digits, {s['swatch']}x{s['swatch']} swatch; `{s['student_size']}` "
+           f"students trained on {s['train_size']} digits for {s['epochs']} epochs; mean over "
+           f"seeds {s['seeds']} with 95 % confidence intervals (%).", ""]
+    status = _status_line(results)
+    if status:
+        out += [status, ""]
+    for metric, what in splits.items():
+        out += [f"### Accuracy on the {what}", "", headline_markdown(results, metric)]
+    for rho in rhos_with_runs(results):
+        out += [f"### Against the student alone, rho = {rho:g} (random-shade accuracy)", "",
+                comparison_markdown(shortcut_verdicts(results, rho))]
+    for rho in rhos_with_runs(results):
+        out += [f"### Share of each map's mass on the swatch (%), rho = {rho:g}", "",
+                f"The swatch covers {100 * s['chance']['swatch']:.1f}% of the image.", "",
+                map_markdown(results, rho, "swatch")]
+    return "\n".join(out) + "\n"
+
+
+def published_markdown(results: ExperimentResults | None = None, rho: float = 1.0) -> str:
+    """The original papers' Decoy MNIST test accuracies next to ours (ρ = 1, random shades).
+
+    Their networks, data sizes and (for Rieger et al.) the decoy itself differ from ours,
+    so the rows compare the *pattern* (how far the plain network falls and how much the
+    true-mask penalty recovers), not the numbers.
+    """
+    cols = ["student", "rrr", "clean"]
+    lines = ["| source | network | plain network | RRR (true mask) | clean data |",
+             "|---|---|---|---|---|"]
+    labels = {"ross2017right": "Ross et al. (2017), authors' notebook",
+              "rieger2020interpretations": "Rieger et al. (2020), ICLR submission table"}
+    for key, entry in PUBLISHED.items():
+        vals = [f"{entry['results'][c]:g}" if c in entry["results"] else "—" for c in cols]
+        lines.append(f"| {labels[key]} | {entry['network']} | " + " | ".join(vals) + " |")
+    if results is not None:
+        rows = {r["method"]: r for r in accuracy_table(results) if math.isclose(r["rho"], rho)}
+        vals = [_fmt(rows[c]) if c in rows else "—" for c in cols]
+        s = results.settings
+        lines.append(f"| this book (ρ = {rho:g}) | `{s['student_size']}` CNN, "
+                     f"{s['train_size']} digits | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_shortcut_md(results: ExperimentResults, output_dir) -> None:
+    from pathlib import Path
+
+    text = shortcut_markdown(results)
+    for rho in rhos_with_runs(results):
+        text += f"\nVerdicts at rho = {rho:g}:\n\n" + "\n".join(
+            f"- {verdict_sentence(r)}" for r in shortcut_verdicts(results, rho)) + "\n"
+    text += "\nPublished numbers (other networks):\n\n" + published_markdown(results)
+    atomic_write(Path(output_dir) / "shortcut.md", text.encode())
+
