@@ -255,7 +255,7 @@ def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
     every round runs each callable once, in a seeded random order (no callable always runs
     first, or always right after another and inherits its caches and heap); ratios are
     then taken round by round. ``clock="cpu"`` uses this process's CPU time
-    (:func:`time.process_time`), which leaves out the time spent waiting for a core on a
+    (``time.process_time``), which leaves out the time spent waiting for a core on a
     busy machine (use it with one torch thread); ``"wall"`` the elapsed time (needed for
     CUDA, where the device is synchronised around each call).
 
