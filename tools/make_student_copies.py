@@ -11,14 +11,21 @@ cell tagged ``solution`` whose answer lies between the lines ``### BEGIN SOLUTIO
 - removes the solution markdown: the ``{solution-start}`` / ``{solution-end}`` directives,
   any markdown between them, every ``{solution}`` directive and markdown cells tagged
   ``solution``;
-- clears all outputs and execution counts (the committed outputs show the answers).
+- clears all outputs and execution counts (the committed outputs show the answers) and
+  the saved widget state.
 
 Every other cell is left exactly as it is. A code cell tagged ``solution`` without the
 markers, or with markers but no tag, is an error: the script never guesses what to hide.
 
+The student copies of the chapters are committed in ``book/student/``: the book's
+Colab, Binder and download links open them (``tools/book_extension.py``), and
+``tests/test_student_copies.py`` fails when one is out of date. After editing a chapter,
+run this script (no arguments) and commit what it writes.
+
 Usage::
 
-    python tools/make_student_copies.py                  # book/*.ipynb -> _build/student/
+    python tools/make_student_copies.py                  # book/*.ipynb -> book/student/
+    python tools/make_student_copies.py --check          # exit 1 if book/student/ is stale
     python tools/make_student_copies.py -o course/ book/01_cnn_basics.ipynb
 
 From Python::
@@ -39,7 +46,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUTPUT = ROOT / "_build" / "student"
+DEFAULT_OUTPUT = ROOT / "book" / "student"
 
 SOLUTION_TAG = "solution"
 #: the tag that the stubbed cell gets instead of ``solution``
@@ -197,7 +204,7 @@ def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
     Returns:
         nbformat.NotebookNode: a copy with the solution blocks stubbed, the solution
-        markdown removed and all outputs cleared.
+        markdown removed, all outputs cleared and no saved widget state.
 
     Raises:
         StudentCopyError: a cell tagged ``solution`` has no solution markers, a code cell
@@ -252,12 +259,28 @@ def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     if in_gate:
         raise StudentCopyError("a {solution-start} has no {solution-end} after it")
     nb.cells = cells
+    nb.metadata.pop("widgets", None)  # the state of widgets whose outputs are gone
     return nb
 
 
 def notebooks(book_dir: Path = ROOT / "book") -> list[Path]:
     """The chapter notebooks: ``book/*.ipynb``, sorted by name."""
     return sorted(Path(book_dir).glob("*.ipynb"))
+
+
+def student_copy_text(path) -> str:
+    """The student version of the notebook at path, as the text written to disk.
+
+    Raises:
+        StudentCopyError: as :func:`make_student_copy`, with the path in the message.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    try:
+        student = make_student_copy(nb)
+    except StudentCopyError as err:
+        raise StudentCopyError(f"{path}: {err}") from None
+    return nbformat.writes(student) + "\n"
 
 
 def write_student_copies(paths, output_dir=DEFAULT_OUTPUT) -> list[Path]:
@@ -274,16 +297,27 @@ def write_student_copies(paths, output_dir=DEFAULT_OUTPUT) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        path = Path(path)
-        nb = nbformat.read(path, as_version=4)
-        try:
-            student = make_student_copy(nb)
-        except StudentCopyError as err:
-            raise StudentCopyError(f"{path}: {err}") from None
-        target = output_dir / path.name
-        nbformat.write(student, target)
+        text = student_copy_text(path)
+        target = output_dir / Path(path).name
+        target.write_text(text, encoding="utf-8")
         written.append(target)
     return written
+
+
+def stale_copies(paths, output_dir=DEFAULT_OUTPUT) -> list[str]:
+    """The student copies in output_dir that are missing or differ from a fresh copy.
+
+    Returns:
+        list[str]: one line per stale copy ("<copy>: missing" / "<copy>: out of date").
+    """
+    stale = []
+    for path in paths:
+        target = Path(output_dir) / Path(path).name
+        if not target.exists():
+            stale.append(f"{target}: missing")
+        elif target.read_text(encoding="utf-8") != student_copy_text(path):
+            stale.append(f"{target}: out of date")
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,11 +330,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="notebooks to convert (default: every book/*.ipynb)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"output folder (default: {DEFAULT_OUTPUT.relative_to(ROOT)}/)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a copy in the output folder is "
+                             "missing or out of date")
     args = parser.parse_args(argv)
     paths = args.notebooks or notebooks()
     if not paths:
         parser.error("no notebooks given and none found in book/")
     try:
+        if args.check:
+            stale = stale_copies(paths, args.output)
+            for line in stale:
+                print(f"stale: {line}", file=sys.stderr)
+            if stale:
+                print("run: python tools/make_student_copies.py", file=sys.stderr)
+            return 1 if stale else 0
         written = write_student_copies(paths, args.output)
     except (StudentCopyError, OSError, nbformat.reader.NotJSONError) as err:
         print(f"error: {err}", file=sys.stderr)
