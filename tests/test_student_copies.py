@@ -129,6 +129,27 @@ def test_outputs_are_cleared_and_the_input_notebook_is_not_modified():
     nbformat.validate(student)
 
 
+def test_book_figures_travel_with_the_copy_as_attachments(tmp_path):
+    """On Colab the chapter's folder is not there: the copy carries its diagrams."""
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    svg = (ROOT / "book" / "figures" / "kd_pipeline.svg").read_text()
+    (figures / "kd_pipeline.svg").write_text(svg)
+    md = ("Before.\n\n![The KD pipeline](figures/kd_pipeline.svg)\n\n"
+          "![a logo](https://example.org/logo.png) and ![same](figures/kd_pipeline.svg)")
+    nb = new_notebook(cells=[new_markdown_cell(md)])
+    cell = msc.make_student_copy(nb, source_dir=tmp_path).cells[0]
+    assert cell.source.count("](attachment:kd_pipeline.svg)") == 2
+    assert "](https://example.org/logo.png)" in cell.source  # remote images stay
+    assert cell.attachments == {"kd_pipeline.svg": {"image/svg+xml": svg}}
+    nbformat.validate(msc.make_student_copy(nb, source_dir=tmp_path))
+    assert msc.make_student_copy(nb).cells[0].source == md  # no folder: left alone
+
+    missing = new_notebook(cells=[new_markdown_cell("![x](figures/nope.svg)")])
+    with pytest.raises(msc.StudentCopyError, match="cell 0: image 'figures/nope.svg' not found"):
+        msc.make_student_copy(missing, source_dir=tmp_path)
+
+
 # ------------------------------------------------------- the committed copies, in sync
 
 

@@ -12,7 +12,10 @@ cell tagged ``solution`` whose answer lies between the lines ``### BEGIN SOLUTIO
   any markdown between them, every ``{solution}`` directive and markdown cells tagged
   ``solution``;
 - clears all outputs and execution counts (the committed outputs show the answers) and
-  the saved widget state.
+  the saved widget state;
+- carries the book's own images along: a markdown image ``![...](figures/x.svg)`` whose
+  file lies next to the chapter becomes a cell attachment (``attachment:x.svg``), so the
+  copy shows it on Colab or Binder, where the chapter's folder is not at hand.
 
 Every other cell is left exactly as it is. A code cell tagged ``solution`` without the
 markers, or with markers but no tag, is an error: the script never guesses what to hide.
@@ -38,6 +41,7 @@ From Python::
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import re
 import sys
@@ -60,6 +64,10 @@ STUB_SUFFIX = "— write your solution here"
 # of the same character, at least as long, and nothing else (MyST's fence rules).
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}(?P<arg>.*)$")
 _LABEL_OPTION = re.compile(r"^\s*:label:\s*(\S+)")
+# a markdown image with a relative path: ![alt](path "title")
+_IMAGE = re.compile(r"(!\[[^\]]*\]\()(?![a-z]+:)([^)\s]+)((?:\s+\"[^\"]*\")?\))")
+_IMAGE_TYPES = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg",
+                ".jpeg": "image/jpeg", ".gif": "image/gif"}
 
 
 class StudentCopyError(ValueError):
@@ -187,6 +195,32 @@ def stub_solution(source: str, exercise: str = "this exercise") -> str:
     return "\n".join(out)
 
 
+def attach_images(cell, source_dir: Path) -> None:
+    """Make the relative images of a markdown cell its attachments (in place).
+
+    Raises:
+        StudentCopyError: an image file is missing or of an unknown type.
+    """
+    attachments = dict(cell.get("attachments", {}))
+
+    def replace(match):
+        rel = match.group(2)
+        path = (Path(source_dir) / rel).resolve()
+        mime = _IMAGE_TYPES.get(path.suffix.lower())
+        if mime is None:
+            raise StudentCopyError(f"image {rel!r}: not one of {sorted(_IMAGE_TYPES)}")
+        if not path.is_file():
+            raise StudentCopyError(f"image {rel!r} not found next to the notebook ({path})")
+        data = path.read_bytes()
+        attachments[path.name] = {mime: data.decode("utf-8") if mime == "image/svg+xml"
+                                  else base64.b64encode(data).decode("ascii")}
+        return f"{match.group(1)}attachment:{path.name}{match.group(3)}"
+
+    cell.source = _IMAGE.sub(replace, cell.source)
+    if attachments:
+        cell["attachments"] = attachments
+
+
 def _has_markers(source: str) -> bool:
     return any(line.strip().startswith((BEGIN, END)) for line in source.splitlines())
 
@@ -196,11 +230,14 @@ def _function_name(source: str) -> str | None:
     return m.group(1) if m else None
 
 
-def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def make_student_copy(nb: nbformat.NotebookNode,
+                      source_dir: Path | None = None) -> nbformat.NotebookNode:
     """The student version of a notebook (the input is not modified).
 
     Args:
         nb (nbformat.NotebookNode): a notebook in format 4, e.g. from ``nbformat.read``.
+        source_dir (path, optional): the notebook's folder; when given, the relative
+            images of its markdown become cell attachments (see :func:`attach_images`).
 
     Returns:
         nbformat.NotebookNode: a copy with the solution blocks stubbed, the solution
@@ -237,6 +274,11 @@ def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             if not text.strip():
                 continue  # the whole cell was solution
             cell.source = text
+            if source_dir is not None:
+                try:
+                    attach_images(cell, source_dir)
+                except StudentCopyError as err:
+                    raise StudentCopyError(f"{where}: {err}") from None
         elif cell.cell_type == "code":
             if SOLUTION_TAG in tags:
                 try:
@@ -277,7 +319,7 @@ def student_copy_text(path) -> str:
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     try:
-        student = make_student_copy(nb)
+        student = make_student_copy(nb, source_dir=path.parent)
     except StudentCopyError as err:
         raise StudentCopyError(f"{path}: {err}") from None
     return nbformat.writes(student) + "\n"
