@@ -173,6 +173,30 @@ def test_a_committed_copy_hides_the_answers_of_its_chapter():
         assert all(c.get("outputs", []) == [] for c in copy.cells if c.cell_type == "code")
 
 
+def test_book_build_warns_about_a_stale_copy(tmp_path, monkeypatch):
+    """tools/book_extension.py makes a stale copy a build warning (so -W fails)."""
+    import types
+
+    spec = importlib.util.spec_from_file_location("book_extension",
+                                                  ROOT / "tools" / "book_extension.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    monkeypatch.setattr(ext, "_tools", lambda: msc)
+    warned = []
+    monkeypatch.setattr(ext, "LOGGER", types.SimpleNamespace(
+        warning=lambda message, **kw: warned.append(message)))
+    (tmp_path / "book" / "student").mkdir(parents=True)
+    nbformat.write(_exercise_notebook(), tmp_path / "book" / "ch.ipynb")
+    app = types.SimpleNamespace(srcdir=str(tmp_path))
+    env = types.SimpleNamespace(found_docs={"book/ch", "book/intro"})
+    ext.check_student_copies(app, env, [])
+    assert len(warned) == 1 and "ch.ipynb: missing" in warned[0]
+    msc.write_student_copies([tmp_path / "book" / "ch.ipynb"], tmp_path / "book" / "student")
+    warned.clear()
+    ext.check_student_copies(app, env, [])
+    assert warned == []
+
+
 def test_check_mode_reports_a_stale_copy(tmp_path, capsys):
     chapter = tmp_path / "ch.ipynb"
     nbformat.write(_exercise_notebook(), chapter)
