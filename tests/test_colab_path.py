@@ -74,14 +74,11 @@ if USE_DRIVE:
 P = ak.profile()
 print(f"atkd-lite {{ak.__version__}}, profile {{P.name}}: {{P.notes}}")"""
 
-#: Chapters whose first cell is still the old one (installs the moving branch main,
-#: prints no version, no Drive cache). The chapters' authors update them (issue 16); a
-#: chapter that passes while listed here fails (strict xfail): remove it from the list.
-PENDING_INSTALL_CELL = {
-    "01_cnn_basics.ipynb", "02_teacher_student.ipynb", "03_knowledge_distillation.ipynb",
-    "04_attention_maps.ipynb", "05_attention_distillation.ipynb", "06_faithfulness.ipynb",
-    "07_efficiency.ipynb",
-}
+#: Chapters whose first cell is still an old one (installs a moving branch, prints no
+#: version, offers no Drive cache). Strict xfail: a chapter that passes while listed here
+#: fails; remove it from the list. Empty since issue 16 (the check of the committed output
+#: needs each chapter re-executed after its install cell changed).
+PENDING_INSTALL_CELL: set[str] = set()
 
 
 def _chapters(pending: set[str], reason: str):
@@ -692,13 +689,9 @@ def profile_problems(nb) -> list[str]:
     return problems
 
 
-#: Chapters that still read a profile setting from elsewhere (listed in
-#: /work/notes/issue-16-chapter-todo.md with each line). Strict xfail: remove a chapter
-#: once it passes.
-PENDING_PROFILE = {
-    "01_cnn_basics.ipynb", "02_teacher_student.ipynb", "04_attention_maps.ipynb", "05_attention_distillation.ipynb",
-    "06_faithfulness.ipynb", "07_efficiency.ipynb",
-}
+#: Chapters that still read a profile setting from elsewhere. Strict xfail: remove a
+#: chapter once it passes. Empty since issue 16.
+PENDING_PROFILE: set[str] = set()
 
 
 @pytest.mark.parametrize("path", _chapters(PENDING_PROFILE, "reads profile settings from "
