@@ -328,7 +328,7 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
         variants (sequence of str): which of :data:`VARIANTS` to time (``"plain"`` is
             always timed: it is the reference).
         clock (str): ``"wall"`` (elapsed time, the default) or ``"cpu"`` (CPU time of
-            this process, :func:`time.process_time`: on a CPU shared with other jobs it
+            this process, ``time.process_time``: on a CPU shared with other jobs it
             leaves out the time this process waited for a core; with several torch
             threads it also counts their spinning, so use it with one thread). CUDA
             work is timed by the wall clock only.

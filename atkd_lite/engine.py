@@ -1,8 +1,8 @@
 """The training engine: one loop (:func:`fit`) behind :func:`train_model` and :func:`distill`.
 
 - :func:`fit` runs epochs of a *step* ``step(x, y, idx) -> (logits, {"loss": …, …})``:
-  AdamW with a learning-rate schedule, autocast on CUDA (bf16 where supported, else fp16
-  with a gradient scaler), loss sums kept on the device (no host sync inside an epoch),
+  AdamW with a learning-rate schedule, autocast on CUDA (bf16 where native, else fp16
+  with a gradient scaler: :func:`needs_grad_scaler`), loss sums kept on the device (no host sync inside an epoch),
   a progress bar, one :class:`History` record per epoch, and a clear error when a loss
   term stops being finite;
 - :func:`train_model` trains any classifier with cross-entropy (the teacher);
@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ from atkd_lite.losses.attention import FORMS
 from atkd_lite.losses.kd import MAX_T
 from atkd_lite.runtime import (
     autocast_context,
+    autocast_dtype,
     check_int,
     check_number,
     eval_mode,
@@ -72,6 +74,7 @@ __all__ = [
     "evaluate",
     "fit",
     "make_optimizer",
+    "needs_grad_scaler",
     "predict",
     "train_model",
 ]
@@ -261,11 +264,31 @@ def _sync_buffers(buffers: list[torch.Tensor]) -> None:
         dist.broadcast(b, src=0)
 
 
+def needs_grad_scaler(device: torch.device, amp: bool | None = None) -> bool:
+    """Whether training under autocast on ``device`` needs a gradient scaler.
+
+    float16 has a narrow exponent range: small gradients underflow to zero unless the
+    loss is scaled up before backward (and the gradients scaled down before the step).
+    bfloat16 has float32's range and needs no scaler. So: True exactly when autocast runs
+    in float16, i.e. on CUDA without native bfloat16 (a T4), see
+    :func:`~atkd_lite.runtime.autocast_dtype`.
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.engine import needs_grad_scaler
+        >>> needs_grad_scaler(torch.device("cpu"))
+        False
+    """
+    return (device.type == "cuda" and amp is not False
+            and autocast_dtype(device) == torch.float16)
+
+
 def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler, *,
         device: torch.device, test_data=None, evaluate_model: nn.Module | None = None,
         amp: bool | None = None, channels_last: bool = False, progress: bool = True,
         desc: str = "training", frozen: nn.Module | None = None,
-        eval_every: int = 1) -> History:
+        eval_every: int = 1, grad_scaler: bool | None = None) -> History:
     """Run ``epochs`` epochs of ``step`` over ``batches``; the one training loop.
 
     Under data parallelism (a process group from :mod:`atkd_lite.distributed`) the step
@@ -288,6 +311,10 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
             ``eval_every``-th epoch and after the last (0: after the last only, what a
             grid of many runs needs).
         amp: autocast on CUDA (None = on); fp16 without bf16 gets a gradient scaler.
+        grad_scaler: None = when :func:`needs_grad_scaler` says so; True forces a
+            :class:`torch.amp.GradScaler` on any device (the CPU too: with a step under
+            ``torch.autocast("cpu", dtype=torch.float16)`` this runs the T4's float16
+            path on a machine without a GPU); False never.
         channels_last (bool): convert each batch to channels-last memory format.
         progress (bool): a progress bar over epochs.
         desc (str): its label.
@@ -303,8 +330,9 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
         FloatingPointError: a loss term became NaN or infinite (names the epoch and term;
             on every process at once under data parallelism).
     """
-    use_scaler = device.type == "cuda" and amp is not False and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    use_scaler = needs_grad_scaler(device, amp) if grad_scaler is None else bool(grad_scaler)
+    # a disabled scaler passes the loss and the step through unchanged
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     world = distributed.world_size()
     history = History(meta={"world_size": world, "backend": distributed.backend()})
     run, buffers = step, []
@@ -313,6 +341,7 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
         # dropout and other randomness: reproducible, and different on every process
         torch.manual_seed(torch.initial_seed() + distributed.rank())
     shown = progress and distributed.is_main()
+    stepped = False
     bar = progress_bar(range(1, epochs + 1), shown, desc=desc, unit="epoch")
     for epoch in bar:
         model.train()
@@ -332,7 +361,16 @@ def fit(step: Step, model: nn.Module, batches, epochs: int, optimizer, scheduler
                 scaler.scale(terms["loss"]).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                scheduler.step()
+                if use_scaler and not stepped:
+                    # the scaler skips steps whose float16 gradients overflow (often the
+                    # first, while it finds its scale); torch then warns that the schedule
+                    # stepped before the optimiser: expected here, and it warns only once
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=r"Detected call of `lr_sch")
+                        scheduler.step()
+                else:
+                    scheduler.step()
+                stepped = True
                 # accumulate on the device: no host sync until the epoch ends
                 for name, value in terms.items():
                     v = value.detach() * y.shape[0]

@@ -5,7 +5,8 @@ every other module takes these helpers from here (never from each other's privat
 
 - :func:`get_device` picks ``cuda`` → ``mps`` → ``cpu`` (or validates the one you name);
 - :func:`seed_everything` seeds Python, NumPy and torch;
-- :func:`autocast_context` is mixed precision on CUDA; :func:`float32_math` switches it off
+- :func:`autocast_context` is mixed precision on CUDA (in :func:`autocast_dtype`'s half
+  type: bfloat16 where native, else float16); :func:`float32_math` switches it off
   again where the maths must stay in float32 (maps, losses), :func:`at_least_float32`
   upcasts half-precision tensors;
 - :func:`eval_mode` and :func:`frozen` put models in eval mode (and freeze them) for a
@@ -62,6 +63,7 @@ __all__ = [
     "at_least_float32",
     "atomic_write",
     "autocast_context",
+    "autocast_dtype",
     "check_images",
     "check_int",
     "check_model_input",
@@ -135,12 +137,51 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: environment variable that forces autocast's half type on CUDA: ``float16`` or
+#: ``bfloat16`` (e.g. ``float16`` on a bf16 GPU, to run the path a T4 takes)
+AMP_DTYPE_ENV = "ATKD_LITE_AMP_DTYPE"
+_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The half type autocast uses on ``device``: None off CUDA.
+
+    bfloat16 where the GPU computes it natively (compute capability 8.0 and up: A100, L4,
+    H100; or ROCm), else float16, which needs a gradient scaler in training (the T4 of
+    Colab's free tier). ``torch.cuda.is_bf16_supported()`` is not the test: by default it
+    also says yes where bfloat16 is only emulated, which is slow. ``$ATKD_LITE_AMP_DTYPE``
+    (``float16`` / ``bfloat16``) overrides the choice.
+
+    Raises:
+        ValueError: ``$ATKD_LITE_AMP_DTYPE`` is set to something else.
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.runtime import autocast_dtype
+        >>> autocast_dtype(torch.device("cpu")) is None
+        True
+    """
+    if device.type != "cuda":
+        return None
+    forced = os.environ.get(AMP_DTYPE_ENV, "").strip().lower()
+    if forced:
+        if forced not in _AMP_DTYPES:
+            raise ValueError(f"{AMP_DTYPE_ENV}={forced!r}: use one of {sorted(_AMP_DTYPES)}, "
+                             "or unset it to choose by the GPU")
+        return _AMP_DTYPES[forced]
+    if torch.version.hip:
+        return torch.bfloat16
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    native = torch.cuda.get_device_capability(index)[0] >= 8
+    return torch.bfloat16 if native else torch.float16
+
+
 def autocast_context(device: torch.device, amp: bool | None = None):
-    """Autocast on CUDA (bf16 where supported, else fp16); a no-op elsewhere or if amp=False."""
+    """Autocast on CUDA in :func:`autocast_dtype`'s type; a no-op elsewhere or if amp=False."""
     if device.type != "cuda" or amp is False:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=autocast_dtype(device))
 
 
 def float32_math(device: torch.device):

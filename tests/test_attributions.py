@@ -113,7 +113,7 @@ def test_attribution_grid_has_a_panel_per_map():
     images = torch.rand(3, 1, 28, 28)
     maps = {"a": torch.rand(3, 28, 28), "b": torch.zeros(3, 1, 28, 28)}
     fig = viz.attribution_grid(images, maps, titles=["x", "y", "z"])
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 7  # six panels and the colour bar
     assert fig.axes[0].get_ylabel() == "a" and fig.axes[0].get_title() == "x"
     with pytest.raises(ValueError, match="maps shaped"):
         viz.attribution_grid(images, {"a": torch.rand(2, 28, 28)})

@@ -62,3 +62,14 @@ def test_ruff_is_clean():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "atkd_lite", "tests",
                            "benchmarks", "tools"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pytest_does_not_collect_the_student_copies():
+    """book/student/ holds exercise stubs that raise on purpose: nbval must not run them
+    (pyproject's norecursedirs); the chapters themselves are collected."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                           "no:cacheprovider", "book"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "book/01_cnn_basics.ipynb::" in proc.stdout
+    assert "book/student/" not in proc.stdout

@@ -12,8 +12,16 @@ reader would notice:
 - every image is drawn (``naturalWidth > 0``);
 - every link into the book points at a page that exists, and at an anchor on it;
 - every formula is typeset by MathJax without a TeX error;
-- the Colab entry of the launch (rocket) menu opens this notebook on branch ``main``;
+- the Colab and Binder entries of the launch (rocket) menu open the chapter's student
+  copy (``book/student/``, no solutions) at the release tag ``v<version>``, the
+  ``.ipynb`` download is that student copy, and a second download is the instructor
+  version with the solutions;
+- no live widget is left on a page (no dead sliders, no widget scripts), and every
+  interactive explorer of the chapter shows a static figure;
 - every exercise is shown and every solution is folded and opens on a click.
+
+The book's diagrams (``book/figures/*.svg``) are opened on their own: every text stays
+inside the drawing and inside the box it labels.
 
 A screenshot of each page's first screen goes to ``_build/html/_screenshots/`` of the
 build. The browser may not touch the network: every request outside localhost is
@@ -44,7 +52,7 @@ import threading
 import types
 import warnings
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import nbformat
 import pytest
@@ -55,7 +63,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-quic", "--no-first-run", "--disable-component-update",
                  "--disable-sync"]
-COLAB = "https://colab.research.google.com/github/atkd-lite/atkd-lite/blob/main/"
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+_REPO = urlsplit(CONFIG["repository"]["url"]).path.strip("/")  # "atkd-lite/atkd-lite"
+VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
+                    flags=re.MULTILINE).group(1)
+RELEASE_REF = f"v{VERSION}"
+COLAB = f"{CONFIG['launch_buttons']['colab_url']}/github/{_REPO}/blob/{RELEASE_REF}/"
+BINDER = f"{CONFIG['launch_buttons']['binderhub_url']}/v2/gh/{_REPO}/{RELEASE_REF}?urlpath=tree/"
+STUDENT_DIR = "book/student"
+# a cell that shows an explorer of atkd_lite.book.widgets
+EXPLORER = re.compile(r"\bwidgets\.(?:explore|\w+_explorer)\(")
 MATHJAX_CDN = re.compile(r"^https://cdn\.jsdelivr\.net/npm/mathjax@3[^/]*/es5/([^?#]+)")
 REQUIRE_BROWSER = os.environ.get("ATKD_REQUIRE_BROWSER") == "1"
 SOURCE_SUFFIXES = (".ipynb", ".md", ".rst")
@@ -431,9 +448,10 @@ def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
     problems += [f"broken link: {b}" for b in
                  check_links(hrefs, visit.base, root, {} if ids_cache is None else ids_cache)]
 
-    # Colab launch button (notebook pages)
+    # launch and download buttons, static explorers (notebook pages)
     if source and source.suffix == ".ipynb":
-        problems += _check_colab(page, source)
+        problems += _check_launch(page, source, visit)
+        problems += _check_static_widgets(page, source)
 
     # exercises shown, solutions folded and opening on a click
     if source:
@@ -443,21 +461,90 @@ def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
     return problems
 
 
-def _check_colab(page, source: Path) -> list[str]:
-    expected = COLAB + source.relative_to(ROOT).as_posix()
-    toggle = page.locator(".dropdown-launch-buttons button.dropdown-toggle")
+def _open_menu(page, group: str):
+    toggle = page.locator(f".dropdown-{group} button.dropdown-toggle")
     if toggle.count() != 1:
-        return ["no launch (rocket) button"]
-    link = page.locator(".dropdown-launch-buttons a[href*='colab.research.google.com']")
-    if link.count() != 1:
-        return [f"the launch menu has {link.count()} Colab entries, expected 1"]
+        return f"no {group} menu"
     toggle.click()
+    return None
+
+
+def _menu_href(page, group: str, selector: str, name: str) -> tuple[str | None, str | None]:
+    """(href, problem) of the one entry matching selector in a header menu."""
+    link = page.locator(f".dropdown-{group} {selector}")
+    if link.count() != 1:
+        return None, f"the {group} menu has {link.count()} {name} entries, expected 1"
+    problem = _open_menu(page, group)
+    if problem:
+        return None, problem
     try:
         link.wait_for(state="visible", timeout=5000)
     except Exception:
-        return ["the Colab entry did not appear when the rocket button was clicked"]
-    href = link.get_attribute("href")
-    return [] if href == expected else [f"Colab link is {href}, expected {expected}"]
+        return None, f"the {name} entry did not appear when its menu was clicked"
+    page.keyboard.press("Escape")
+    return link.get_attribute("href"), None
+
+
+def _check_launch(page, source: Path, visit=None) -> list[str]:
+    """Colab, Binder and the download open the student copy; the instructor's is there."""
+    problems = []
+    name = source.name
+    student = f"{STUDENT_DIR}/{name}"
+    for entry, selector, expected in [
+            ("Colab", "a[href*='colab.research.google.com']", COLAB + student),
+            ("Binder", "a[href*='mybinder.org']", BINDER + student)]:
+        href, problem = _menu_href(page, "launch-buttons", selector, entry)
+        if problem:
+            problems.append(problem)
+        elif href != expected:
+            problems.append(f"{entry} link is {href}, expected the student copy {expected}")
+    if visit is None:
+        return problems
+    try:
+        root = source.resolve().relative_to(ROOT)
+    except ValueError:  # a test page outside the repository
+        root = None
+    for label, want, what in [
+            ("download-source-button", ROOT / student, "the student copy"),
+            ("download-instructor-button", source, "the instructor version")]:
+        href, problem = _menu_href(page, "download-buttons", f"a.btn-{label}", label)
+        if problem:
+            problems.append(problem)
+            continue
+        response = page.request.get(urljoin(page.url, href))
+        if response.status != 200:
+            problems.append(f"{label}: {href} gives HTTP {response.status}")
+        elif root is not None and (not want.exists() or response.body() != want.read_bytes()):
+            problems.append(f"{label}: {href} is not {what} ({want.relative_to(ROOT)})")
+        elif label == "download-source-button" and b"### BEGIN SOLUTION" in response.body():
+            problems.append(f"{label}: {href} contains the solutions")
+    return problems
+
+
+_WIDGET_SELECTORS = ("script[type^='application/vnd.jupyter.widget']", ".jupyter-widgets",
+                     ".widget-area", "script[src*='@jupyter-widgets']")
+
+
+def _check_static_widgets(page, source: Path) -> list[str]:
+    """No live widget on the page; each explorer cell shows a figure (its static form)."""
+    problems = [f"a live widget is left on the page ({sel})" for sel in _WIDGET_SELECTORS
+                if page.locator(sel).count()]
+    nb = nbformat.read(source, as_version=4)
+    expected = sum(1 for c in nb.cells if c.cell_type == "code" and EXPLORER.search(c.source))
+    cells = [c for c in page.locator("div.cell").all()
+             if c.locator(".cell_input").count()
+             and EXPLORER.search(c.locator(".cell_input").first.inner_text())]
+    if len(cells) != expected:
+        problems.append(f"{len(cells)} explorer cells on the page, {expected} in the source")
+    for cell in cells:
+        code = cell.locator(".cell_input").first.inner_text().strip().splitlines()[-1]
+        output = cell.locator(".cell_output")
+        text = output.first.inner_text() if output.count() else ""
+        if not cell.locator(".cell_output img").count():
+            problems.append(f"the explorer `{code[:60]}` shows no figure")
+        if re.search(r"\b(HBox|VBox|IntSlider|Dropdown)\(|Explorer\(", text):
+            problems.append(f"the explorer `{code[:60]}` shows a widget's text: {text[:80]!r}")
+    return problems
 
 
 def _check_toggles(page, source: Path) -> list[str]:
@@ -529,6 +616,27 @@ BROKEN_PAGE = """<!doctype html><html><head><title>Broken — a test page</title
 <section><p>The answer, not folded.</p></section></div>
 </main></body></html>"""
 
+# a chapter page as the book built it before: launch links to the instructor notebook on
+# the branch main, a download of the instructor version only, and an explorer whose
+# output is a dead widget (its controls' text, no figure)
+OLD_CHAPTER_PAGE = """<!doctype html><html><head><title>Chapter — a test page</title>
+<script type="application/vnd.jupyter.widget-state+json">{"state": {}}</script></head>
+<body><div class="dropdown dropdown-launch-buttons">
+<button class="btn dropdown-toggle" type="button" onclick="this.nextElementSibling.hidden=false">L</button>
+<ul class="dropdown-menu" hidden>
+<li><a href="https://mybinder.org/v2/gh/atkd-lite/atkd-lite/main?urlpath=tree/book/ch.ipynb">Binder</a></li>
+<li><a href="https://colab.research.google.com/github/atkd-lite/atkd-lite/blob/main/book/ch.ipynb">Colab</a></li>
+</ul></div>
+<div class="dropdown dropdown-download-buttons">
+<button class="btn dropdown-toggle" type="button" onclick="this.nextElementSibling.hidden=false">D</button>
+<ul class="dropdown-menu" hidden>
+<li><a class="btn-download-source-button" href="ch.ipynb">.ipynb</a></li></ul></div>
+<main><h1>Chapter</h1>
+<div class="cell"><div class="cell_input"><pre>widgets.explore(draw, i=range(3))</pre></div>
+<div class="cell_output"><pre>HBox(children=(IntSlider(value=0),))</pre>
+<script type="application/vnd.jupyter.widget-view+json">{"model_id": "x"}</script></div></div>
+</main></body></html>"""
+
 
 @pytest.mark.slow
 def test_page_checks_catch_a_broken_page(browser, tmp_path):
@@ -551,3 +659,106 @@ def test_page_checks_catch_a_broken_page(browser, tmp_path):
     assert "the page loads no MathJax" in problems
     assert "0 exercises on the page, 1 in the source" in problems
     assert "'Solution to Exercise 1' is not folded" in problems
+
+
+@pytest.mark.slow
+def test_launch_and_widget_checks_catch_an_old_chapter_page(browser, tmp_path):
+    (tmp_path / "ch.html").write_text(OLD_CHAPTER_PAGE)
+    source = tmp_path / "ch.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Chapter"),
+        nbformat.v4.new_code_cell("widgets.explore(draw, i=range(3))")]), source)
+    with serve(tmp_path) as base:
+        visit = PageVisit(browser, base, None)
+        try:
+            visit.page.goto(f"{base}ch.html")
+            problems = "\n".join(_check_launch(visit.page, source, visit)
+                                  + _check_static_widgets(visit.page, source))
+        finally:
+            visit.close()
+    assert f"Colab link is https://colab.research.google.com/github/atkd-lite/atkd-lite/" \
+           f"blob/main/book/ch.ipynb, expected the student copy {COLAB}book/student/ch.ipynb" \
+           in problems
+    assert "Binder link is" in problems and f"{BINDER}book/student/ch.ipynb" in problems
+    assert "0 download-instructor-button entries" in problems
+    assert "a live widget is left on the page (script[type^=" in problems
+    assert "shows no figure" in problems and "shows a widget's text" in problems
+
+
+# ------------------------------------------------------------------------ the diagrams
+
+FIGURES = sorted((ROOT / "book" / "figures").glob("*.svg"))
+
+# Each text's box against the drawing and against the smallest rectangle that holds
+# the point where it is anchored (the box it labels), in the SVG's own units.
+_SVG_TEXT_JS = """() => {
+  const svg = document.querySelector('svg');
+  const vb = svg.viewBox.baseVal;
+  const rects = [...svg.querySelectorAll('rect')].map(r => r.getBBox())
+      .filter(b => b.width < vb.width * 0.99);
+  const out = [];
+  for (const t of svg.querySelectorAll('text')) {
+    const b = t.getBBox();
+    const ax = t.x.baseVal[0].value, ay = t.y.baseVal[0].value;
+    const inside = (r, x, y) => x >= r.x && x <= r.x + r.width && y >= r.y && y <= r.y + r.height;
+    const holders = rects.filter(r => inside(r, ax, ay - 4))
+        .sort((p, q) => p.width * p.height - q.width * q.height);
+    out.push({text: t.textContent, box: [b.x, b.y, b.width, b.height],
+              view: [vb.x, vb.y, vb.width, vb.height],
+              holder: holders.length ? [holders[0].x, holders[0].y, holders[0].width,
+                                        holders[0].height] : null});
+  }
+  return out;
+}"""
+
+
+def svg_text_problems(items: list[dict]) -> list[str]:
+    """Texts that leave the drawing or the box that holds their anchor (1-unit slack)."""
+    problems = []
+    for item in items:
+        x, y, w, h = item["box"]
+        vx, vy, vw, vh = item["view"]
+        if x < vx - 1 or y < vy - 1 or x + w > vx + vw + 1 or y + h > vy + vh + 1:
+            problems.append(f"{item['text']!r} leaves the drawing")
+        if item["holder"]:
+            hx, hy, hw, hh = item["holder"]
+            if x < hx - 1 or y < hy - 1 or x + w > hx + hw + 1 or y + h > hy + hh + 1:
+                problems.append(f"{item['text']!r} leaves its box")
+    return problems
+
+
+def test_diagrams_are_self_contained_svg():
+    import xml.etree.ElementTree as ET
+
+    assert len(FIGURES) >= 3, "the KD pipeline, ATCam and SALS diagrams"
+    ns = "{http://www.w3.org/2000/svg}"
+    for path in FIGURES:
+        root = ET.parse(path).getroot()
+        assert root.tag == f"{ns}svg" and root.get("viewBox"), path.name
+        assert root.find(f"{ns}title") is not None and root.find(f"{ns}desc") is not None
+        assert "http" not in re.sub(r'xmlns="[^"]+"', "", path.read_text()), \
+            f"{path.name} refers to something outside the file"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", FIGURES, ids=lambda p: p.name)
+def test_diagram_texts_stay_in_their_boxes(path, browser):
+    page = browser.new_page()
+    try:
+        page.goto(path.as_uri())
+        items = page.evaluate(_SVG_TEXT_JS)
+    finally:
+        page.close()
+    assert items, f"{path.name} has no text"
+    problems = svg_text_problems(items)
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_svg_text_check_catches_overflow():
+    view = [0, 0, 100, 50]
+    ok = {"text": "a", "box": [10, 10, 20, 10], "view": view, "holder": [5, 5, 40, 20]}
+    wide = dict(ok, text="b", box=[10, 10, 60, 10])
+    out = dict(ok, text="c", box=[90, 10, 30, 10], holder=None)
+    assert svg_text_problems([ok]) == []
+    assert svg_text_problems([wide]) == ["'b' leaves its box"]
+    assert svg_text_problems([out]) == ["'c' leaves the drawing"]

@@ -1,10 +1,12 @@
 """Student copies of the notebooks: solutions become stubs, and the copies run up to them.
 
 ``tools/make_student_copies.py`` turns each chapter into a course assignment. The unit
-tests check the transformation on small notebooks written here; the execution test builds
-the student copy of every ``book/*.ipynb`` and runs it in a real kernel (CPU profile) up
-to the first unsolved exercise: that stop must be a ``NotImplementedError`` raised by an
-exercise stub, anything else is a bug the student would meet before the exercise.
+tests check the transformation on small notebooks written here; the committed copies in
+``book/student/`` (what the book's Colab, Binder and download links open) must equal a
+fresh copy of each chapter; the execution test builds the student copy of every
+``book/*.ipynb`` and runs it in a real kernel (CPU profile) up to the first unsolved
+exercise: that stop must be a ``NotImplementedError`` raised by an exercise stub,
+anything else is a bug the student would meet before the exercise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "make_student_copies.py"
 BOOK_NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+STUDENT_DIR = ROOT / "book" / "student"
 
 
 def _load_tool():
@@ -115,13 +118,98 @@ def test_solution_markdown_is_removed_and_everything_else_is_untouched():
 
 def test_outputs_are_cleared_and_the_input_notebook_is_not_modified():
     original = _exercise_notebook()
+    original.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
     before = nbformat.writes(original)
     student = msc.make_student_copy(original)
     assert nbformat.writes(original) == before
     for cell in student.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
+    assert "widgets" not in student.metadata  # no state of widgets that are not there
     nbformat.validate(student)
+
+
+def test_book_figures_travel_with_the_copy_as_attachments(tmp_path):
+    """On Colab the chapter's folder is not there: the copy carries its diagrams."""
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    svg = (ROOT / "book" / "figures" / "kd_pipeline.svg").read_text()
+    (figures / "kd_pipeline.svg").write_text(svg)
+    md = ("Before.\n\n![The KD pipeline](figures/kd_pipeline.svg)\n\n"
+          "![a logo](https://example.org/logo.png) and ![same](figures/kd_pipeline.svg)")
+    nb = new_notebook(cells=[new_markdown_cell(md)])
+    cell = msc.make_student_copy(nb, source_dir=tmp_path).cells[0]
+    assert cell.source.count("](attachment:kd_pipeline.svg)") == 2
+    assert "](https://example.org/logo.png)" in cell.source  # remote images stay
+    assert cell.attachments == {"kd_pipeline.svg": {"image/svg+xml": svg}}
+    nbformat.validate(msc.make_student_copy(nb, source_dir=tmp_path))
+    assert msc.make_student_copy(nb).cells[0].source == md  # no folder: left alone
+
+    missing = new_notebook(cells=[new_markdown_cell("![x](figures/nope.svg)")])
+    with pytest.raises(msc.StudentCopyError, match="cell 0: image 'figures/nope.svg' not found"):
+        msc.make_student_copy(missing, source_dir=tmp_path)
+
+
+# ------------------------------------------------------- the committed copies, in sync
+
+
+def test_committed_student_copies_equal_fresh_copies_of_the_chapters():
+    """book/student/ is what every launch link opens: it must be the chapters of now."""
+    stale = msc.stale_copies(BOOK_NOTEBOOKS, STUDENT_DIR)
+    extra = sorted({p.name for p in STUDENT_DIR.glob("*.ipynb")}
+                   - {p.name for p in BOOK_NOTEBOOKS})
+    assert not stale and not extra, (
+        "book/student/ is out of date (run python tools/make_student_copies.py and commit "
+        f"book/student/): {stale}; copies without a chapter: {extra}")
+
+
+def test_a_committed_copy_hides_the_answers_of_its_chapter():
+    """Read straight from the files, not through the tool: the answers are not there."""
+    for path in BOOK_NOTEBOOKS:
+        copy = nbformat.read(STUDENT_DIR / path.name, as_version=4)
+        text = _all_source(copy)
+        for block in _solution_blocks(nbformat.read(path, as_version=4)):
+            assert block not in text, f"book/student/{path.name} shows an answer"
+        assert all(c.get("outputs", []) == [] for c in copy.cells if c.cell_type == "code")
+
+
+def test_book_build_warns_about_a_stale_copy(tmp_path, monkeypatch):
+    """tools/book_extension.py makes a stale copy a build warning (so -W fails)."""
+    import types
+
+    spec = importlib.util.spec_from_file_location("book_extension",
+                                                  ROOT / "tools" / "book_extension.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    monkeypatch.setattr(ext, "_tools", lambda: msc)
+    warned = []
+    monkeypatch.setattr(ext, "LOGGER", types.SimpleNamespace(
+        warning=lambda message, **kw: warned.append(message)))
+    (tmp_path / "book" / "student").mkdir(parents=True)
+    nbformat.write(_exercise_notebook(), tmp_path / "book" / "ch.ipynb")
+    app = types.SimpleNamespace(srcdir=str(tmp_path))
+    env = types.SimpleNamespace(found_docs={"book/ch", "book/intro"})
+    ext.check_student_copies(app, env, [])
+    assert len(warned) == 1 and "ch.ipynb: missing" in warned[0]
+    msc.write_student_copies([tmp_path / "book" / "ch.ipynb"], tmp_path / "book" / "student")
+    warned.clear()
+    ext.check_student_copies(app, env, [])
+    assert warned == []
+
+
+def test_check_mode_reports_a_stale_copy(tmp_path, capsys):
+    chapter = tmp_path / "ch.ipynb"
+    nbformat.write(_exercise_notebook(), chapter)
+    out = tmp_path / "student"
+    assert msc.main(["--check", "-o", str(out), str(chapter)]) == 1  # missing
+    assert "missing" in capsys.readouterr().err
+    assert msc.main(["-o", str(out), str(chapter)]) == 0
+    assert msc.main(["--check", "-o", str(out), str(chapter)]) == 0
+    nb = _exercise_notebook()
+    nb.cells[0].source += "\n\nA new sentence."
+    nbformat.write(nb, chapter)
+    assert msc.main(["--check", "-o", str(out), str(chapter)]) == 1
+    assert "out of date" in capsys.readouterr().err
 
 
 def test_top_level_solution_block_raises_when_the_cell_runs():

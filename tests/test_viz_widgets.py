@@ -99,7 +99,7 @@ def test_filter_response_panels():
 def test_map_overlays_with_boxes_and_bad_shapes():
     fig = viz.map_overlays(torch.rand(2, 1, 28, 28), torch.rand(2, 7, 7),
                            boxes=torch.tensor([[2, 3, 20, 25], [0, 0, 28, 28]]))
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 3  # two panels and the colour bar
     assert len(fig.axes[0].patches) == 1
     with pytest.raises(ValueError, match="one"):
         viz.map_overlays(torch.rand(2, 1, 28, 28), torch.rand(3, 28, 28))

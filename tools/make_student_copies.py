@@ -11,14 +11,24 @@ cell tagged ``solution`` whose answer lies between the lines ``### BEGIN SOLUTIO
 - removes the solution markdown: the ``{solution-start}`` / ``{solution-end}`` directives,
   any markdown between them, every ``{solution}`` directive and markdown cells tagged
   ``solution``;
-- clears all outputs and execution counts (the committed outputs show the answers).
+- clears all outputs and execution counts (the committed outputs show the answers) and
+  the saved widget state;
+- carries the book's own images along: a markdown image ``![...](figures/x.svg)`` whose
+  file lies next to the chapter becomes a cell attachment (``attachment:x.svg``), so the
+  copy shows it on Colab or Binder, where the chapter's folder is not at hand.
 
 Every other cell is left exactly as it is. A code cell tagged ``solution`` without the
 markers, or with markers but no tag, is an error: the script never guesses what to hide.
 
+The student copies of the chapters are committed in ``book/student/``: the book's
+Colab, Binder and download links open them (``tools/book_extension.py``), and
+``tests/test_student_copies.py`` fails when one is out of date. After editing a chapter,
+run this script (no arguments) and commit what it writes.
+
 Usage::
 
-    python tools/make_student_copies.py                  # book/*.ipynb -> _build/student/
+    python tools/make_student_copies.py                  # book/*.ipynb -> book/student/
+    python tools/make_student_copies.py --check          # exit 1 if book/student/ is stale
     python tools/make_student_copies.py -o course/ book/01_cnn_basics.ipynb
 
 From Python::
@@ -31,6 +41,7 @@ From Python::
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import re
 import sys
@@ -39,7 +50,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUTPUT = ROOT / "_build" / "student"
+DEFAULT_OUTPUT = ROOT / "book" / "student"
 
 SOLUTION_TAG = "solution"
 #: the tag that the stubbed cell gets instead of ``solution``
@@ -53,6 +64,10 @@ STUB_SUFFIX = "— write your solution here"
 # of the same character, at least as long, and nothing else (MyST's fence rules).
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}(?P<arg>.*)$")
 _LABEL_OPTION = re.compile(r"^\s*:label:\s*(\S+)")
+# a markdown image with a relative path: ![alt](path "title")
+_IMAGE = re.compile(r"(!\[[^\]]*\]\()(?![a-z]+:)([^)\s]+)((?:\s+\"[^\"]*\")?\))")
+_IMAGE_TYPES = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg",
+                ".jpeg": "image/jpeg", ".gif": "image/gif"}
 
 
 class StudentCopyError(ValueError):
@@ -180,6 +195,32 @@ def stub_solution(source: str, exercise: str = "this exercise") -> str:
     return "\n".join(out)
 
 
+def attach_images(cell, source_dir: Path) -> None:
+    """Make the relative images of a markdown cell its attachments (in place).
+
+    Raises:
+        StudentCopyError: an image file is missing or of an unknown type.
+    """
+    attachments = dict(cell.get("attachments", {}))
+
+    def replace(match):
+        rel = match.group(2)
+        path = (Path(source_dir) / rel).resolve()
+        mime = _IMAGE_TYPES.get(path.suffix.lower())
+        if mime is None:
+            raise StudentCopyError(f"image {rel!r}: not one of {sorted(_IMAGE_TYPES)}")
+        if not path.is_file():
+            raise StudentCopyError(f"image {rel!r} not found next to the notebook ({path})")
+        data = path.read_bytes()
+        attachments[path.name] = {mime: data.decode("utf-8") if mime == "image/svg+xml"
+                                  else base64.b64encode(data).decode("ascii")}
+        return f"{match.group(1)}attachment:{path.name}{match.group(3)}"
+
+    cell.source = _IMAGE.sub(replace, cell.source)
+    if attachments:
+        cell["attachments"] = attachments
+
+
 def _has_markers(source: str) -> bool:
     return any(line.strip().startswith((BEGIN, END)) for line in source.splitlines())
 
@@ -189,15 +230,18 @@ def _function_name(source: str) -> str | None:
     return m.group(1) if m else None
 
 
-def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def make_student_copy(nb: nbformat.NotebookNode,
+                      source_dir: Path | None = None) -> nbformat.NotebookNode:
     """The student version of a notebook (the input is not modified).
 
     Args:
         nb (nbformat.NotebookNode): a notebook in format 4, e.g. from ``nbformat.read``.
+        source_dir (path, optional): the notebook's folder; when given, the relative
+            images of its markdown become cell attachments (see :func:`attach_images`).
 
     Returns:
         nbformat.NotebookNode: a copy with the solution blocks stubbed, the solution
-        markdown removed and all outputs cleared.
+        markdown removed, all outputs cleared and no saved widget state.
 
     Raises:
         StudentCopyError: a cell tagged ``solution`` has no solution markers, a code cell
@@ -230,6 +274,11 @@ def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             if not text.strip():
                 continue  # the whole cell was solution
             cell.source = text
+            if source_dir is not None:
+                try:
+                    attach_images(cell, source_dir)
+                except StudentCopyError as err:
+                    raise StudentCopyError(f"{where}: {err}") from None
         elif cell.cell_type == "code":
             if SOLUTION_TAG in tags:
                 try:
@@ -252,12 +301,28 @@ def make_student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     if in_gate:
         raise StudentCopyError("a {solution-start} has no {solution-end} after it")
     nb.cells = cells
+    nb.metadata.pop("widgets", None)  # the state of widgets whose outputs are gone
     return nb
 
 
 def notebooks(book_dir: Path = ROOT / "book") -> list[Path]:
     """The chapter notebooks: ``book/*.ipynb``, sorted by name."""
     return sorted(Path(book_dir).glob("*.ipynb"))
+
+
+def student_copy_text(path) -> str:
+    """The student version of the notebook at path, as the text written to disk.
+
+    Raises:
+        StudentCopyError: as :func:`make_student_copy`, with the path in the message.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    try:
+        student = make_student_copy(nb, source_dir=path.parent)
+    except StudentCopyError as err:
+        raise StudentCopyError(f"{path}: {err}") from None
+    return nbformat.writes(student) + "\n"
 
 
 def write_student_copies(paths, output_dir=DEFAULT_OUTPUT) -> list[Path]:
@@ -274,16 +339,27 @@ def write_student_copies(paths, output_dir=DEFAULT_OUTPUT) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        path = Path(path)
-        nb = nbformat.read(path, as_version=4)
-        try:
-            student = make_student_copy(nb)
-        except StudentCopyError as err:
-            raise StudentCopyError(f"{path}: {err}") from None
-        target = output_dir / path.name
-        nbformat.write(student, target)
+        text = student_copy_text(path)
+        target = output_dir / Path(path).name
+        target.write_text(text, encoding="utf-8")
         written.append(target)
     return written
+
+
+def stale_copies(paths, output_dir=DEFAULT_OUTPUT) -> list[str]:
+    """The student copies in output_dir that are missing or differ from a fresh copy.
+
+    Returns:
+        list[str]: one line per stale copy ("<copy>: missing" / "<copy>: out of date").
+    """
+    stale = []
+    for path in paths:
+        target = Path(output_dir) / Path(path).name
+        if not target.exists():
+            stale.append(f"{target}: missing")
+        elif target.read_text(encoding="utf-8") != student_copy_text(path):
+            stale.append(f"{target}: out of date")
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,11 +372,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="notebooks to convert (default: every book/*.ipynb)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"output folder (default: {DEFAULT_OUTPUT.relative_to(ROOT)}/)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a copy in the output folder is "
+                             "missing or out of date")
     args = parser.parse_args(argv)
     paths = args.notebooks or notebooks()
     if not paths:
         parser.error("no notebooks given and none found in book/")
     try:
+        if args.check:
+            stale = stale_copies(paths, args.output)
+            for line in stale:
+                print(f"stale: {line}", file=sys.stderr)
+            if stale:
+                print("run: python tools/make_student_copies.py", file=sys.stderr)
+            return 1 if stale else 0
         written = write_student_copies(paths, args.output)
     except (StudentCopyError, OSError, nbformat.reader.NotJSONError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -7,7 +7,9 @@ may be torch tensors (on any device, with or without gradients), NumPy arrays or
 
 Images are shown in their natural orientation with ``imshow``; grayscale images in
 ``gray``, signed quantities (filters, filter responses) in a diverging colour map centred
-on zero, so that positive and negative weights are easy to tell apart.
+on zero, so that positive and negative weights are easy to tell apart. Every attention,
+saliency or attribution map in the book is drawn in one colour map,
+:data:`ATTENTION_CMAP`, with a colour bar that says what its colours mean.
 
 Defined in the book's chapter "CNN basics"; later chapters add their figures here.
 
@@ -35,6 +37,7 @@ from matplotlib.figure import Figure
 from atkd_lite.metrics import curve_area
 
 __all__ = [
+    "ATTENTION_CMAP",
     "bar_chart",
     "feature_map_grid",
     "filter_grid",
@@ -63,6 +66,9 @@ __all__ = [
 SIGNED_CMAP = "RdBu_r"
 #: colour map for non-negative maps (feature maps, attention maps)
 MAP_CMAP = "viridis"
+#: the one colour map of attention, saliency and attribution maps across the book
+#: (perceptually uniform, readable in grey and by colour-blind readers)
+ATTENTION_CMAP = MAP_CMAP
 
 
 def to_image(x) -> np.ndarray:
@@ -127,11 +133,34 @@ def _grid(n: int, ncols: int | None, size: float, extra_height: float = 0.0,
     return fig, list(axes.flat[:n])
 
 
-def _finish(fig: Figure, title: str | None) -> Figure:
+def _finish(fig: Figure, title: str | None, colorbar=None) -> Figure:
+    """Title and layout; ``colorbar=(mappable, label)`` adds one bar at the right."""
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if colorbar is None:
+        fig.tight_layout()
+        return fig
+    # widen the figure by a fixed strip for the bar, lay the panels out left of it
+    width, height = fig.get_size_inches()
+    strip = 0.85
+    fig.set_size_inches(width + strip, height)
+    total = width + strip
+    fig.tight_layout(rect=(0, 0, width / total, 1))
+    cax = fig.add_axes((width / total + 0.08 / total, 0.15, 0.14 / total, 0.7))
+    mappable, label = colorbar
+    bar = fig.colorbar(mappable, cax=cax)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return fig
+
+
+def _shared_limits(arrays, vmin, vmax) -> tuple[float, float]:
+    """One colour scale for all panels: [0, 1] for maps in it, else their joint range."""
+    lo = min(float(np.min(a)) for a in arrays) if vmin is None else vmin
+    hi = max(float(np.max(a)) for a in arrays) if vmax is None else vmax
+    if vmin is None and vmax is None and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    return lo, hi
 
 
 def _symmetric_limit(a: np.ndarray) -> float:
@@ -142,7 +171,7 @@ def _symmetric_limit(a: np.ndarray) -> float:
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int | None = 8,
                cmap: str = "gray", size: float = 1.5, title: str | None = None,
                signed: bool = False, vmin: float | None = None,
-               vmax: float | None = None) -> Figure:
+               vmax: float | None = None, colorbar: bool | str = False) -> Figure:
     """A grid of images (digits, maps, filter responses).
 
     Args:
@@ -156,33 +185,45 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int | None = 
         signed: show each image in a diverging colour map centred on zero (for responses
             that can be negative); overrides ``cmap``, ``vmin`` and ``vmax``.
         vmin, vmax: fixed colour limits for all images (default: each image's own range).
+        colorbar: one colour bar for all panels (True, or its label as a string); the
+            panels then share one colour scale (``vmin``/``vmax``, else [0, 1] for maps in
+            it, else their joint range). Use it with ``cmap=ATTENTION_CMAP`` for maps.
 
     Returns:
-        Figure: one axis per image.
+        Figure: one axis per image (and one for the colour bar).
 
     Examples::
 
         >>> import torch
-        >>> from atkd_lite.book.viz import image_grid
+        >>> from atkd_lite.book.viz import image_grid, ATTENTION_CMAP
         >>> image_grid(torch.rand(3, 28, 28), titles=["0", "1", "2"]).axes[1].get_title()
         '1'
+        >>> len(image_grid(torch.rand(3, 7, 7), cmap=ATTENTION_CMAP, colorbar=True).axes)
+        4
     """
     arrays = _as_list(images)
     if titles is not None and len(titles) != len(arrays):
         raise ValueError(f"{len(titles)} titles for {len(arrays)} images; give one per image")
     fig, axes = _grid(len(arrays), ncols, size, extra_height=0.4 if title else 0.0,
                       titled=titles is not None)
+    shared = bool(colorbar) and not signed
+    if shared:
+        vmin, vmax = _shared_limits(arrays, vmin, vmax)
+    shown = None
     for i, (ax, a) in enumerate(zip(axes, arrays)):
         if signed:
             lim = _symmetric_limit(a)
             ax.imshow(a, cmap=SIGNED_CMAP, vmin=-lim, vmax=lim)
         else:
-            ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax)
+            shown = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_xticks([])
         ax.set_yticks([])
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=9)
-    return _finish(fig, title)
+    bar = None
+    if shared and shown is not None:
+        bar = (shown, colorbar if isinstance(colorbar, str) else "value")
+    return _finish(fig, title, bar)
 
 
 def filter_grid(weights, ncols: int = 8, title: str | None = None, size: float = 1.0,
@@ -406,25 +447,38 @@ def filter_response(image, kernel, name: str = "kernel", size: float = 2.0,
 
 
 def map_overlays(images, maps, titles: Sequence[str] | None = None, ncols: int | None = 8,
-                 alpha: float = 0.5, cmap: str = "jet", size: float = 1.6,
-                 title: str | None = None, boxes=None) -> Figure:
+                 alpha: float = 0.5, cmap: str = ATTENTION_CMAP, size: float = 1.6,
+                 title: str | None = None, boxes=None, colorbar: bool | str = True,
+                 vmin: float | None = None, vmax: float | None = None) -> Figure:
     """Attention (or saliency) maps drawn over their images.
 
     Args:
         images: (N, C, H, W) or (N, H, W) images.
         maps: (N, H, W) or (N, 1, H, W) maps, shown in ``cmap`` with transparency
-            ``alpha`` (values are shown as given; ATCam maps are already in [0, 1]).
+            ``alpha``, all on one colour scale (``vmin``/``vmax``; default [0, 1] for
+            maps in it, as ATCam's are, else their joint range).
         titles: one title per image.
         ncols: panels per row.
         alpha: opacity of the map.
-        cmap: colour map of the map.
+        cmap: colour map of the map (the book's :data:`ATTENTION_CMAP`).
         size: inches per panel.
         title: figure title.
         boxes: optional (N, 4) boxes ``(x0, y0, x1, y1)`` (end-exclusive, as in
             ``ImageSet.boxes``) drawn as white rectangles: where the map should look.
+        colorbar: one colour bar for all panels (True, or its label as a string);
+            none where every map is constant (nothing to read from it).
+        vmin, vmax: the colour scale's limits.
 
     Returns:
-        Figure: one axis per image.
+        Figure: one axis per image (and one for the colour bar).
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.book.viz import map_overlays
+        >>> fig = map_overlays(torch.rand(2, 1, 28, 28), torch.rand(2, 28, 28))
+        >>> len(fig.axes), fig.axes[0].images[1].get_clim()
+        (3, (0.0, 1.0))
     """
     ims = _as_list(images)
     m = _numpy(maps)
@@ -441,12 +495,15 @@ def map_overlays(images, maps, titles: Sequence[str] | None = None, ncols: int |
         raise ValueError(f"boxes must be shaped ({len(ims)}, 4), got {bx.shape}")
     fig, axes = _grid(len(ims), ncols, size, extra_height=0.4 if title else 0.0,
                       titled=titles is not None)
+    lo, hi = _shared_limits([m], vmin, vmax)
+    shown = None
     for i, ax in enumerate(axes):
         im = ims[i]
         h, w = im.shape[:2]
         ax.imshow(im, cmap="gray")
         # extent stretches a map of another resolution over the whole image
-        ax.imshow(m[i], cmap=cmap, alpha=alpha, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        shown = ax.imshow(m[i], cmap=cmap, alpha=alpha, vmin=lo, vmax=hi,
+                          extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         if bx is not None:
             x0, y0, x1, y1 = bx[i]
             ax.add_patch(matplotlib.patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0,
@@ -455,7 +512,12 @@ def map_overlays(images, maps, titles: Sequence[str] | None = None, ncols: int |
         ax.set_yticks([])
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=9)
-    return _finish(fig, title)
+    bar = None
+    if colorbar and shown is not None and float(m.max()) > float(m.min()):
+        # the bar shows the map's colours at full strength (the overlay is see-through)
+        solid = matplotlib.cm.ScalarMappable(norm=shown.norm, cmap=shown.get_cmap())
+        bar = (solid, colorbar if isinstance(colorbar, str) else "map value")
+    return _finish(fig, title, bar)
 
 
 def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
@@ -645,16 +707,17 @@ def randomisation_curves(rows: Sequence[Mapping[str, object]], kinds: Sequence[s
 
 
 def attribution_grid(images, rows: Mapping[str, object], titles: Sequence[str] | None = None,
-                     size: float = 1.5, title: str | None = None, cmap: str = "inferno",
-                     alpha: float = 0.7) -> Figure:
+                     size: float = 1.5, title: str | None = None, cmap: str = ATTENTION_CMAP,
+                     alpha: float = 0.7, colorbar: bool | str = True) -> Figure:
     """Maps of several methods over the same images, drawn by Captum's visualisation.
 
     Each panel is ``captum.attr.visualization.visualize_image_attr(map, image,
     method="blended_heat_map", sign="absolute_value")``: the image in grey with the map
     blended over it, Captum's own way of showing an attribution (it clips the top 2 % of
     values, so a single hot pixel does not wash out the rest).  Captum's default colour
-    map for absolute values (``Blues``) nearly vanishes over white strokes, hence
-    ``inferno`` at a higher opacity by default.
+    map for absolute values (``Blues``) nearly vanishes over white strokes, hence the
+    book's :data:`ATTENTION_CMAP` at a higher opacity by default, and one colour bar on
+    Captum's scale (0 to 1, each map divided by its clipped maximum).
 
     Args:
         images: (N, C, H, W) images.
@@ -664,9 +727,11 @@ def attribution_grid(images, rows: Mapping[str, object], titles: Sequence[str] |
         title: figure title.
         cmap: colour map of the attribution (passed to Captum).
         alpha: opacity of the attribution over the image (Captum's ``alpha_overlay``).
+        colorbar: one colour bar on Captum's scale (True, or its label as a string).
 
     Returns:
-        Figure: len(rows) × N panels; each row is labelled with its method.
+        Figure: len(rows) × N panels (and one axis for the colour bar); each row is
+        labelled with its method.
     """
     from captum.attr import visualization as captum_viz
 
@@ -707,7 +772,12 @@ def attribution_grid(images, rows: Mapping[str, object], titles: Sequence[str] |
                 ax.set_ylabel(str(name), fontsize=9)
             if r == 0 and titles is not None:
                 ax.set_title(str(titles[j]), fontsize=9)
-    return _finish(fig, title)
+    bar = None
+    if colorbar:
+        scale = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
+        bar = (scale, colorbar if isinstance(colorbar, str)
+               else "attribution (Captum's scale)")
+    return _finish(fig, title, bar)
 
 
 # ---------------------------------------------------------------------------------------

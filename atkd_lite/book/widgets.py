@@ -1,12 +1,21 @@
-"""Interactive figures (ipywidgets) that degrade to a static figure.
+"""Interactive figures (ipywidgets) with a static form for the book.
 
-An :class:`Explorer` is a drawing function plus the values of its parameters. Shown in a
-notebook, it displays the figure **for the default values** as an ordinary image output,
-and, when a live kernel with ``ipywidgets`` is present (Jupyter, Colab), controls above it
-that redraw that same output in place. Where widgets cannot render — the static book,
-nbval, a terminal, ``ipywidgets`` missing — the figure for the default values is what is
-seen, so every reader sees the same content. Nothing here ever fails because widgets are
-unavailable: the controls are an extra, the figure is the content.
+An :class:`Explorer` is a drawing function, the values of its parameters, and a **static
+figure** that makes the explorer's point without a kernel: the figure for the default
+values, or a few *frames* (the figure for several values, side by side), or a figure of
+its own (e.g. every temperature at once). Shown in a notebook, an explorer displays
+
+- where a live kernel with ``ipywidgets`` runs (Jupyter, Colab): the controls and a live
+  image that they redraw, as one widget output that also carries the static figure as
+  its ``image/png`` form;
+- elsewhere (a terminal, ``ipywidgets`` missing): the static figure alone.
+
+The static book never shows the controls: it reads the notebooks through
+``tools/book_extension.py``, which drops the widget form of an output and keeps its
+static form, so a reader without a kernel sees the static figure, never a slider that
+does nothing. Nothing here fails because widgets are unavailable: the controls are an
+extra, the figure is the content. The controls use only what ipywidgets 7.7 (Colab's)
+and 8 both have.
 
 Defined in the book's chapter "CNN basics"; later chapters add explorers here.
 
@@ -24,14 +33,23 @@ Examples::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import base64
+import io
+from collections.abc import Callable, Mapping, Sequence
 
+import matplotlib.image
+import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from atkd_lite.book import viz
 
-__all__ = ["Explorer", "explore", "filter_explorer", "temperature_explorer",
-           "widgets_available"]
+__all__ = ["MAX_FRAMES", "WIDGET_VIEW_MIME", "Explorer", "explore", "figure_png",
+           "filter_explorer", "frames_figure", "temperature_explorer", "widgets_available"]
+
+#: the output type of a live widget (what a static page cannot run)
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+#: at most this many frames in a static figure
+MAX_FRAMES = 6
 
 
 def widgets_available() -> bool:
@@ -50,46 +68,115 @@ def widgets_available() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes, trimmed as a notebook shows it (``bbox_inches="tight"``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def frames_figure(figures: Sequence[Figure], ncols: int | None = None) -> Figure:
+    """Several figures side by side in one figure (the frames of an explorer).
+
+    Each figure is drawn to pixels and placed at its own size. Wide figures are stacked in
+    one column, the others placed in one row, unless ``ncols`` says otherwise.
+
+    Args:
+        figures: the frames, at least one.
+        ncols: frames per row (default: 1 for wide frames, else all in one row).
+
+    Returns:
+        Figure: one axis (without ticks) per frame.
+
+    Examples::
+
+        >>> import torch
+        >>> from atkd_lite.book import viz
+        >>> from atkd_lite.book.widgets import frames_figure
+        >>> frames = [viz.image_grid(torch.rand(2, 8, 8)) for _ in range(3)]
+        >>> len(frames_figure(frames).axes)
+        3
+    """
+    if not figures:
+        raise ValueError("give at least one figure")
+    dpi = 100
+    pixels = [matplotlib.image.imread(io.BytesIO(figure_png(f, dpi)), format="png")
+              for f in figures]
+    h = max(p.shape[0] for p in pixels)
+    w = max(p.shape[1] for p in pixels)
+    if ncols is None:
+        ncols = 1 if w >= 1.5 * h else len(pixels)
+    ncols = max(1, min(ncols, len(pixels)))
+    nrows = -(-len(pixels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols / dpi, h * nrows / dpi),
+                             dpi=dpi, squeeze=False)
+    plt.close(fig)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.02, hspace=0.02)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, p in zip(axes.flat, pixels):
+        ax.imshow(p, interpolation="none")
+    for ax in axes.flat[len(pixels):]:
+        ax.remove()
+    return fig
+
+
 class Explorer:
     """A figure drawn by ``draw(**values)`` with optional controls that change ``values``.
 
     Use :func:`explore` (or a ready-made explorer such as :func:`filter_explorer`) to
     build one. In a notebook, make it the value of a cell to show it.
 
+    Args:
+        draw: function of the parameters that returns a Figure.
+        options: parameter name -> its options (see :func:`explore`).
+        defaults: parameter name -> its default value.
+        interactive: build controls (None: when :func:`widgets_available`).
+        static: a function of no arguments that returns the static figure (None: the
+            figure for the default values).
+
     Attributes:
         values (dict): the current parameter values (the defaults until a control moves).
         figure (Figure): the figure for the current values.
-        controls: the ipywidgets container, or None when widgets are unavailable.
+        controls: the ipywidgets box of controls, or None when widgets are unavailable.
+        view: the whole live widget (controls above a live image), or None.
         reason (str): why there are no controls (empty when there are).
     """
 
     def __init__(self, draw: Callable[..., Figure], options: Mapping[str, object],
-                 defaults: Mapping[str, object], interactive: bool | None = None):
+                 defaults: Mapping[str, object], interactive: bool | None = None,
+                 static: Callable[[], Figure] | None = None):
         self._draw = draw
+        self._static = static
         self.options = dict(options)
+        self.defaults = dict(defaults)
         self.values = dict(defaults)
-        self._handle = None
         self.figure = self._render()
+        self._default_figure = self.figure
         self.controls = None
+        self.view = None
+        self._image = None
         self.reason = ""
         if interactive is None:
             interactive = widgets_available()
         if not interactive:
-            self.reason = "no live kernel with ipywidgets (static figure for the default values)"
+            self.reason = "no live kernel with ipywidgets (static figure)"
             return
         try:
-            self.controls = self._build_controls()
+            self.controls, self._image, self.view = self._build_controls()
         except Exception as err:  # widgets are an extra: fall back to the static figure
-            self.controls = None
+            self.controls = self._image = self.view = None
             self.reason = f"ipywidgets could not build the controls ({type(err).__name__}: {err})"
 
     def _render(self) -> Figure:
         fig = self._draw(**self.values)
-        if not isinstance(fig, Figure):
-            raise TypeError(
-                f"the draw function must return a matplotlib Figure, got {type(fig).__name__}"
-            )
-        return fig
+        return _check_figure(fig, "the draw function")
+
+    def static_figure(self) -> Figure:
+        """The figure that makes the explorer's point without a kernel (what the book shows)."""
+        if self._static is None:
+            return self._default_figure
+        return _check_figure(self._static(), "the static function")
 
     def _build_controls(self):
         import ipywidgets as w
@@ -108,7 +195,9 @@ class Explorer:
                                      description=name)
             control.observe(self._on_change(name), names="value")
             items.append(control)
-        return w.HBox(items)
+        controls = w.HBox(items)
+        image = w.Image(value=figure_png(self.figure), format="png")
+        return controls, image, w.VBox([controls, image])
 
     def _on_change(self, name: str):
         def handler(change):
@@ -117,7 +206,7 @@ class Explorer:
         return handler
 
     def update(self, **values) -> Figure:
-        """Redraw with some values changed; refreshes the notebook output if shown.
+        """Redraw with some values changed; refreshes the live image if shown.
 
         Raises:
             ValueError: for a parameter the explorer does not have, or a value outside
@@ -131,35 +220,59 @@ class Explorer:
                 raise ValueError(f"{name}={value!r} is not one of the options {list(opts)}")
         self.values.update(values)
         self.figure = self._render()
-        if self._handle is not None:
-            self._handle.update(self.figure)
+        if self._image is not None:
+            self._image.value = figure_png(self.figure)
         return self.figure
 
-    def _ipython_display_(self):
-        from IPython.display import display
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """One output: the live widget where a kernel runs it, the static figure elsewhere.
 
-        if self.controls is not None:
-            display(self.controls)
-        # the figure is an ordinary image output: the static book and nbval see it
-        self._handle = display(self.figure, display_id=True)
+        The static figure is the ``image/png`` form of the same output, so a page without
+        a kernel (the static book reads only that form) shows the figure, and the live
+        notebook shows the controls.
+        """
+        data = {
+            "image/png": base64.b64encode(figure_png(self.static_figure())).decode("ascii"),
+            "text/plain": repr(self),
+        }
+        if self.view is not None:
+            # what ipywidgets 7 and 8 both write for a displayed widget
+            data[WIDGET_VIEW_MIME] = {"version_major": 2, "version_minor": 0,
+                                      "model_id": self.view.model_id}
+        return data
 
     def __repr__(self) -> str:
         mode = "interactive" if self.controls is not None else "static"
         return f"Explorer({self.values}, {mode})"
 
 
+def _check_figure(fig, what: str) -> Figure:
+    if not isinstance(fig, Figure):
+        raise TypeError(f"{what} must return a matplotlib Figure, got {type(fig).__name__}")
+    return fig
+
+
 def explore(draw: Callable[..., Figure], interactive: bool | None = None,
+            frames: str | Sequence[Mapping[str, object]] | None = None,
             **options) -> Explorer:
     """An explorer of ``draw`` over the given options; the first option of each is the default.
 
     Args:
         draw: a function of the parameters returning a Figure.
         interactive: show controls (None: when :func:`widgets_available`).
+        frames: what the static figure (the book's, and the one shown without a kernel)
+            shows: None, the figure for the default values; a parameter name, the figure
+            for each of its options (at most :data:`MAX_FRAMES`) with the other
+            parameters at their defaults; or a list of value dicts, one frame each.
         **options: parameter name -> a ``range`` (an integer slider), a list of choices (a
             dropdown), or a ready ipywidgets value widget (its current value is the default).
 
     Returns:
         Explorer: show it as the value of a notebook cell.
+
+    Raises:
+        ValueError: no options, empty options, or frames that name unknown parameters
+            or values outside the options.
 
     Examples::
 
@@ -167,9 +280,10 @@ def explore(draw: Callable[..., Figure], interactive: bool | None = None,
         >>> from atkd_lite.book.widgets import explore
         >>> import torch
         >>> images = torch.rand(5, 28, 28)
-        >>> ex = explore(lambda i: image_grid(images[i]), i=range(5), interactive=False)
-        >>> ex.values
-        {'i': 0}
+        >>> ex = explore(lambda i: image_grid(images[i]), i=range(5), interactive=False,
+        ...              frames="i")
+        >>> ex.values, len(ex.static_figure().axes)
+        ({'i': 0}, 5)
     """
     if not options:
         raise ValueError("give at least one parameter to explore, e.g. image=range(10)")
@@ -181,7 +295,43 @@ def explore(draw: Callable[..., Figure], interactive: bool | None = None,
             raise ValueError(f"the options for {name!r} are empty")
         else:
             defaults[name] = opts[0]
-    return Explorer(draw, options, defaults, interactive=interactive)
+    frame_values = _frame_values(frames, options, defaults)
+    static = None
+    if frame_values:
+        def static() -> Figure:
+            return frames_figure([draw(**{**defaults, **f}) for f in frame_values])
+    return Explorer(draw, options, defaults, interactive=interactive, static=static)
+
+
+def _frame_values(frames, options: Mapping[str, object], defaults: Mapping[str, object]):
+    """The frames as a list of value dicts (checked), or None."""
+    if frames is None:
+        return None
+    if isinstance(frames, str):
+        if frames not in options:
+            raise ValueError(f"frames={frames!r} is not a parameter; choose one of "
+                             f"{list(options)}")
+        opts = options[frames]
+        choices = list(getattr(opts, "options", None) or ([] if hasattr(opts, "value")
+                                                           and not isinstance(opts, (range, list, tuple))
+                                                           else opts))
+        if not choices:
+            raise ValueError(f"frames={frames!r}: that parameter has no list of options to "
+                             "show; give the frames as a list of value dicts")
+        frames = [{frames: v} for v in choices[:MAX_FRAMES]]
+    frames = [dict(f) for f in frames]
+    if not frames or len(frames) > MAX_FRAMES:
+        raise ValueError(f"give 1 to {MAX_FRAMES} frames, got {len(frames)}")
+    for f in frames:
+        for name, value in f.items():
+            if name not in options:
+                raise ValueError(f"a frame sets {name!r}, which is not a parameter; "
+                                 f"choose from {list(options)}")
+            opts = options[name]
+            if not hasattr(opts, "value") and value not in opts:
+                raise ValueError(f"a frame sets {name}={value!r}, not one of the options "
+                                 f"{list(opts)}")
+    return frames
 
 
 def filter_explorer(images, kernels: Mapping[str, object], image: int = 0,
@@ -197,8 +347,9 @@ def filter_explorer(images, kernels: Mapping[str, object], image: int = 0,
         interactive: show controls (None: when :func:`widgets_available`).
 
     Returns:
-        Explorer: its static figure is :func:`atkd_lite.book.viz.filter_response` for the
-        default image and kernel.
+        Explorer: it draws :func:`atkd_lite.book.viz.filter_response` for the chosen image
+        and kernel; its static figure is the default image's response to every kernel
+        (:func:`atkd_lite.book.viz.filter_responses` with the kernels shown).
     """
     arrays = viz._as_list(images)
     if not kernels:
@@ -214,8 +365,12 @@ def filter_explorer(images, kernels: Mapping[str, object], image: int = 0,
     def draw(image: int, kernel: str) -> Figure:
         return viz.filter_response(arrays[image], kernels[kernel], name=kernel)
 
+    def static() -> Figure:
+        return viz.filter_responses(arrays[image], kernels, show_kernels=True, size=1.4)
+
     options = {"image": range(len(arrays)), "kernel": names}
-    return Explorer(draw, options, {"image": image, "kernel": kernel}, interactive=interactive)
+    return Explorer(draw, options, {"image": image, "kernel": kernel}, interactive=interactive,
+                    static=static)
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,8 +382,9 @@ def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 
     """Pick an example and a temperature T; see ``softmax(z / T)`` of its logits ``z``.
 
     A slider over the given temperatures (a ``SelectionSlider`` in a live kernel) and one
-    over the examples. The static figure is :func:`atkd_lite.book.viz.temperature_bars` for
-    the default example and temperature.
+    over the examples, drawing :func:`atkd_lite.book.viz.temperature_bars` for the chosen
+    pair. The static figure shows the default example at every temperature at once: the
+    point of the slider (the distribution flattens as T grows) without a kernel.
 
     Args:
         logits: ``(N, K)`` logits (e.g. the teacher's, from :func:`atkd_lite.predict`).
@@ -283,5 +439,11 @@ def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 
                                          continuous_update=False)
         except Exception:  # widgets are an extra: the Explorer falls back by itself
             t_option = temps
+    def static() -> Figure:
+        return viz.temperature_bars(z[image], temps, image=arrays[image],
+                                    label=None if labels is None else labels[image],
+                                    classes=classes, size=2.2)
+
     options = {"image": range(len(arrays)), "T": t_option}
-    return Explorer(draw, options, {"image": image, "T": T}, interactive=interactive)
+    return Explorer(draw, options, {"image": image, "T": T}, interactive=interactive,
+                    static=static)
