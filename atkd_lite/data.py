@@ -577,6 +577,8 @@ def _download_file(url: str, folder: Path, filename: str, md5: str, timeout: flo
 def _medmnist_set(name: str, split: str, root, download: bool, timeout: float) -> ImageSet:
     """A MedMNIST set from its ``.npz`` in ``cache/datasets/medmnist`` (downloaded there
     if missing; a copy the ``medmnist`` package downloaded to ``~/.medmnist`` is used)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"{name} has the splits 'train', 'val' and 'test', not {split!r}")
     info = datasets.MEDMNIST[name]
     folder = cache_dir(root) / "datasets" / "medmnist"
     path = folder / f"{name}.npz"

@@ -354,7 +354,8 @@ def as_dataset(data, name: str = "the data"):
     """
     if isinstance(data, torch.utils.data.DataLoader):
         data = data.dataset
-    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+    if isinstance(data, torch.utils.data.IterableDataset) or not (
+            hasattr(data, "__len__") and hasattr(data, "__getitem__")):
         raise TypeError(f"{name} must be an ImageSet, a map-style torch Dataset of (image, "
                         f"label) pairs or a DataLoader over one; got {type(data).__name__} "
                         "(an iterable-style dataset has no index for a teacher cache)")

@@ -663,10 +663,10 @@ def _check_data(train_data, test_data, cache, cfg: DistillConfig):
         raise ValueError("train_data is required")
     checked = []
     for name, data in (("train_data", train_data), ("test_data", test_data)):
+        if data is not None and not isinstance(data, ImageSet):
+            data = as_dataset(data, name)  # a DataLoader's dataset; items checked
         if data is not None and len(data) == 0:
             raise ValueError(f"{name} is empty; pass a dataset with at least one image")
-        if data is not None and not isinstance(data, ImageSet):
-            data = as_dataset(data, name)
         checked.append(data)
     if cache is None:
         return checked
