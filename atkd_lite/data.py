@@ -772,6 +772,10 @@ class DeviceBatcher:
         self.flip = flip
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
+        # the standardisation's (1, C, 1, 1) tensors, made once: no copy to the device per batch
+        self._stats = None if data.normalize is None else tuple(
+            torch.tensor(v, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+            for v in data.normalize)
 
     def _share(self) -> int:
         """Images per process and epoch (padded up to a multiple of the world size)."""
@@ -810,8 +814,8 @@ class DeviceBatcher:
                 x = random_shift(x, shifts[part], self.augment)
             if flips is not None:
                 x = random_flip(x, flips[part])
-            if self.data.normalize is not None:
-                x = standardize(x, self.data.normalize)
+            if self._stats is not None:  # what standardize() computes
+                x = (x - self._stats[0]) / self._stats[1]
             yield x, self.labels[idx], idx
 
 

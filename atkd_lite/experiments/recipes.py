@@ -42,8 +42,8 @@ from atkd_lite.experiments.results import ExperimentResults, load_results, prove
 from atkd_lite.models import build_model
 from atkd_lite.runtime import check_int, get_device, seed_everything
 
-__all__ = ["PUBLISHED", "RECIPES", "Recipe", "published_markdown", "recipe_settings",
-           "run_recipe"]
+__all__ = ["PUBLISHED", "PUBLISHED_SOURCES", "RECIPES", "Recipe", "beside_published",
+           "published_markdown", "recipe_settings", "run_recipe"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,27 @@ def published_markdown(key: str = "cifar10-wrn") -> str:
     rows = [f"| {r['method']} | {r['accuracy']:.2f} | {r['checked']} |" for r in PUBLISHED[key]]
     return ("| method | published accuracy (%) | checked |\n|---|---|---|\n" + "\n".join(rows)
             + f"\n\nSource: {PUBLISHED_SOURCES[key]}.")
+
+
+def beside_published(results: ExperimentResults, key: str = "cifar10-wrn") -> str:
+    """A markdown table: this run's accuracy per method (mean over seeds) beside the
+    published one, where the papers report that method.
+
+    The teacher row is the run's teacher. The schedules differ (minutes here, 200 epochs
+    in the paper), so read the columns for the *order* of the methods, not for equal
+    numbers.
+    """
+    published = {r["method"].split(" ")[0]: r for r in PUBLISHED[key]}
+    rows = [("teacher", 100 * results.teacher["test_acc"], published.get("teacher"))]
+    rows += [(r["method"], 100 * r["mean"], published.get(r["method"]))
+             for r in results.summary()]
+    lines = ["| method | this run (%) | seeds | published (%) | checked |", "|---|---|---|---|---|"]
+    seeds = {r["method"]: r["n"] for r in results.summary()}
+    for method, ours, pub in rows:
+        acc = "" if pub is None else f"{pub['accuracy']:.2f}"
+        checked = "" if pub is None else pub["checked"]
+        lines.append(f"| {method} | {ours:.2f} | {seeds.get(method, 1)} | {acc} | {checked} |")
+    return "\n".join(lines) + f"\n\nPublished: {PUBLISHED_SOURCES[key]}.\n"
 
 
 def recipe_settings(name: str, **changes) -> Recipe:
