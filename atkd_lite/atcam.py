@@ -23,13 +23,24 @@ The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`resize
 :func:`layer_map`, :func:`combine_maps` and :func:`attention_from_features` are the
 reusable pieces; the distillation engine and the book call them directly.
 
+Cost. The method's claim is that the maps come almost for free, so the computation is
+arranged around memory traffic rather than arithmetic: :class:`ATCam` reduces each kept
+layer to ``mean_c |A|`` inside the forward pass (while the feature map is still in
+cache, and without keeping it alive), forms ``|A|`` without a fresh full-size buffer,
+resizes layers of one size together, normalises all layers in one call, and gives
+:func:`normalize_maps` a hand-written backward. None of this changes a number: maps and
+gradients equal, bit for bit, the plain formulas above (``tests/test_atcam_fast.py``).
+
 Defined in the book's chapter "Attention maps", which derives every step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import weakref
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +79,19 @@ COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "fma": lambda stack: stack.mean(dim=0),  # feature map accumulation
     "mip": lambda stack: stack.amax(dim=0),  # maximum intensity projection
 }
+
+
+def _float32(device: torch.device):
+    """:func:`float32_math` where autocast is on, else nothing (saves ~20 us a call).
+
+    The map computation enters it several times per call; on a GPU such fixed host costs
+    are what a batch-128 forward is made of.
+    """
+    try:
+        enabled = torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return float32_math(device)
+    return float32_math(device) if enabled else contextlib.nullcontext()
 
 
 def _check_size(size) -> tuple[int, int] | None:
@@ -151,17 +175,87 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
         <BLANKLINE>
                 [[0., 0.]]])
     """
+    if maps.requires_grad and torch.is_grad_enabled():
+        return _MinMaxNorm.apply(maps, eps)
+    return _normalize(maps, eps)
+
+
+def _min_max(maps: torch.Tensor, eps: float):
+    """Per-sample ``lo``, ``hi``, "not constant" mask ``ok`` and ``1 / span`` (1 where not ok)."""
     shape = (-1,) + (1,) * (maps.dim() - 1)
     flat = maps.flatten(1)
     # amin/amax, not aminmax: aminmax has no derivative in the torch versions Colab ships
+    # (and on the CPU its kernel along a dimension is ~5x slower than the two together)
     lo, hi = flat.amin(dim=1).view(shape), flat.amax(dim=1).view(shape)
     span = hi - lo
     tol = torch.maximum(lo.abs(), hi.abs()).detach() * (ULPS * torch.finfo(maps.dtype).eps)
     ok = span > tol.clamp_min(eps)
     # 1/span through a safe denominator, then masked: dividing by a zero span and
     # discarding the result afterwards would still send NaN gradients back.
-    scale = torch.where(ok, span, 1.0).reciprocal() * ok
-    return (maps - lo) * scale  # subtract first: m*s - lo*s would cancel catastrophically
+    return lo, hi, ok, torch.where(ok, span, 1.0).reciprocal()
+
+
+def _normalize(maps: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`normalize_maps` in plain operations (autograd differentiates these)."""
+    lo, _, ok, inv = _min_max(maps, eps)
+    out = maps - lo  # subtract first: m*s - lo*s would cancel catastrophically
+    if maps.requires_grad and torch.is_grad_enabled():
+        return out * (inv * ok)
+    return out.mul_(inv * ok)  # no graph: scale in place, one full-size buffer fewer
+
+
+class _MinMaxNorm(torch.autograd.Function):
+    """:func:`_normalize` with a hand-written backward: the same gradient, bit for bit.
+
+    Autograd's backward of ``amin``/``amax`` spreads the gradient over tied extremes via
+    ``(g / count) * mask``, which on the CPU casts the boolean mask to a full-size float
+    copy, twice per extreme, and then adds three full-size terms; here each extreme costs
+    one comparison and one in-place ``addcmul_``. Every product and sum is done in
+    autograd's order, so the result is identical (``tests/test_atcam_fast.py`` checks it,
+    ties and constant maps included).
+    """
+
+    @staticmethod
+    def forward(ctx, maps, eps):
+        lo, hi, ok, inv = _min_max(maps, eps)
+        scale = inv * ok
+        d = maps - lo
+        ctx.eps = eps
+        ctx.save_for_backward(maps, d, lo, hi, ok, inv, scale)
+        return d * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        maps, d, lo, hi, ok, inv, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: differentiate the plain operations
+            with torch.enable_grad():
+                out = _normalize(maps, ctx.eps)
+            return torch.autograd.grad(out, maps, grad, create_graph=True)[0], None
+        dims = tuple(range(1, maps.dim()))
+        g_d = grad * scale  # y = d * scale
+        g_scale = (grad * d).sum(dims, keepdim=True)
+        g_span = (g_scale * ok) * -(inv * inv)  # scale = inv * ok, inv = 1 / span
+        g_lo = -g_d.sum(dims, keepdim=True) - g_span  # from d = maps - lo and span = hi - lo
+        # amax/amin: the gradient is shared equally between tied extremes. The masks are
+        # written as 0/1 floats (summing a boolean mask first copies it to int64); the
+        # counts are small integers, exact in floating point
+        at_hi = torch.eq(maps, hi, out=torch.empty_like(maps))
+        at_lo = torch.eq(maps, lo, out=torch.empty_like(maps))
+        ties_hi = at_hi.flatten(1).sum(1).view_as(hi)
+        ties_lo = at_lo.flatten(1).sum(1).view_as(lo)
+        # autograd adds g_d + (hi part + lo part); no element is in both parts unless the
+        # map is constant, where every term is zero, so adding them in turn, in place,
+        # gives the same numbers
+        return g_d.addcmul_(at_hi, g_span / ties_hi).addcmul_(at_lo, g_lo / ties_lo), None
+
+
+def _check_features(features) -> None:
+    if not isinstance(features, torch.Tensor) or features.dim() != 4:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(
+            f"features must be a 4-D feature map (B, C, H, W); got {shape}. "
+            "Capture a module whose output is a conv feature map."
+        )
 
 
 def layer_map(
@@ -195,23 +289,103 @@ def layer_map(
         tensor([[[1., 0.],
                  [0., 0.]]])
     """
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(
-            f"features must be a 4-D feature map (B, C, H, W); got {shape}. "
-            "Capture a module whose output is a conv feature map."
-        )
+    _check_features(features)
     size = _check_size(size)
-    with float32_math(features.device):
-        a = at_least_float32(features)
-        if p == 1 and a.device.type != "cpu":
-            # one fused pass, no full-size |A| temporary (CPU's kernel for this is slow)
-            m = torch.linalg.vector_norm(a, ord=1, dim=1) / a.shape[1]
-        else:
-            m = (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
+    with _float32(features.device):
+        m = _channel_mean(features, p)
         if size is not None and tuple(m.shape[-2:]) != size:
             m = resize_maps(m, size)
         return normalize_maps(m) if normalize else m
+
+
+# ---------------------------------------------------------------------------------------
+# The per-layer reduction mean_c |A|^p, the one step that reads a full-size feature map.
+#
+# Where the time goes: on the CPU, writing a fresh full-size temporary (``A.abs()``, 12.8 MB
+# for a 128 x 32 x 28 x 28 batch) costs 5-10x more than reading A once, because every
+# page of a new large buffer is faulted in (the allocator hands large blocks back to the
+# OS). So |A| is formed a chunk of images at a time in one small reused buffer that stays
+# in the core's cache, and summed from there: the same operations in the same order, so
+# the same numbers bit for bit, at about the cost of one read of A. On other devices one
+# fused ``vector_norm`` kernel reads A once with no temporary at all (CPU's kernel for it
+# is slow).
+
+#: bytes of |A| formed per chunk on the CPU with one torch thread (about a core's L2) ...
+_CHUNK_BYTES = 1 << 19
+#: ... but never more chunks than this (the Python loop's cost stays bounded)
+_MAX_CHUNKS = 64
+
+
+def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor:
+    """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without a fresh full-size temporary.
+
+    With one torch thread, ``|A|`` is formed a cache-sized chunk of images at a time. With
+    several, every operation is a parallel region that ends in a barrier, and on a busy
+    machine a barrier can wait a whole scheduler slice for a thread; so there it is one
+    chunk. Either way the buffer comes from ``workspace`` (a dict shared by the layers
+    of one call), so a call faults in one buffer, not one per layer.
+    """
+    batch = a.shape[0]
+    per_image = max(1, a[0].numel() * a.element_size())
+    if torch.get_num_threads() == 1:
+        step = max(1, _CHUNK_BYTES // per_image, -(-batch // _MAX_CHUNKS))
+    else:
+        step = batch
+    out = a.new_empty((batch, *a.shape[2:]))
+    shape = (min(step, batch), *a.shape[1:])
+    if workspace is not None and a.is_contiguous():
+        flat = workspace.get(a.dtype)
+        need = min(step, batch) * a[0].numel()
+        if flat is None or flat.numel() < need:
+            flat = workspace[a.dtype] = a.new_empty(need)
+        buf = flat[:need].view(shape)
+    else:
+        buf = torch.empty_like(a[:step])  # same memory format as A: same summation order
+    for i in range(0, batch, step):
+        n = min(step, batch - i)
+        torch.abs(a[i:i + n], out=buf[:n])
+        torch.sum(buf[:n], dim=1, out=out[i:i + n])
+    return out
+
+
+class _ChannelMeanAbs(torch.autograd.Function):
+    """``a.abs().mean(dim=1)`` (same numbers, same gradient) with fewer full-size passes.
+
+    Forward: :func:`_sum_abs_cpu` then one division (``mean`` is ``sum / C`` in torch).
+    Backward: ``sgn(a) * g / C`` in one fresh tensor, where autograd's chain (mean's
+    expand-and-divide, abs's ``sgn`` and product) writes three.
+    """
+
+    @staticmethod
+    def forward(ctx, a, workspace):
+        ctx.save_for_backward(a)
+        return _sum_abs_cpu(a, workspace).div_(a.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        scaled = (grad / a.shape[1]).unsqueeze(1)
+        if torch.is_grad_enabled():  # double backward: keep the product differentiable
+            return torch.sgn(a) * scaled, None
+        return torch.sgn(a).mul_(scaled), None
+
+
+def _channel_mean(features: torch.Tensor, p: float = 1,
+                  workspace: dict | None = None) -> torch.Tensor:
+    """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
+
+    Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
+    ``workspace``: a dict shared by the layers of one call (CPU scratch buffers).
+    """
+    if p == 1 and features.device.type != "cpu":
+        # one fused pass, no full-size temporary (not even the float32 copy of an autocast
+        # output: the kernel upcasts as it reads, giving the same sums)
+        dtype = features.dtype if features.dtype == torch.float64 else torch.float32
+        return torch.linalg.vector_norm(features, ord=1, dim=1, dtype=dtype) / features.shape[1]
+    if p == 1 and features.dtype in (torch.float32, torch.float64):
+        return _ChannelMeanAbs.apply(features, workspace)
+    a = at_least_float32(features)
+    return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -234,11 +408,12 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     (its kernel parallelises over output pixels only), and differentiable.
 
     Args:
-        maps (Tensor): (B, H, W).
+        maps (Tensor): (B, H, W), or any leading dimensions (..., H, W) (e.g. a stack of
+            layers (L, B, H, W), resized in one call).
         size (two ints): output (H', W').
 
     Returns:
-        Tensor: (B, H', W').
+        Tensor: (B, H', W') (or (..., H', W')).
 
     Examples::
 
@@ -296,7 +471,7 @@ def combine_maps(maps: Sequence[torch.Tensor] | torch.Tensor, mode: str = "fma")
                 f"got {sorted(shapes)}"
             )
         stack = torch.stack(maps)
-    with float32_math(stack.device):
+    with _float32(stack.device):
         return normalize_maps(COMBINE[mode](at_least_float32(stack)))
 
 
@@ -340,10 +515,60 @@ def attention_from_features(
     features = list(features)
     if not features:
         raise ValueError("attention_from_features needs at least one feature map")
-    raw = torch.stack([layer_map(a, p=p, size=size, normalize=False) for a in features])
-    per_layer = normalize_maps(raw.flatten(0, 1)).view_as(raw)  # (L, B, H, W)
-    maps = combine_maps(per_layer, combine)
+    for a in features:
+        _check_features(a)
+    workspace: dict = {}
+    with _float32(features[0].device):
+        raw = [_channel_mean(a, p, workspace) for a in features]
+    maps, per_layer = _maps_from_raw(raw, size, combine)
     return (maps, per_layer) if return_layers else maps
+
+
+def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Raw per-layer maps (B, h_l, w_l) -> one (L, B, H, W) stack at ``size``, in order.
+
+    Layers that share a size are stacked and resized together (one pair of matrix
+    products per size, not per layer): fewer, larger kernels.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, m in enumerate(raw):
+        groups.setdefault((int(m.shape[-2]), int(m.shape[-1])), []).append(i)
+    parts, order = [], []
+    with _float32(raw[0].device):
+        for shape, idx in groups.items():
+            group = torch.stack([raw[i] for i in idx]) if len(idx) > 1 else raw[idx[0]][None]
+            parts.append(group if shape == size else resize_maps(group, size))
+            order += idx
+    stack = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if order != sorted(order):  # back to capture order
+        stack = stack[[order.index(i) for i in range(len(order))]]
+    return stack
+
+
+def _maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str):
+    """Combined maps (B, H, W) and normalised per-layer maps (L, B, H, W) from raw maps."""
+    stack = _resize_stack(raw, size)  # a new tensor, ours to overwrite
+    if stack.requires_grad and torch.is_grad_enabled():
+        per_layer = normalize_maps(stack.flatten(0, 1)).view_as(stack)  # all layers at once
+        return combine_maps(per_layer, combine), per_layer
+    # no graph: the same operations, in place (no fresh full-size buffers to fault in)
+    with _float32(stack.device):
+        _normalize_(stack.flatten(0, 1))
+        return _normalize_(COMBINE[combine](stack)), stack
+
+
+def _normalize_(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """:func:`normalize_maps` in place (same operations, same numbers); no autograd."""
+    lo, _, ok, inv = _min_max(maps, eps)
+    return maps.sub_(lo).mul_(inv * ok)
+
+
+class _Reduced(NamedTuple):
+    """A capture point's output already reduced inside its hook (see ``ATCam._capture``)."""
+
+    value: torch.Tensor  # the reduced map
+    ref: weakref.ref  # the output itself, while something else keeps it alive
+    version: int | None  # its version counter when the hook ran (None: not tracked)
 
 
 class ATCam:
@@ -454,6 +679,9 @@ class ATCam:
         self.layer_names: list[str] | None = (
             None if self._candidates is None else self._select(self._candidates)
         )
+        # per train/eval mode: kept layers whose outputs the forward modifies in place
+        # after their hook (None until a call has looked), see _capture
+        self._late: dict[bool, set[str] | None] = {True: None, False: None}
 
     def _select(self, names: list[str]) -> list[str]:
         return list(names) if self.keep_all else select_layers(names, self.first, self.last)
@@ -495,11 +723,39 @@ class ATCam:
             [(2, 4, 10, 10), (2, 8, 8, 8)]
         """
         check_model_input(x, self.model)  # dtype, NaN/infinity: a message, not a conv error
+        return self._capture(x)
+
+    def _capture(self, x: torch.Tensor, reduce: Callable | None = None):
+        """One forward pass with hooks on the capture points; logits and kept outputs.
+
+        With ``reduce``, each kept output is reduced inside its hook (to its raw per-layer
+        map), so the full-size feature map is read while it is still in cache and is
+        freed as the forward pass goes on, as in a plain forward (keeping every captured
+        map alive to the end forces fresh allocations and costs ~10-30 % of a forward on
+        the CPU). That is only the same as reducing after the forward if nothing modifies
+        the output in place later (e.g. ``Conv2d`` followed by ``ReLU(inplace=True)``:
+        the captured tensor then holds the activation). So the first call in each of
+        train/eval mode keeps the outputs, as :meth:`features` does, and notes which ones
+        were modified after their hook (their version counter moved); those are always
+        reduced after the forward, the others inside the hook. An early-reduced output
+        still alive at the end is checked again and, if it was modified, reduced again
+        from its final value, so the maps never differ from ``attention_from_features(
+        self.features(x)[1])``.
+        """
         hooked = self.layer_names if self.layer_names is not None else self._convs
-        captured: dict[str, torch.Tensor] = {}  # insertion order = first-run order
+        captured: dict[str, object] = {}  # insertion order = first-run order
+        versions: dict[str, int] = {}  # version counter at hook time (probe calls)
+        mode = bool(self.model.training)
+        late = self._late.get(mode) if reduce is not None else None
+        early = late is not None and self.layer_names is not None
 
         def make_hook(name: str):
             def hook(module, args, output):
+                if isinstance(output, torch.Tensor) and not output.is_inference():
+                    versions[name] = output._version
+                if early and name not in late and isinstance(output, torch.Tensor) \
+                        and output.dim() == 4:
+                    output = _Reduced(reduce(output), weakref.ref(output), versions.get(name))
                 captured[name] = output  # last run wins if a module runs twice
 
             return hook
@@ -530,13 +786,33 @@ class ATCam:
             )
         feats = [captured[n] for n in self.layer_names]
         for name, a in zip(self.layer_names, feats):
-            if not isinstance(a, torch.Tensor) or a.dim() != 4:
+            if not isinstance(a, _Reduced) and (not isinstance(a, torch.Tensor) or a.dim() != 4):
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise ValueError(
                     f"capture point {name!r} returned {got}, not a 4-D feature map "
                     "(B, C, H, W); choose a conv/activation module instead"
                 )
-        return logits, feats
+        if reduce is None:
+            return logits, feats
+        if late is None and len(versions) == len(captured):  # probe: learn what is safe
+            self._late[mode] = {n for n in self.layer_names
+                                if captured[n]._version != versions[n]}
+        out = []
+        for name, a in zip(self.layer_names, feats):
+            if isinstance(a, _Reduced):
+                final = a.ref()
+                if final is None or a.version is None or final._version == a.version:
+                    out.append(a.value)
+                    continue
+                late.add(name)  # modified in place after the hook: reduce the final value
+                a = final
+            out.append(reduce(a))
+        return logits, out
+
+    def _raw_map(self, a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor:
+        """A captured feature map's raw per-layer map ``mean_c |A|^p``, (B, H_l, W_l)."""
+        with _float32(a.device):
+            return _channel_mean(a, self.p, workspace)
 
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))
@@ -554,10 +830,13 @@ class ATCam:
             ``(logits, maps, per_layer)`` where ``per_layer`` maps each kept layer name to
             its normalised (B, H, W) map.
         """
-        logits, feats = self.features(x)
-        maps, per_layer = attention_from_features(
-            feats, self._size(x), p=self.p, combine=self.combine, return_layers=True
-        )
+        check_model_input(x, self.model)
+        # the same maths as attention_from_features(self.features(x)[1], ...), with each
+        # layer reduced to its raw map inside the forward pass
+        workspace: dict = {}  # scratch shared by this call's layers
+        logits, raw = self._capture(x, reduce=functools.partial(self._raw_map,
+                                                                 workspace=workspace))
+        maps, per_layer = _maps_from_raw(raw, self._size(x), self.combine)
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps

@@ -152,7 +152,7 @@ def _baseline(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
     b, _, h, w = x.shape
     if kind == "random":
         gen = torch.Generator().manual_seed(seed)
-        return torch.rand(b, h, w, generator=gen).to(x.device)
+        return normalize_maps(torch.rand(b, h, w, generator=gen)).to(x.device)
     if kind == "centre":
         ys = torch.arange(h, device=x.device, dtype=torch.float32) - (h - 1) / 2
         xs = torch.arange(w, device=x.device, dtype=torch.float32) - (w - 1) / 2

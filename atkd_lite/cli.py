@@ -296,17 +296,27 @@ def _cmd_distill(args) -> int:
     return 0
 
 
-def _cmd_reproduce(args) -> int:
+def _prepare_grid(args, methods, dataset: bool = True):
+    """Every check of a grid command, before any work: methods, dataset, seeds, settings,
+    device, teacher checkpoint, output folder. Returns ``(settings, teacher)``."""
     from atkd_lite.distillers import METHODS
-    from atkd_lite.experiments import reproduce
     from atkd_lite.runtime import get_device
 
-    _check_choices("method", args.methods or [], list(METHODS))
+    _check_choices("method", methods, list(METHODS))
+    if dataset:
+        _check_dataset(args.dataset)
     _check_seeds(args.seeds)
     settings = _distill_settings(args)
     get_device(args.device)
     teacher = _load_teacher(args.teacher)
     _claim_output_dir(args.output_dir)
+    return settings, teacher
+
+
+def _cmd_reproduce(args) -> int:
+    from atkd_lite.experiments import reproduce
+
+    settings, teacher = _prepare_grid(args, args.methods or [], dataset=False)
     results = reproduce(output_dir=args.output_dir, profile=args.profile, methods=args.methods,
                         teacher=teacher, seeds=args.seeds,
                         epochs=args.epochs, per_class=args.per_class or None,
@@ -319,19 +329,11 @@ def _cmd_reproduce(args) -> int:
 
 
 def _cmd_sizes(args) -> int:
-    from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.sizes import SIZES, run_sizes
-    from atkd_lite.runtime import get_device
 
     methods = args.methods or ["student", "fma"]
-    _check_choices("method", methods, list(METHODS))
     _check_choices("student size", args.sizes, list(SIZES))
-    _check_dataset(args.dataset)
-    _check_seeds(args.seeds)
-    settings = _distill_settings(args)
-    get_device(args.device)
-    teacher = _load_teacher(args.teacher)
-    _claim_output_dir(args.output_dir)
+    settings, teacher = _prepare_grid(args, methods)
     per_class = 100 if args.per_class is None else args.per_class
     res = run_sizes(dataset=args.dataset, sizes=args.sizes, methods=methods,
                     seeds=args.seeds or [0, 1, 2], per_class=per_class or None,
@@ -345,24 +347,16 @@ def _cmd_sizes(args) -> int:
 
 
 def _cmd_faithfulness(args) -> int:
-    from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.faithfulness import (
         DEFAULT_METHODS,
         MAP_KINDS,
         faithfulness_markdown,
         run_faithfulness,
     )
-    from atkd_lite.runtime import get_device
 
     methods = args.methods or list(DEFAULT_METHODS)
-    _check_choices("method", methods, list(METHODS))
     _check_choices("map kind", args.kinds, list(MAP_KINDS))
-    _check_dataset(args.dataset)
-    _check_seeds(args.seeds)
-    settings = _distill_settings(args)
-    get_device(args.device)
-    teacher = _load_teacher(args.teacher)
-    _claim_output_dir(args.output_dir)
+    settings, teacher = _prepare_grid(args, methods)
     per_class = 100 if args.per_class is None else args.per_class
     res = run_faithfulness(dataset=args.dataset, methods=methods, seeds=args.seeds or [0, 1, 2],
                            per_class=per_class or None, epochs=args.epochs or 30,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import io
+import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -247,8 +248,14 @@ VARIANTS = ("plain", "fma", "mip", "sals")
 
 def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: int = 5,
                        size: int = 28, model: nn.Module | None = None,
-                       in_channels: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+                       in_channels: int = 1, variants: Sequence[str] = VARIANTS,
+                       clock: str = "wall") -> tuple[dict[str, float], dict[str, float]]:
     """Median time of a plain forward, ATCam FMA/MIP and SALS, and their paired ratios.
+
+    Every repetition times each variant once, in a (seeded) random order drawn afresh for
+    each repetition, and each variant's time is divided by the plain forward's time of the
+    same repetition; the median of those ratios is robust to slow drifts of
+    the machine's load, which a ratio of two separately taken medians is not.
 
     Args:
         device: where to run (``None``: cuda → mps → cpu, as :func:`~atkd_lite.get_device`).
@@ -259,17 +266,25 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
             forward pass does not depend on the pixel values).
         model (nn.Module, optional): the network to time (put in eval mode; moved to
             ``device``); default a freshly initialised :func:`~atkd_lite.teacher_cnn`
-            seeded with 0 (weights do not change the cost either).
+            seeded with 0 (weights do not change the cost either). Any CNN works: without
+            ``atkd_capture_points()`` ATCam captures its ``Conv2d`` layers.
         in_channels (int): channels of the random input.
+        variants (sequence of str): which of :data:`VARIANTS` to time (``"plain"`` is
+            always timed: it is the reference).
+        clock (str): ``"wall"`` (elapsed time, the default) or ``"cpu"`` (CPU time of
+            this process, :func:`time.process_time`: on a CPU shared with other jobs it
+            leaves out the time this process waited for a core; with several torch
+            threads it also counts their spinning, so use it with one thread). CUDA
+            work is timed by the wall clock only.
 
     Returns:
         (dict, dict): ``medians`` — variant -> median seconds per call; ``ratios`` —
         variant -> median over repetitions of ``time(variant) / time(plain)`` (so
-        ``ratios["plain"] == 1.0``). Variants are :data:`VARIANTS`.
+        ``ratios["plain"] == 1.0``).
 
     Raises:
-        ValueError: for non-positive ``batch``, ``reps`` or ``size``, or negative
-            ``warmup``.
+        ValueError: for non-positive ``batch``, ``reps`` or ``size``, negative
+            ``warmup``, an unknown variant or clock, or ``clock="cpu"`` on a GPU.
 
     Examples::
 
@@ -281,7 +296,15 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     batch, reps, size = (check_int("batch", batch, 1), check_int("reps", reps, 1),
                          check_int("size", size, 1))
     warmup = check_int("warmup", warmup, 0)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if isinstance(variants, str) or unknown:
+        raise ValueError(f"variants must be a list drawn from {list(VARIANTS)}; got {variants!r}")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
     dev = get_device(device)
+    if clock == "cpu" and dev.type != "cpu":
+        raise ValueError(f"clock='cpu' measures CPU work; on {dev.type} use clock='wall'")
+    now = time.process_time if clock == "cpu" else time.perf_counter
     if model is None:
         torch.manual_seed(0)
         model = teacher_cnn(in_channels=in_channels)
@@ -306,19 +329,20 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     def sals():
         saliency_map(model, x)
 
-    variants = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    names = list(VARIANTS)
+    run = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
+    names = ["plain"] + [v for v in VARIANTS if v in variants and v != "plain"]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(0)
     for rep in range(warmup + reps):
-        # rotate the order each repetition so no variant always runs first (cache, turbo)
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
+        # a fresh order each repetition, so that no variant always runs first or always
+        # right after another (a variant inherits its predecessor's caches and heap)
+        for name in order.sample(names, len(names)):
             synchronize(dev)
-            t0 = time.perf_counter()
-            variants[name]()
+            t0 = now()
+            run[name]()
             synchronize(dev)
             if rep >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(now() - t0)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(ts, times["plain"]))
               for name, ts in times.items()}

@@ -469,8 +469,10 @@ class DistillConfig:
     """The settings of :func:`distill`; the defaults are the tuned values.
 
     The defaults were chosen on the embedded digits' fit/val split (never the test split)
-    in the low-data setting (100 digits a class) by ``benchmarks/tune_defaults.py``; its
-    output is in ``benchmarks/RESULTS.md``, section "Defaults".
+    in the low-data setting (100 digits a class): every method's weight and the epochs by
+    ``atkd-lite tune`` (:mod:`atkd_lite.experiments.tuning`, committed as the results
+    ``mnist5k-tuning``), the learning rate, T, first/last and the attention form by the
+    earlier search of ``benchmarks/tune_defaults.py`` (``benchmarks/RESULTS.md``).
 
     Attributes:
         epochs: training epochs (30).
@@ -478,10 +480,9 @@ class DistillConfig:
         weight_decay: AdamW's weight decay (5e-4).
         batch_size: images per step (128).
         alpha: KD weight in [0, 1] for ``kd`` and ``+kd`` methods;
-            None = :data:`~atkd_lite.distillers.DEFAULT_ALPHA` (0.5). Other methods use 0.
+            None = :data:`~atkd_lite.distillers.DEFAULT_ALPHA` (0.7). Other methods use 0.
         beta: weight of the attention term; None = the method's tuned
-            ``default_beta`` (FMA, MIP 1.0; SALS 0.1; AT 500, the value of Zagoruyko &
-            Komodakis' code).
+            ``default_beta`` (FMA 0.3, MIP 3, SALS 0.1, AT 100).
         T: KD temperature (8).
         first, last: ATCam's layer selection for FMA and MIP, both networks (2, 2), unless
             a network has its own selection.

@@ -1,38 +1,68 @@
-"""What do attention maps cost? ATCam (FMA, MIP) and SALS relative to a plain teacher forward.
+"""What do attention maps cost? ATCam (FMA, MIP) and SALS relative to a plain forward.
 
 Measures, in one run with interleaved repetitions, on the CPU and on CUDA when present,
 the median over repetitions of each variant's time divided by the plain forward's time in
-the same repetition:
+the same repetition (:func:`atkd_lite.cost.attention_overhead`), for three networks:
 
-- FMA ÷ plain and MIP ÷ plain: ``cam(x)`` under ``torch.no_grad()`` versus ``teacher(x)``
-  under ``torch.no_grad()`` (target: <= 1.10, the paper's "little extra compute");
-- SALS ÷ plain: ``saliency_map(teacher, x)`` (a forward and a backward to the input).
+- ``teacher`` — the book's teacher (:func:`atkd_lite.teacher_cnn`, 1x28x28), whose
+  capture points are its post-ReLU block outputs;
+- ``generic`` — a small ``nn.Sequential`` CNN (4 convs of width 32-64 with batch norm,
+  1x28x28) without declared capture points: ATCam captures its convs' signed outputs;
+- ``resnet18`` — torchvision's ResNet-18 (3x32x32), also captured at its convs.
+
+Ratios: FMA ÷ plain and MIP ÷ plain, ``cam(x)`` versus ``model(x)`` both under
+``torch.no_grad()`` (goal: <= 1.10 on the CPU, <= 1.15 on a GPU, at batch 128); SALS ÷
+plain, ``saliency_map(model, x)`` (a forward and a backward to the input; reported),
+timed in repetitions of its own (its memory churn would disturb the others).
 
 Usage::
 
-    python benchmarks/bench_atcam.py            # batch 128, 30 repetitions
-    python benchmarks/bench_atcam.py --quick    # CI size: batch 32, 5 repetitions
+    python benchmarks/bench_atcam.py                 # batch 128, 30 repetitions, all models
+    python benchmarks/bench_atcam.py --quick         # CI size: batch 32, 5 repetitions
+    python benchmarks/bench_atcam.py --threads 1 --clock cpu   # steadier on a busy machine
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from atkd_lite.cost import attention_overhead
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import generic_cnn, provenance, resnet18  # noqa: E402
+
+import atkd_lite as ak  # noqa: E402
+from atkd_lite.cost import attention_overhead  # noqa: E402
+
+#: name -> (builder, input channels, input side)
+MODELS = {
+    "teacher": (lambda: ak.teacher_cnn(), 1, 28),
+    "generic": (generic_cnn, 1, 28),
+    "resnet18": (resnet18, 3, 32),
+}
 
 
-def bench(device: torch.device, batch: int, reps: int, warmup: int, size: int):
-    """Per-variant median seconds and median paired ratio to ``plain``, reps interleaved.
+def goal(device: torch.device) -> float:
+    """The FMA/MIP ÷ plain goal on this device (1.10 on the CPU, 1.15 on a GPU)."""
+    return 1.10 if device.type == "cpu" else 1.15
 
-    Each repetition times every variant once, so a ratio is formed from calls that ran
-    seconds apart; its median is robust to slow drifts in machine load, which a ratio
-    of two separately taken medians is not. The measuring code is
-    :func:`atkd_lite.cost.attention_overhead` (the book's chapter "Attention maps"
-    calls it too); this is the same measurement on a freshly initialised teacher.
+
+def bench(device, batch: int, reps: int, warmup: int, size: int = 28, model: str = "teacher",
+          clock: str = "wall", variants=("plain", "fma", "mip", "sals")):
+    """Per-variant median seconds and median paired ratio to ``plain`` for one network.
+
+    The measuring code is :func:`atkd_lite.cost.attention_overhead` (the book's chapter
+    "Attention maps" calls it too), on a freshly initialised network seeded with 0.
+    ``size`` applies to the book's teacher; the other networks use their own input size.
     """
-    return attention_overhead(device=device, batch=batch, reps=reps, warmup=warmup, size=size)
+    build, channels, side = MODELS[model]
+    torch.manual_seed(0)
+    return attention_overhead(device=device, batch=batch, reps=reps, warmup=warmup,
+                              size=size if model == "teacher" else side, model=build(),
+                              in_channels=channels, variants=variants, clock=clock)
 
 
 def main(argv=None) -> int:
@@ -41,31 +71,55 @@ def main(argv=None) -> int:
                         help="reduced CI-size run (batch 32, 5 repetitions, 1 warm-up)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 128)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 30)")
-    parser.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    parser.add_argument("--size", type=int, default=28,
+                        help="image side of the book's teacher in pixels (default 28)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--no-sals", action="store_true", help="skip the SALS variant")
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even if present")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice); 1 is steadier "
                              "on a busy machine")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="CPU timings: elapsed time (default) or this process's CPU "
+                             "time (leaves out waiting for a core; use with --threads 1)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     batch = args.batch or (32 if args.quick else 128)
     reps = args.reps or (5 if args.quick else 30)
     warmup = 1 if args.quick else 5
+    variants = ("plain", "fma", "mip") if args.no_sals else ("plain", "fma", "mip", "sals")
 
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
-    print(f"teacher_cnn(), batch {batch}, {args.size}x{args.size}, median of {reps} interleaved "
-          f"repetitions, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"batch {batch}, median of {reps} interleaved repetitions; {provenance()}")
     for device in devices:
+        clock = args.clock if device.type == "cpu" else "wall"
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        t, ratio = bench(device, batch, reps, warmup, args.size)
-        print(f"[{device.type}: {name}] plain forward {t['plain'] * 1e3:.2f} ms")
-        for key, label in (("fma", "FMA"), ("mip", "MIP"), ("sals", "SALS")):
-            note = "target <= 1.10" if key != "sals" else "forward + backward to the input"
-            print(f"  {label:4s} / plain = {ratio[key]:.3f}   "
-                  f"({t[key] * 1e3:.2f} ms; {note})")
+        print(f"\n[{device.type}: {name}] clock: {clock}; goal FMA/MIP ÷ plain <= "
+              f"{goal(device):.2f}")
+        print("| model | plain forward (ms) | FMA ÷ plain | MIP ÷ plain | SALS ÷ plain | goal met |")
+        print("|---|---|---|---|---|---|")
+        for model in models:
+            # SALS (a forward and a backward) allocates and frees several times the memory
+            # of a forward; timed in the same repetitions, that churn changes the heap that
+            # the next call finds. So FMA/MIP and SALS are timed in separate repetitions.
+            t, ratio = bench(device, batch, reps, warmup, args.size, model, clock,
+                             ("plain", "fma", "mip"))
+            if "sals" in variants:
+                ratio["sals"] = bench(device, batch, reps, warmup, args.size, model, clock,
+                                      ("plain", "sals"))[1]["sals"]
+            met = all(ratio[k] <= goal(device) for k in ("fma", "mip"))
+            sals = f"{ratio['sals']:.3f}" if "sals" in ratio else "-"
+            print(f"| {model} | {t['plain'] * 1e3:.2f} | {ratio['fma']:.3f} | "
+                  f"{ratio['mip']:.3f} | {sals} | {'yes' if met else 'no'} |", flush=True)
+    print(f"\nload average at the end: {provenance().rsplit('load average ', 1)[1]}")
     return 0
 
 

@@ -4,14 +4,17 @@ They measure speed; nothing here asserts a timing. The GPU check's CPU-vs-CUDA a
 part needs CUDA and is exercised on a real GPU (benchmarks/RESULTS.md).
 """
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+RATIO_ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| (yes|no) \| (.+) \|$")
 
 
 def _run(*args, timeout=600):
@@ -21,14 +24,27 @@ def _run(*args, timeout=600):
     return proc.stdout
 
 
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_reduced_on_cpu(tmp_path):
     out = tmp_path / "table.md"
     text = _run("benchmarks/gpu_check.py", "--quick", "--device", "cpu", "--out", str(out))
     table = out.read_text()
     assert table.splitlines()[0].startswith("| check (cpu")
-    for row in ("teacher epoch", "FMA ÷ plain teacher forward", "fma online / kd online",
-                "sals cached / ce"):
+    for row in ("teacher epoch", "FMA ÷ plain teacher forward", "MIP ÷ plain generic forward",
+                "FMA ÷ plain resnet18 forward", "fma online / kd online", "sals cached / ce",
+                "peer: saliency (Captum Saliency), ours ÷ peer",
+                "peer: attention map (Captum LayerGradCam), ours ÷ peer"):
         assert row in table, row
     # every ratio is a positive number
     ratios = re.findall(r"\| ([0-9]+\.[0-9]+) \|", table)
@@ -38,3 +54,71 @@ def test_gpu_check_runs_reduced_on_cpu(tmp_path):
 
 def test_gpu_check_help():
     assert "--quick" in _run("benchmarks/gpu_check.py", "--help")
+
+
+def test_bench_atcam_prints_a_row_per_network(capsys):
+    _module("bench_atcam").main(["--quick", "--batch", "2", "--reps", "1", "--no-sals",
+                                 "--cpu-only"])
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| teacher", "| generic", "| resnet18"]
+    for r in rows[1:]:
+        cells = r.strip("| ").split(" | ")
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] == "-"
+    assert "load average" in text and "commit" in text
+
+
+def test_bench_distill_prints_the_goal_ratios(capsys):
+    _module("bench_distill").main(["--batch-size", "4", "--rounds", "1", "--warmup", "0"])
+    text = capsys.readouterr().out
+    for row, goal in (("fma online / kd online", "<= 1.10"), ("mip cached / ce", "<= 1.3"),
+                      ("sals online / kd online", "reported")):
+        line = next(line for line in text.splitlines() if line.startswith(f"| {row} |"))
+        cells = line.strip("| ").split(" | ")
+        assert float(cells[1]) > 0 and cells[2] == goal
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    common = _module("common")
+    times = {"a": [2.0, 10.0, 3.0], "b": [1.0, 1.0, 2.0]}
+    # per round 2, 10, 1.5 -> median 2; a ratio of medians would give 3 / 1 = 3
+    assert common.paired(times, "a", "b") == 2.0
+    calls = []
+    out = common.interleaved({n: (lambda n=n: calls.append(n)) for n in "xyz"},
+                             rounds=30, warmup=1)
+    assert [len(v) for v in out.values()] == [30, 30, 30]
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert all(sorted(r) == ["x", "y", "z"] for r in rounds)  # each once per round
+    assert len({tuple(r) for r in rounds}) > 3  # in varying orders
+
+
+def test_peer_check_refuses_different_results():
+    peers = _module("bench_peers")
+    a = torch.tensor([1.0, 2.0])
+    assert peers._same("x", a, a.clone(), rtol=1e-5, atol=1e-6) == 0.0
+    with pytest.raises(AssertionError, match="not compare the same computation"):
+        peers._same("x", a, a + 1e-3, rtol=1e-5, atol=1e-6)
+
+
+def test_bench_peers_without_torchdistill_says_so_and_exits_0(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchdistill", None)  # `import torchdistill` now fails
+    assert _module("bench_peers").main(["--batch", "4", "--rounds", "1", "--warmup", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "torchdistill is not installed" in text and "pip install" in text
+    assert "| saliency (Captum Saliency) |" in text and "KD step" not in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchdistill") is None,
+                    reason="torchdistill (the `bench` extra) is not installed")
+def test_bench_peers_quick_compares_the_same_losses(capsys):
+    assert _module("bench_peers").main(["--quick", "--batch", "8", "--rounds", "1",
+                                        "--warmup", "0"]) == 0
+    text = capsys.readouterr().out
+    rows = [RATIO_ROW.match(line) for line in text.splitlines()]
+    rows = {m.group(1): m for m in rows if m}
+    assert set(rows) == {"KD step (torchdistill KDLoss)", "AT step (torchdistill ATLoss)",
+                         "saliency (Captum Saliency)", "attention map (Captum LayerGradCam)"}
+    for m in rows.values():
+        assert float(m.group(4)) > 0
+    assert rows["KD step (torchdistill KDLoss)"].group(6).startswith("same loss")
+    assert rows["AT step (torchdistill ATLoss)"].group(6).startswith("same loss")

@@ -113,7 +113,7 @@ def test_controls_run_with_what_they_need(teacher, tmp_path, monkeypatch):
     monkeypatch.setenv("ATKD_LITE_CACHE", str(tmp_path))  # the small teacher trains here
     res = run_experiment(methods=("student", "kd"), seeds=(0,), per_class=2, epochs=1,
                          student_size="tiny", teacher=teacher, teacher_epochs=1,
-                         controls=True, progress=False, device="cpu")
+                         controls=True, progress=False, device="cpu", batch_size=16)
     from atkd_lite.experiments.lowdata import CONTROLS
 
     assert [r["method"] for r in res.runs] == ["student", "kd", *CONTROLS]

@@ -388,8 +388,10 @@ def test_8_imageset_labels_must_be_integer_classes_in_range():
         ImageSet(images, torch.tensor([0.0, 1.7, 2.0]))
     with pytest.raises(ValueError, match=r"lie in \[0, 10\].*\[0, 9\]"):
         ImageSet(images, torch.tensor([0, 3, 10]))
-    with pytest.raises(ValueError, match=r"lie in \[-1, 1\]"):
-        ImageSet(images, torch.tensor([-1, 0, 1]))
+    with pytest.raises(ValueError, match=r"lie in \[-2, 1\]"):
+        ImageSet(images, torch.tensor([-2, 0, 1]))
+    # -1 is the one negative label allowed: UNLABELLED, an image without a label
+    assert ImageSet(images, torch.tensor([-1, 0, 1])).labels.tolist() == [-1, 0, 1]
     assert ImageSet(images, torch.tensor([0, 1, 9], dtype=torch.int32)).labels.dtype == torch.long
 
 

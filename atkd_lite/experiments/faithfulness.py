@@ -33,7 +33,7 @@ Examples::
     >>> scores = score_maps(ak.student_cnn("tiny"), test, kinds=("fma", "gradcam"),
     ...                     device="cpu")
     >>> sorted(scores["maps"]), sorted(scores["maps"]["fma"])
-    (['fma', 'gradcam'], ['energy', 'pointing'])
+    (['fma', 'gradcam'], ['deletion', 'energy', 'insertion', 'pointing'])
 """
 
 from __future__ import annotations

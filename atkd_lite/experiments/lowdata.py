@@ -62,7 +62,7 @@ CONTROLS = ("ls", "ls-matched", "kd-transfer", "kd-small-teacher", "fma-shuffled
 
 #: label smoothing's ε chosen on the validation split with the same budget as every
 #: method's weight (``atkd-lite tune``, committed as ``mnist5k-tuning``)
-TUNED_LABEL_SMOOTHING = 0.1
+TUNED_LABEL_SMOOTHING = 0.2
 
 
 def matched_label_smoothing(teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -86,8 +86,8 @@ def matched_label_smoothing(teacher_logits: torch.Tensor, labels: torch.Tensor,
     return alpha * (1 - p) * k / (k - 1)
 
 
-def control_cells(setup, cache, student_size: str, epochs: int, batch_size: int,
-                  teacher_epochs: int, progress: bool = False, **distill_kwargs) -> list:
+def control_cells(setup, cache, student_size: str, epochs: int, teacher_epochs: int,
+                  progress: bool = False, **distill_kwargs) -> list:
     """The grid cells of :data:`CONTROLS` for the low-data experiment (see the module's
     table); builds the extra teachers and caches they need."""
     from atkd_lite.cache import TeacherCache
@@ -108,8 +108,8 @@ def control_cells(setup, cache, student_size: str, epochs: int, batch_size: int,
     seen = {bytes(img.numpy()) for img in train.images}
     rest = full.subset([i for i in range(len(full)) if bytes(full.images[i].numpy()) not in seen])
     union = with_unlabelled(train, rest)
-    steps = math.ceil(len(train) / batch_size) * epochs
-    transfer_epochs = max(1, round(steps / math.ceil(len(union) / batch_size)))
+    steps = math.ceil(len(train) / cfg.batch_size) * epochs
+    transfer_epochs = max(1, round(steps / math.ceil(len(union) / cfg.batch_size)))
     union_cache = TeacherCache.build(setup.teacher, union, maps=(), at=False,
                                      device=setup.device, progress=False)
     small_teacher, _ = pretrained_teacher(setup.dataset, epochs=teacher_epochs,
@@ -196,9 +196,8 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
     cache = teacher_cache_for(setup, needed, progress, **distill_kwargs) if use_cache else None
     cells = [GridCell(m, student_size) for m in methods]
     if controls:
-        cells += control_cells(setup, cache, student_size, epochs,
-                               distill_kwargs.get("batch_size", DistillConfig().batch_size),
-                               teacher_epochs, progress, **distill_kwargs)
+        cells += control_cells(setup, cache, student_size, epochs, teacher_epochs, progress,
+                               **distill_kwargs)
     settings = grid_settings(dataset, setup, per_class=per_class, data_seed=data_seed,
                              student_size=student_size, epochs=epochs, methods=methods,
                              seeds=seeds, cached=use_cache, distill_kwargs=distill_kwargs,

@@ -1,0 +1,125 @@
+"""What the benchmark scripts share: the generic CNNs, interleaved timing, provenance.
+
+- :func:`generic_cnn` and :func:`resnet18` are the networks "a user would bring": no
+  ``atkd_capture_points()``, so ATCam captures their ``Conv2d`` layers (signed outputs,
+  before batch norm) — the case the book's teacher (which declares post-ReLU capture
+  points) flatters;
+- :func:`interleaved` times several callables round-robin, in a fresh random order
+  every round, and :func:`paired` takes the median over rounds of the ratio of two of them
+  measured in the same round (robust to the slow drifts of a shared machine's load);
+- :func:`provenance` is the line every result carries: date, commit, machine, threads,
+  load average.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import random
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generic_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+    """A small ``nn.Sequential`` CNN: 4 convs of width 32-64 with batch norm, 28x28 input."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes),
+    )
+
+
+def resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 (random weights), for 3-channel CIFAR-sized input."""
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
+                device: torch.device | str = "cpu",
+                clock: str = "wall") -> dict[str, list[float]]:
+    """Seconds per call of each callable, ``rounds`` times, round-robin in a random order.
+
+    ``clock="cpu"`` uses this process's CPU time (:func:`time.process_time`), which leaves
+    out the time spent waiting for a core on a busy machine (use it with one torch
+    thread); ``"wall"`` the elapsed time (needed for CUDA).
+    """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
+    device = torch.device(device)
+    if clock == "cpu" and device.type != "cpu":
+        raise ValueError("clock='cpu' only measures CPU work; use clock='wall' on a GPU")
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    order = random.Random(0)
+    for r in range(warmup + rounds):
+        # a fresh (seeded) order every round: no callable always runs first or always
+        # right after another (each inherits its predecessor's caches and heap)
+        for name in order.sample(names, len(names)):
+            _sync(device)
+            t0 = now()
+            fns[name]()
+            _sync(device)
+            if r >= warmup:
+                times[name].append(now() - t0)
+    return times
+
+
+def median(ts: list[float]) -> float:
+    return statistics.median(ts)
+
+
+def paired(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``time(num) / time(den)`` measured in the same round."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+
+def commit() -> str:
+    """The checked-out commit (short hash), with ``+dirty`` if the tree has changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        return (sha or "unknown") + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages (Unix), or 'n/a'."""
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return "n/a"
+
+
+def provenance(device: torch.device | str = "cpu") -> str:
+    """Date, commit, machine, torch, threads and load: one line for a results table."""
+    device = torch.device(device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{when}; commit {commit()}; {device.type} ({where}); torch {torch.__version__}; "
+            f"{torch.get_num_threads()} torch threads; load average {load()}")

@@ -1,0 +1,305 @@
+"""ATCam's fast path gives the same numbers as the plain, obvious computation.
+
+ATCam reduces each captured feature map to its raw per-layer map inside the forward hook,
+forms ``|A|`` a cache-sized chunk at a time with its own backward, and resizes layers of
+one size together (see ``atkd_lite/atcam.py``). None of that may change a result: here
+every map and every gradient is compared, **bit for bit** (``torch.equal``), with a
+reference written below from ``Tensor.abs().mean()``, ``F.interpolate`` and
+``torch.stack``, on the book's networks, a generic CNN, a ResNet, and models whose
+captured outputs are modified in place later in the forward (where reducing inside the
+hook would see the wrong values if ATCam did not notice).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import atkd_lite as ak
+import atkd_lite.atcam as atcam_module
+from atkd_lite.atcam import ATCam, attention_from_features, layer_map
+
+
+# ----------------------------------------------------------------------------- reference
+def ref_norm(m: torch.Tensor) -> torch.Tensor:
+    """normalize_maps written out with the same operations (amin/amax, masked reciprocal)."""
+    shape = (-1,) + (1,) * (m.dim() - 1)
+    flat = m.flatten(1)
+    lo, hi = flat.amin(dim=1).view(shape), flat.amax(dim=1).view(shape)
+    span = hi - lo
+    tol = torch.maximum(lo.abs(), hi.abs()).detach() * (64 * torch.finfo(m.dtype).eps)
+    ok = span > tol.clamp_min(1e-12)
+    return (m - lo) * (torch.where(ok, span, 1.0).reciprocal() * ok)
+
+
+def ref_resize(m: torch.Tensor, size) -> torch.Tensor:
+    """Separable bilinear resize as two matrix products, matrices from F.interpolate."""
+    def weights(n_in, n_out):
+        eye = torch.eye(n_in, dtype=m.dtype).unsqueeze(0)
+        return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].t()
+
+    return weights(m.shape[-2], size[0]) @ m @ weights(m.shape[-1], size[1]).t()
+
+
+def ref_maps(model, names, x, combine="fma", size=None):
+    """Features kept to the end of the forward; |A| in full; one resize per layer."""
+    size = size or tuple(x.shape[-2:])
+    feats = {}
+    handles = [dict(model.named_modules())[n].register_forward_hook(
+        lambda mod, i, o, n=n: feats.__setitem__(n, o)) for n in names]
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    raw = []
+    for n in names:
+        m = feats[n].abs().mean(dim=1)
+        raw.append(m if tuple(m.shape[-2:]) == size else ref_resize(m, size))
+    stack = torch.stack(raw)
+    per_layer = ref_norm(stack.flatten(0, 1)).view_as(stack)
+    combined = per_layer.mean(0) if combine == "fma" else per_layer.amax(0)
+    return logits, ref_norm(combined), per_layer
+
+
+# ----------------------------------------------------------------------------- models
+def generic_cnn() -> nn.Sequential:
+    """A small Sequential CNN without declared capture points: ATCam takes its convs."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def vgg_like() -> nn.Sequential:
+    """Conv2d followed by ReLU(inplace=True): the conv's output is overwritten in place."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+
+
+class InplaceDropoutInTraining(nn.Module):
+    """Its first conv's output is modified in place only in train mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        a = self.c1(x)
+        a = F.dropout(a, 0.5, training=self.training, inplace=True)
+        return self.head(self.c2(a))
+
+
+class TwiceUsed(nn.Module):
+    """One conv runs twice per forward: its last output is the one used."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.shared = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.head(self.shared(torch.relu(self.shared(self.c1(x)))))
+
+
+MODELS = {
+    "teacher": (lambda: ak.teacher_cnn(), (4, 1, 28, 28)),
+    "student": (lambda: ak.student_cnn("small"), (4, 1, 28, 28)),
+    "generic": (generic_cnn, (4, 1, 28, 28)),
+    # a ResNet-10 (ResNet-18 with one block per stage): the same layer types, faster
+    "resnet": (lambda: torchvision.models.resnet.ResNet(
+        torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=10), (2, 3, 24, 24)),
+    "vgg_like": (vgg_like, (6, 1, 16, 16)),
+    "dropout": (InplaceDropoutInTraining, (6, 1, 16, 16)),
+    "twice": (TwiceUsed, (6, 1, 16, 16)),
+}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """One torch thread and chunks of ~one image: the small test batches are reduced in
+    several chunks (with more threads ATCam forms |A| in one piece, tested below too)."""
+    monkeypatch.setattr(atcam_module, "_CHUNK_BYTES", 16_384)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name):
+    torch.manual_seed(0)
+    make, shape = MODELS[name]
+    return make(), torch.randn(*shape)
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("combine", ["fma", "mip"])
+def test_maps_equal_reference_bit_for_bit_without_autograd(name, combine):
+    model, x = build(name)
+    model.eval()
+    cam = ATCam(model, combine=combine)
+    with torch.no_grad():
+        for call in range(2):  # the first call learns the order; the second hooks early
+            logits, maps, per_layer = cam(x, return_layers=True)
+            ref_logits, ref, ref_layers = ref_maps(model, cam.layer_names, x, combine)
+            assert torch.equal(logits, ref_logits), call
+            assert torch.equal(maps, ref), (call, (maps - ref).abs().max())
+            assert torch.equal(torch.stack(list(per_layer.values())), ref_layers), call
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("combine", ["fma", "mip"])
+def test_gradients_equal_reference_bit_for_bit(name, combine):
+    model, x = build(name)
+    model.train()
+    cam = ATCam(model, combine=combine)
+    weight = torch.linspace(-1, 1, x.shape[0] * x.shape[-2] * x.shape[-1]).view(
+        x.shape[0], *x.shape[-2:])
+    for call in range(2):
+        grads = []
+        for fn in (lambda: cam(x)[1], lambda: ref_maps(model, cam.layer_names, x, combine)[1]):
+            torch.manual_seed(call)  # same dropout mask for both
+            model.zero_grad()
+            maps = fn()
+            (maps * weight).sum().backward()
+            grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        got, want = grads
+        assert len(got) == len(want) > 0
+        for g, w in zip(got, want):
+            assert torch.equal(g, w), (call, (g - w).abs().max())
+
+
+def test_outputs_modified_in_place_are_reduced_after_the_forward():
+    # Conv2d -> ReLU(inplace=True): the captured conv output ends up holding the ReLU's
+    # result. ATCam must give what reducing the kept tensors after the forward gives,
+    # which differs from the conv output's own map (so this test can fail).
+    model, x = build("vgg_like")
+    cam = ATCam(model.eval())
+    with torch.no_grad():
+        cam(x)
+        maps = cam(x)[1]
+        pre = {}
+        handles = [model[i].register_forward_hook(
+            lambda mod, i, o, i_=i: pre.__setitem__(i_, o.clone())) for i in (0, 2, 5)]
+        model(x)
+        for h in handles:
+            h.remove()
+        own = attention_from_features([pre[i] for i in (0, 2, 5)], tuple(x.shape[-2:]))
+    assert torch.equal(maps, ref_maps(model, cam.layer_names, x)[1])
+    assert not torch.allclose(maps, own)
+    assert cam._late[False] == {"0", "2", "5"}
+
+
+def test_a_student_with_in_place_activations_trains():
+    # reducing inside the hook would save a tensor that the ReLU then overwrites, and
+    # the backward pass would fail; ATCam notices and reduces those layers afterwards
+    model, x = build("vgg_like")
+    cam = ATCam(model.train())
+    for _ in range(3):
+        model.zero_grad()
+        logits, maps = cam(x)
+        (logits.sum() + maps.sum()).backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_train_and_eval_mode_are_probed_separately():
+    model, x = build("dropout")
+    cam = ATCam(model, combine="fma")
+    with torch.no_grad():
+        model.eval()
+        cam(x), cam(x)
+        model.train()
+        torch.manual_seed(0)
+        maps = cam(x)[1]
+        torch.manual_seed(0)
+        ref = ref_maps(model, cam.layer_names, x)[1]
+    assert cam._late == {False: set(), True: {"c1"}}
+    assert torch.equal(maps, ref)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("chunk_bytes", [1, 4096, 1 << 19, 1 << 30])
+@pytest.mark.parametrize("shape", [(7, 3, 5, 9), (16, 32, 28, 28), (1, 1, 1, 1)])
+def test_channel_mean_equals_abs_mean_for_any_chunking(monkeypatch, threads, chunk_bytes,
+                                                       shape):
+    monkeypatch.setattr(atcam_module, "_CHUNK_BYTES", chunk_bytes)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    a = torch.randn(*shape)
+    a[a.abs() < 0.1] = 0.0  # exact zeros: |x|'s gradient there is 0
+    workspace = {}  # shared, as by the layers of one ATCam call
+    for t in (a, a.to(memory_format=torch.channels_last), a.double(), a[:, :, 1:, ::2],
+              a[:, :2]):
+        t = t.clone().requires_grad_(True)
+        r = t.detach().clone().requires_grad_(True)
+        with torch.no_grad():
+            assert torch.equal(atcam_module._channel_mean(t, 1, workspace), r.abs().mean(1))
+        got, want = layer_map(t, normalize=False), r.abs().mean(dim=1)
+        assert torch.equal(got, want)
+        g = torch.randn_like(want)
+        got.backward(g)
+        want.backward(g)
+        assert torch.equal(t.grad, r.grad)
+
+
+def test_channel_mean_second_derivative_matches_autograd():
+    a = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    a = a + 0.1 * a.sign()  # away from 0, where |x| is not differentiable
+    a.requires_grad_(True)
+    torch.autograd.gradcheck(lambda t: layer_map(t, normalize=False), (a,))
+    torch.autograd.gradgradcheck(lambda t: layer_map(t, normalize=False), (a,))
+
+
+def test_half_precision_features_take_the_reference_path():
+    a = torch.randn(3, 4, 6, 6).bfloat16()
+    assert torch.equal(layer_map(a, normalize=False), a.float().abs().mean(dim=1))
+
+
+def test_layers_of_mixed_sizes_keep_their_order():
+    # sizes 7, 14, 7, 28: grouped by size for the resize, returned in capture order
+    torch.manual_seed(0)
+    feats = [torch.rand(2, 3, 7, 7), torch.rand(2, 4, 14, 14), torch.rand(2, 5, 7, 7),
+             torch.rand(2, 2, 28, 28)]
+    maps, per_layer = attention_from_features(feats, (28, 28), return_layers=True)
+    for a, got in zip(feats, per_layer):
+        m = a.abs().mean(dim=1)
+        if m.shape[-1] != 28:
+            m = F.interpolate(m[:, None], size=(28, 28), mode="bilinear",
+                              align_corners=False)[:, 0]
+        torch.testing.assert_close(got, ref_norm(m), atol=1e-6, rtol=1e-5)
+    assert torch.equal(maps, ref_norm(per_layer.mean(0)))
+
+
+def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
+    torch.manual_seed(0)
+    m = torch.rand(9, 6, 7)
+    m[0] = 3.0  # constant: zero map, zero gradient
+    m[1] = m[1].clamp(0.2, 0.7)  # ties at both extremes
+    m[2, :3] = 0.0  # ties at the minimum
+    m[3] = 1e6 + m[3] * 1e-4  # range within rounding noise of the magnitude: constant
+    m[4] = m[4].round()  # few distinct values
+    g = torch.randn_like(m)
+    fast, ref = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
+    out_fast, out_ref = atcam_module.normalize_maps(fast), ref_norm(ref)
+    assert torch.equal(out_fast, out_ref)
+    out_fast.backward(g)
+    out_ref.backward(g)
+    assert torch.equal(fast.grad, ref.grad)
+    assert torch.equal(fast.grad[0], torch.zeros(6, 7))
+
+
+def test_normalize_maps_second_derivative():
+    torch.manual_seed(0)
+    m = torch.rand(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(atcam_module.normalize_maps, (m,))
+    torch.autograd.gradgradcheck(atcam_module.normalize_maps, (m,))
