@@ -732,7 +732,7 @@ class ShardedTeacherCache(TeacherCache):
     on the GPU, when it fits). It is already saved: :meth:`save` refuses.
 
     Attributes:
-        folder (Path): where the shards are.
+        folder (str or pathlib.Path): where the shards are.
         shard_lengths (list of int): images per shard.
     """
 

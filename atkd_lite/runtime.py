@@ -735,7 +735,7 @@ def model_logits(output, who: str = "the model") -> torch.Tensor:
     - a tensor is the logits themselves;
     - a tuple or list: its first element (which must be a tensor);
     - a mapping (dict, Hugging Face ``ModelOutput``): the entry ``"logits"``, else
-      ``"out"`` (:data:`LOGITS_KEYS`).
+      ``"out"`` (in that order, ``runtime.LOGITS_KEYS``).
 
     Args:
         output: what ``model(x)`` returned.

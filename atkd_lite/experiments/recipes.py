@@ -116,7 +116,7 @@ RECIPES: dict[str, Recipe] = {
               "CNN teacher and small student"),
 }
 
-#: Published CIFAR numbers to read the recipes beside: top-1 test accuracy (%), with the
+#: Published CIFAR numbers to read the recipes beside, top-1 test accuracy (%), with the
 #: source and how it was checked ("verified": confirmed in a second, independent copy;
 #: "authors' repository": read in the authors' own README; "from memory": not checked).
 PUBLISHED: dict[str, list[dict]] = {
