@@ -6,23 +6,23 @@ from different methods can be scored with the same metrics
 (:func:`~atkd_lite.metrics.rank_correlation`, :func:`~atkd_lite.metrics.deletion_curve`)
 and drawn side by side:
 
-============  ==========================================================================
-method        map
-============  ==========================================================================
-``fma``       ATCam, mean over the first/last layers' maps (:class:`~atkd_lite.ATCam`)
-``mip``       ATCam, max over the same layers
-``sals``      the book's saliency, :func:`~atkd_lite.saliency_map`
-``saliency``  Captum's ``Saliency`` (``abs=True``), max over input channels
-``ig``        Captum's ``IntegratedGradients`` (black baseline), ``|·|``, max over channels
-``gradcam``   Captum's ``LayerGradCam`` on the last capture point (ReLU), upsampled
-              bilinearly with ``LayerAttribution.interpolate``
-``random``    uniform noise (a baseline that knows nothing; seeded)
-``intensity`` the input itself: ``|x|`` (max over channels), lightly blurred (a 3×3
-              binomial filter, which keeps a single peak a single peak)
-``edges``     the input's Sobel gradient magnitude (of the channel mean)
-``centre``    a centre prior: a Gaussian bump in the middle of the image (σ = a quarter
-              of the side), the same for every image
-============  ==========================================================================
+==============  ==========================================================================
+method          map
+==============  ==========================================================================
+``fma``         ATCam, mean over the first/last layers' maps (:class:`~atkd_lite.ATCam`)
+``mip``         ATCam, max over the same layers
+``sals``        the book's saliency, :func:`~atkd_lite.saliency_map`
+``saliency``    Captum's ``Saliency`` (``abs=True``), max over input channels
+``ig``          Captum's ``IntegratedGradients`` (black baseline), ``|·|``, max over channels
+``gradcam``     Captum's ``LayerGradCam`` on the last capture point (ReLU), upsampled
+                bilinearly with ``LayerAttribution.interpolate``
+``random``      uniform noise (a baseline that knows nothing; seeded)
+``intensity``   the input itself: ``|x|`` (max over channels), lightly blurred (a 3×3
+                binomial filter, which keeps a single peak a single peak)
+``edges``       the input's Sobel gradient magnitude (of the channel mean)
+``centre``      a centre prior: a Gaussian bump in the middle of the image (σ = a quarter
+                of the side), the same for every image
+==============  ==========================================================================
 
 The last four are *baselines*: they know nothing about the model (``random``,
 ``centre``) or only the input (``intensity``, ``edges``). A map that explains a model
@@ -51,7 +51,7 @@ from atkd_lite.saliency import class_targets, saliency_map
 
 __all__ = ["BASELINES", "MAP_METHODS", "attribution_maps", "model_randomisation"]
 
-#: the baselines: maps that do not depend on the model
+#: the baselines, maps that do not depend on the model
 BASELINES = ("random", "intensity", "edges", "centre")
 #: the map kinds :func:`attribution_maps` knows
 MAP_METHODS = ("fma", "mip", "sals", "saliency", "ig", "gradcam", *BASELINES)

@@ -47,6 +47,7 @@ __all__ = [
     "count_parameters",
     "cpu_latency",
     "footprint",
+    "interleaved_times",
     "layer_summary",
     "model_costs",
     "model_size_bytes",
@@ -246,6 +247,61 @@ def model_costs(models: Mapping[str, nn.Module], input_shape: Sequence[int] = (1
 VARIANTS = ("plain", "fma", "mip", "sals")
 
 
+def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
+                      device=None, clock: str = "wall") -> dict[str, list[float]]:
+    """Seconds per call of each callable, ``rounds`` times, in a fresh random order each round.
+
+    Timings of two variants are only comparable when they share the machine's state, so
+    every round runs each callable once, in a seeded random order (no callable always runs
+    first, or always right after another and inherits its caches and heap); ratios are
+    then taken round by round. ``clock="cpu"`` uses this process's CPU time
+    (:func:`time.process_time`), which leaves out the time spent waiting for a core on a
+    busy machine (use it with one torch thread); ``"wall"`` the elapsed time (needed for
+    CUDA, where the device is synchronised around each call).
+
+    Args:
+        fns (mapping): name -> callable without arguments.
+        rounds (int): timed rounds.
+        warmup (int): untimed rounds first.
+        device: the device to synchronise (default cuda → mps → cpu).
+        clock (str): ``"wall"`` or ``"cpu"``.
+
+    Returns:
+        dict: name -> list of ``rounds`` seconds.
+
+    Raises:
+        ValueError: non-positive ``rounds``, negative ``warmup``, an unknown clock, or
+            ``clock="cpu"`` on a GPU.
+
+    Examples::
+
+        >>> from atkd_lite.cost import interleaved_times
+        >>> times = interleaved_times({"a": lambda: None, "b": lambda: None}, rounds=3,
+        ...                           device="cpu")
+        >>> sorted(times), len(times["a"])
+        (['a', 'b'], 3)
+    """
+    rounds, warmup = check_int("rounds", rounds, 1), check_int("warmup", warmup, 0)
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
+    dev = get_device(device)
+    if clock == "cpu" and dev.type != "cpu":
+        raise ValueError(f"clock='cpu' measures CPU work; on {dev.type} use clock='wall'")
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(0)
+    for r in range(warmup + rounds):
+        for name in order.sample(names, len(names)):
+            synchronize(dev)
+            t0 = now()
+            fns[name]()
+            synchronize(dev)
+            if r >= warmup:
+                times[name].append(now() - t0)
+    return times
+
+
 def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: int = 5,
                        size: int = 28, model: nn.Module | None = None,
                        in_channels: int = 1, variants: Sequence[str] = VARIANTS,
@@ -304,7 +360,6 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     dev = get_device(device)
     if clock == "cpu" and dev.type != "cpu":
         raise ValueError(f"clock='cpu' measures CPU work; on {dev.type} use clock='wall'")
-    now = time.process_time if clock == "cpu" else time.perf_counter
     if model is None:
         torch.manual_seed(0)
         model = teacher_cnn(in_channels=in_channels)
@@ -331,18 +386,7 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
 
     run = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
     names = ["plain"] + [v for v in VARIANTS if v in variants and v != "plain"]
-    times: dict[str, list[float]] = {name: [] for name in names}
-    order = random.Random(0)
-    for rep in range(warmup + reps):
-        # a fresh order each repetition, so that no variant always runs first or always
-        # right after another (a variant inherits its predecessor's caches and heap)
-        for name in order.sample(names, len(names)):
-            synchronize(dev)
-            t0 = now()
-            run[name]()
-            synchronize(dev)
-            if rep >= warmup:
-                times[name].append(now() - t0)
+    times = interleaved_times({name: run[name] for name in names}, reps, warmup, dev, clock)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(ts, times["plain"]))
               for name, ts in times.items()}

@@ -16,15 +16,15 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import random
 import statistics
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from atkd_lite.cost import interleaved_times
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,40 +50,17 @@ def resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     return model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
                 device: torch.device | str = "cpu",
                 clock: str = "wall") -> dict[str, list[float]]:
     """Seconds per call of each callable, ``rounds`` times, round-robin in a random order.
 
-    ``clock="cpu"`` uses this process's CPU time (:func:`time.process_time`), which leaves
-    out the time spent waiting for a core on a busy machine (use it with one torch
+    The package's :func:`atkd_lite.cost.interleaved_times` (the same timing the book's
+    attention-overhead figure uses). ``clock="cpu"`` uses this process's CPU time, which
+    leaves out the time spent waiting for a core on a busy machine (use it with one torch
     thread); ``"wall"`` the elapsed time (needed for CUDA).
     """
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
-    device = torch.device(device)
-    if clock == "cpu" and device.type != "cpu":
-        raise ValueError("clock='cpu' only measures CPU work; use clock='wall' on a GPU")
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    order = random.Random(0)
-    for r in range(warmup + rounds):
-        # a fresh (seeded) order every round: no callable always runs first or always
-        # right after another (each inherits its predecessor's caches and heap)
-        for name in order.sample(names, len(names)):
-            _sync(device)
-            t0 = now()
-            fns[name]()
-            _sync(device)
-            if r >= warmup:
-                times[name].append(now() - t0)
-    return times
+    return interleaved_times(fns, rounds, warmup, device=torch.device(device), clock=clock)
 
 
 def median(ts: list[float]) -> float:

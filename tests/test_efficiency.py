@@ -60,3 +60,27 @@ def test_committed_sizes_results_load():
 
 
     assert torch.get_num_threads() >= 1
+
+
+def test_interleaved_times_runs_every_callable_once_a_round_in_varying_order():
+    from atkd_lite.cost import interleaved_times
+
+    calls = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = interleaved_times(fns, rounds=20, warmup=1, device="cpu")
+    assert {k: len(v) for k, v in times.items()} == {"a": 20, "b": 20, "c": 20}
+    assert all(t >= 0 for ts in times.values() for t in ts)
+    rounds = [tuple(calls[i:i + 3]) for i in range(0, len(calls), 3)]
+    assert len(rounds) == 21 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert len(set(rounds)) > 1  # the order is drawn afresh, not fixed
+
+
+def test_interleaved_times_rejects_bad_settings():
+    import pytest
+
+    from atkd_lite.cost import interleaved_times
+
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_times({"a": lambda: None}, rounds=0, device="cpu")
+    with pytest.raises(ValueError, match="clock"):
+        interleaved_times({"a": lambda: None}, rounds=1, device="cpu", clock="gpu")

@@ -82,16 +82,16 @@ __all__ = [
     "scoring_subset",
 ]
 
-#: the map kinds, in the order of the book's tables: the model's maps, then the baselines
+#: the map kinds in the order of the book's tables (the model's maps, then the baselines)
 MAP_KINDS = ("fma", "mip", "sals", "saliency", "ig", "gradcam", *BASELINES)
 #: how tables and figures name them
 MAP_LABELS = {"fma": "ATCam FMA", "mip": "ATCam MIP", "sals": "SALS",
               "saliency": "Saliency (Captum)", "ig": "IntegratedGradients",
               "gradcam": "LayerGradCam", "random": "random", "intensity": "input intensity",
               "edges": "input edges", "centre": "centre prior"}
-#: the scores: pointing game and energy in the box (against the box), and the areas
-#: under the deletion curve (lower: the map found the evidence sooner) and the insertion
-#: curve (higher is better), on the probability of the predicted class
+#: the scores, each a mean over images, are the pointing game and energy in the box (against the
+#: box); the areas under the deletion curve (lower is better, the map found the evidence
+#: sooner) and the insertion curve (higher is better), on the predicted class's probability
 METRICS = ("pointing", "energy", "deletion", "insertion")
 #: the fractions of pixels deleted / inserted for the curves
 FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
