@@ -12,7 +12,8 @@ The public names::
 Three layers, so the method stands apart from what serves the book:
 
 - the **core** (this package's modules): ``runtime`` (device, seeds, precision, safe
-  files) → ``data`` → ``models`` → ``atcam`` / ``saliency`` → ``losses`` →
+  files, the output adapter) → ``data`` (with ``datasets``: CIFAR-10 and MedMNIST files,
+  any ``(image, label)`` dataset) → ``models`` → ``atcam`` / ``saliency`` → ``losses`` →
   ``distillers`` / ``engine`` (one training loop; data-parallel under ``torchrun`` through
   ``distributed``) → ``cache``, ``checkpoints``, ``attributions``, ``metrics``, ``cost``.
   The core never imports the other two layers.
@@ -69,8 +70,8 @@ _LAZY = {
 
 _SUBMODULES = {
     "atcam", "attributions", "book", "cache", "checkpoints", "cli", "config", "cost", "data",
-    "distillers", "distributed", "engine", "experiments", "losses", "metrics", "models",
-    "runtime", "saliency",
+    "datasets", "distillers", "distributed", "engine", "experiments", "losses", "metrics",
+    "models", "runtime", "saliency",
 }
 
 

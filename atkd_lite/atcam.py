@@ -50,6 +50,7 @@ from atkd_lite.runtime import (
     at_least_float32,
     check_model_input,
     float32_math,
+    model_logits,
     unwrap_model,
 )
 
@@ -764,7 +765,7 @@ class ATCam:
             for name in hooked:
                 module = self.model.get_submodule(name)
                 handles.append(module.register_forward_hook(make_hook(name)))
-            logits = self.model(x)
+            logits = model_logits(self.model(x))  # tensor, (logits, ...) or dict
         finally:
             for h in handles:
                 h.remove()

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite.atcam import ATCam, normalize_maps
-from atkd_lite.runtime import check_images, eval_mode
+from atkd_lite.runtime import LogitsOnly, check_images, eval_mode, model_logits
 from atkd_lite.saliency import class_targets, saliency_map
 
 __all__ = ["BASELINES", "MAP_METHODS", "attribution_maps", "model_randomisation"]
@@ -130,17 +130,18 @@ def _maps(model, x, method, target, first, last, layer, n_steps, internal_batch_
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
     with torch.no_grad():
-        t = class_targets(target, model(x))
+        t = class_targets(target, model_logits(model(x)))
+    net = LogitsOnly(model)  # Captum needs a tensor output; hooks go on model's modules
     if method == "saliency":
         # a leaf that asks for gradients itself: Captum warns when it has to switch them on
-        attr = Saliency(model).attribute(x.detach().requires_grad_(True), target=t, abs=True)
+        attr = Saliency(net).attribute(x.detach().requires_grad_(True), target=t, abs=True)
     elif method == "ig":
-        attr = IntegratedGradients(model).attribute(
+        attr = IntegratedGradients(net).attribute(
             x, baselines=torch.zeros_like(x), target=t, n_steps=n_steps,
             internal_batch_size=internal_batch_size).abs()
     else:  # gradcam
         module = model.get_submodule(layer or _last_capture_point(model))
-        cam = LayerGradCam(model, module).attribute(x, target=t, relu_attributions=True)
+        cam = LayerGradCam(net, module).attribute(x, target=t, relu_attributions=True)
         attr = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]),
                                             interpolate_mode="bilinear")
     return normalize_maps(attr.detach().float().amax(dim=1))
@@ -240,7 +241,7 @@ def model_randomisation(model: nn.Module, x: torch.Tensor, kinds=("fma", "mip", 
     order, handles = _parameterised_layers(net)
     try:
         with torch.no_grad():
-            logits = net(x)
+            logits = model_logits(net(x))
     finally:
         for h in handles:
             h.remove()

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from torch import nn
 from atkd_lite import distributed
 from atkd_lite.atcam import ATCam, attention_from_features, select_layers
 from atkd_lite.data import ImageSet, make_batches
+from atkd_lite.datasets import as_dataset, sample_fingerprint
 from atkd_lite.losses.at import at_vector
 from atkd_lite.runtime import (
     FileLock,
@@ -48,6 +51,7 @@ from atkd_lite.runtime import (
     autocast_context,
     check_int,
     check_number,
+    check_output_dir,
     check_output_file,
     eval_mode,
     get_device,
@@ -56,8 +60,9 @@ from atkd_lite.runtime import (
 )
 from atkd_lite.saliency import saliency_map
 
-__all__ = ["CACHE_FORMAT", "MAP_KINDS", "CacheMismatchError", "TeacherCache",
-           "dataset_fingerprint", "model_fingerprint"]
+__all__ = ["CACHE_FORMAT", "MAP_KINDS", "SHARDED_FORMAT", "CacheMismatchError",
+           "ShardedRows", "ShardedTeacherCache", "TeacherCache", "dataset_fingerprint",
+           "model_fingerprint"]
 
 CACHE_FORMAT = "atkd_lite.teacher_cache/1"
 
@@ -71,15 +76,31 @@ class CacheMismatchError(ValueError):
     """A teacher cache was built for other data or other settings than it is used with."""
 
 
-def dataset_fingerprint(data: ImageSet) -> str:
-    """A short SHA-1 of an ImageSet's shape, pixels and labels (order matters)."""
+def dataset_fingerprint(data) -> str:
+    """A short SHA-1 that identifies a dataset (order matters).
+
+    For an :class:`~atkd_lite.data.ImageSet`: its shape, every pixel and label, and its
+    ``normalize`` statistics when set. For any other dataset of ``(image, label)`` (or a
+    ``DataLoader`` over one): :func:`~atkd_lite.datasets.sample_fingerprint`, its length
+    and 64 evenly spaced items, so a dataset too large for memory is never read whole.
+
+    Raises:
+        TypeError: not a dataset of ``(image, label)`` pairs (says what was found).
+    """
     if not isinstance(data, ImageSet):
-        raise TypeError(f"a teacher cache needs an ImageSet, got {type(data).__name__}")
+        data = as_dataset(data, "the teacher cache's data")
+        return "sample:" + sample_fingerprint(data)
     h = hashlib.sha1()
     h.update(repr(tuple(data.images.shape)).encode())
     h.update(data.images.contiguous().cpu().numpy().tobytes())
     h.update(data.labels.contiguous().cpu().numpy().tobytes())
+    if data.normalize is not None:  # the teacher saw standardised images
+        h.update(repr(data.normalize).encode())
     return h.hexdigest()[:16]
+
+
+def _name(data) -> str:
+    return getattr(data, "name", None) or type(data).__name__
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -174,7 +195,7 @@ class TeacherCache:
               at: bool = True, first: int = 2, last: int = 2, p: float = 1,
               size: Sequence[int] | None = None, map_dtype: str = "uint8",
               batch_size: int = 256, device=None, amp: bool | None = None,
-              progress: bool = True) -> TeacherCache:
+              progress: bool = True, layers: Sequence[str] | None = None) -> TeacherCache:
         """Run the teacher once over ``data`` and store what distillation needs.
 
         Under ``torchrun`` every process runs the teacher on its share of the batches
@@ -184,13 +205,19 @@ class TeacherCache:
         Args:
             teacher (nn.Module): the teacher (put in eval mode for the build, restored
                 after; its parameters are never changed). Moved to ``device``.
-            data (ImageSet): the training images, un-augmented.
+            data: the training images, un-augmented: an ImageSet, or any map-style dataset
+                of ``(image, label)`` (or a DataLoader over one) read in order; for data
+                too large for memory see :meth:`build_sharded`.
             maps (sequence of str): which maps to store, from ``("fma", "mip", "sals")``.
                 SALS maps are taken for the *label* class, as in distillation.
             at (bool): also store the AT vectors ``q = normalise(flatten(mean_c A²))`` of
                 every capture point (float16), for the AT baseline.
             first, last, p, size: ATCam settings of the FMA/MIP maps (see
                 :class:`~atkd_lite.ATCam`); size None = the images' H×W.
+            layers (list of str, optional): the teacher's capture points for the FMA/MIP
+                maps by name, all of them (instead of ``first``/``last`` of the automatic
+                ones); they also get AT vectors. What ``distill(...,
+                teacher_layers=[...])`` needs.
             map_dtype (str): ``"uint8"`` (default, 1 byte a pixel), ``"float16"`` or
                 ``"float32"``.
             batch_size (int): images per teacher forward.
@@ -203,9 +230,15 @@ class TeacherCache:
         """
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-        fingerprint = dataset_fingerprint(data)
-        if len(data) == 0:
+        if isinstance(data, ImageSet) and len(data) == 0:
             raise ValueError(f"the dataset {data.name!r} is empty; nothing to cache")
+        if not isinstance(data, ImageSet):
+            data = as_dataset(data, "the teacher cache's data")
+        fingerprint = dataset_fingerprint(data)
+        probe = data[0][0][None]  # one model input: the shapes of what is stored
+        image_size = tuple(probe.shape[-2:])
+        if layers is not None:
+            layers = [layers] if isinstance(layers, str) else list(layers)
         kinds = [maps] if isinstance(maps, str) else list(maps)
         bad = [k for k in kinds if k not in MAP_KINDS]
         if bad:
@@ -215,17 +248,18 @@ class TeacherCache:
         check_number("p", p, positive=True)
         check_int("batch_size", batch_size, minimum=1)
         dev = distributed.setup(device)  # under torchrun: this rank's device
-        size = tuple(size) if size is not None else tuple(data.image_size)
-        if "sals" in kinds and size != tuple(data.image_size):
-            raise ValueError(f"SALS maps have the input's size {tuple(data.image_size)}; build "
-                             f"the cache with size=None or {tuple(data.image_size)}")
+        size = tuple(size) if size is not None else image_size
+        if "sals" in kinds and size != image_size:
+            raise ValueError(f"SALS maps have the input's size {image_size}; build "
+                             f"the cache with size=None or {image_size}")
         qdtype = _MAP_DTYPES[map_dtype]
         world, rank = distributed.world_size(), distributed.rank()
         if world > 1:
             distributed.check_same_settings(
                 {"data": fingerprint, "teacher": model_fingerprint(teacher), "maps": kinds,
                  "at": at, "first": first, "last": last, "p": p, "size": size,
-                 "map_dtype": map_dtype, "batch_size": batch_size, "amp": amp},
+                 "map_dtype": map_dtype, "batch_size": batch_size, "amp": amp,
+                 "layers": layers},
                 "teacher-cache settings")
         # One forward captures every capture point; FMA/MIP use the first/last subset,
         # AT uses all of them.
@@ -239,8 +273,14 @@ class TeacherCache:
             # one image first, for the shapes of what is stored (under data parallelism a
             # process may get no batch at all)
             with autocast_context(dev, amp):
-                logits, feats = cam_all.features(data.images[:1].to(dev).float().div_(255.0))
+                logits, feats = cam_all.features(probe.to(dev))
             selected = select_layers(cam_all.layer_names, first, last)
+            if layers is not None:  # named capture points, captured with the automatic ones
+                selected = layers
+                names = list(dict.fromkeys([*cam_all.layer_names, *layers]))
+                cam_all = ATCam(teacher, layers=names, first=len(names), last=0)
+                with autocast_context(dev, amp):
+                    logits, feats = cam_all.features(probe.to(dev))
             # zeros: under data parallelism the processes' parts are summed into one
             logits_out = torch.zeros((n, logits.shape[1]), dtype=torch.float16, device=dev)
             maps_out = {k: torch.zeros((n, *size), dtype=qdtype, device=dev) for k in kinds}
@@ -271,10 +311,10 @@ class TeacherCache:
                 distributed.all_reduce(t)
         meta = {
             "format": CACHE_FORMAT,
-            "dataset": data.name,
+            "dataset": _name(data),
             "length": n,
             "fingerprint": fingerprint,
-            "image_shape": list(data.images.shape[1:]),
+            "image_shape": list(probe.shape[1:]),
             "teacher": model_fingerprint(teacher),
             "teacher_config": getattr(teacher, "config", None),
             "num_classes": int(logits_out.shape[1]),
@@ -291,6 +331,101 @@ class TeacherCache:
                 _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
         }
         return cls(logits_out, maps_out, at_out, meta)
+
+    @classmethod
+    def build_sharded(cls, teacher: nn.Module, data, folder, shard_size: int = 8192,
+                      progress: bool = True, batch_size: int = 256,
+                      **settings) -> ShardedTeacherCache:
+        """Build a cache in shards on disk, for data that does not fit in memory.
+
+        The data (an ImageSet or any map-style dataset of ``(image, label)``, e.g.
+        torchvision's ``ImageFolder`` over files, or a DataLoader over one) is read in
+        order, ``shard_size`` images at a time; each shard is an ordinary :meth:`build` of
+        those images (float16 logits and AT vectors, uint8 maps by default), written
+        atomically to ``folder/shard-NNNNN.pt`` with a SHA-256 digest of its tensors, so at
+        most one shard is ever in memory. ``folder/meta.json`` is written last, so a folder
+        without it is an unfinished build. Load it with :meth:`load` (memory-mapped).
+
+        Shards start on batch boundaries (``shard_size`` is rounded up to a multiple of
+        ``batch_size``), so the teacher sees the same batches as in one :meth:`build` over
+        the whole data and the two caches hold the same numbers.
+
+        Args:
+            teacher (nn.Module): the teacher.
+            data: the training images, un-augmented.
+            folder: where to write (created; an existing sharded cache there is replaced).
+            shard_size (int): images per shard file.
+            progress (bool): a progress bar over the images.
+            batch_size (int): images per teacher forward.
+            **settings: :meth:`build`'s ``maps``, ``at``, ``first``, ``last``, ``p``,
+                ``size``, ``map_dtype``, ``layers``, ``device``, ``amp``.
+
+        Returns:
+            ShardedTeacherCache: the cache, memory-mapped from ``folder``.
+
+        Raises:
+            ValueError: bad settings (as :meth:`build`), or started under ``torchrun``
+                (build it in one process; every process can then load it).
+
+        Examples::
+
+            >>> import tempfile, torch, atkd_lite as ak
+            >>> data = ak.load_dataset("mnist5k", "val").per_class(3)       # 30 images
+            >>> folder = tempfile.mkdtemp()
+            >>> cache = TeacherCache.build_sharded(ak.teacher_cnn().eval(), data, folder,
+            ...     shard_size=16, batch_size=8, maps=["fma"], at=False, progress=False)
+            >>> len(cache.shard_lengths), cache.maps("fma", torch.tensor([0, 29])).shape
+            (2, torch.Size([2, 28, 28]))
+        """
+        if distributed.world_size() > 1:
+            raise ValueError("build a sharded teacher cache in one process (it is written to "
+                             "disk), then load it in every process with TeacherCache.load")
+        check_int("shard_size", shard_size, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
+        unknown = sorted(set(settings) - {"maps", "at", "first", "last", "p", "size",
+                                          "map_dtype", "layers", "device", "amp"})
+        if unknown:
+            raise TypeError(f"unknown setting(s) {unknown} for build_sharded")
+        if not isinstance(data, ImageSet):
+            data = as_dataset(data, "the teacher cache's data")
+        elif len(data) == 0:
+            raise ValueError(f"the dataset {data.name!r} is empty; nothing to cache")
+        folder = check_output_dir(folder, "sharded teacher cache")
+        shard_size = math.ceil(shard_size / batch_size) * batch_size
+        n = len(data)
+        starts = list(range(0, n, shard_size))
+        manifest = folder / SHARDED_MANIFEST
+        if manifest.exists():  # a reader never sees a half-replaced cache as complete
+            manifest.unlink()
+        bar = progress_bar(None, progress, total=n, desc="teacher cache", unit="image") \
+            if progress else None
+        shards, meta = [], None
+        try:
+            for k, start in enumerate(starts):
+                part = range(start, min(n, start + shard_size))
+                subset = (data.subset(list(part)) if isinstance(data, ImageSet)
+                          else torch.utils.data.Subset(data, list(part)))
+                shard = cls.build(teacher, subset, batch_size=batch_size, progress=False,
+                                  **settings)
+                tensors = {k2: v.cpu() for k2, v in shard._tensors().items()}
+                name = f"shard-{k:05d}.pt"
+                atomic_write(folder / name, lambda tmp, t=tensors: torch.save(t, tmp))
+                shards.append({"file": name, "length": len(part),
+                               "sha256": tensor_digest(tensors)})
+                meta = meta or shard.meta
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+        for stale in folder.glob("shard-*.pt"):  # from an earlier, larger build
+            if stale.name not in {s["file"] for s in shards}:
+                stale.unlink()
+        meta = {**meta, "dataset": _name(data), "length": n,
+                "fingerprint": dataset_fingerprint(data), "format": SHARDED_FORMAT,
+                "shards": shards}
+        atomic_write(manifest, json.dumps(meta, indent=1).encode())
+        return ShardedTeacherCache.open(folder, verify=False)
 
     # ------------------------------------------------------------------ lookups
     @property
@@ -339,12 +474,13 @@ class TeacherCache:
     def check(self, data: ImageSet, maps: Sequence[str] = (), at: bool = False,
               first: int | None = None, last: int | None = None, p: float | None = None,
               size: Sequence[int] | None = None, teacher: nn.Module | None = None,
-              num_classes: int | None = None) -> None:
+              num_classes: int | None = None, layers: Sequence[str] | None = None,
+              at_layers: Sequence[str] | None = None) -> None:
         """Raise :class:`CacheMismatchError` unless this cache fits ``data`` and the settings.
 
         Args:
-            data (ImageSet): the training data it will be used with (compared by length
-                and fingerprint, so a different subset or order is caught).
+            data: the training data it will be used with (compared by length and
+                :func:`dataset_fingerprint`, so a different subset or order is caught).
             maps (sequence of str): map kinds that must be present.
             at (bool): AT vectors must be present.
             first, last, p, size: the ATCam settings that FMA/MIP maps must have been
@@ -352,6 +488,10 @@ class TeacherCache:
             teacher (nn.Module, optional): the teacher it must have been built with
                 (compared by a fingerprint of its weights).
             num_classes (int, optional): the number of classes of the student.
+            layers (list of str, optional): the teacher capture points the FMA/MIP maps
+                must have been built from, exactly.
+            at_layers (list of str, optional): teacher capture points that must have AT
+                vectors.
         """
         m = self.meta
         if num_classes is not None and m["num_classes"] != num_classes:
@@ -362,11 +502,14 @@ class TeacherCache:
             raise CacheMismatchError(
                 "this teacher cache was built with another teacher (its weights differ); "
                 "build a cache with this teacher: TeacherCache.build(teacher, data)")
-        if len(data) != m["length"] or dataset_fingerprint(data) != m["fingerprint"]:
+        found = dataset_fingerprint(data)
+        if len(data) != m["length"] or found != m["fingerprint"]:
+            random = ("" if isinstance(data, ImageSet) else " (a dataset with random "
+                      "transforms never matches: a cache needs the same images every epoch)")
             raise CacheMismatchError(
                 f"this teacher cache was built for {m['dataset']!r} ({m['length']} images, "
-                f"fingerprint {m['fingerprint']}), not for {data.name!r} ({len(data)} images, "
-                f"fingerprint {dataset_fingerprint(data)}); build a cache for this data with "
+                f"fingerprint {m['fingerprint']}), not for {_name(data)!r} ({len(data)} "
+                f"images, fingerprint {found}){random}; build a cache for this data with "
                 "TeacherCache.build(teacher, data)"
             )
         kinds = [maps] if isinstance(maps, str) else list(maps)
@@ -383,6 +526,19 @@ class TeacherCache:
                     raise CacheMismatchError(
                         f"this teacher cache was built with {key}={m[key]}, but {key}={want} "
                         f"was asked for; rebuild it with TeacherCache.build(..., {key}={want})")
+        if layers is not None and kinds and any(k in ("fma", "mip") for k in kinds) and \
+                list(layers) != list(m.get("layers", [])):
+            raise CacheMismatchError(
+                f"this teacher cache holds maps of the teacher layers {m.get('layers')}, but "
+                f"{list(layers)} are needed; rebuild it with "
+                f"TeacherCache.build(..., layers={list(layers)})")
+        if at_layers is not None:
+            missing = [n for n in at_layers if n not in m["at_layers"]]
+            if missing:
+                raise CacheMismatchError(
+                    f"this teacher cache holds AT vectors of {m['at_layers']}, not of "
+                    f"{missing}; rebuild it with TeacherCache.build(..., at=True, "
+                    f"layers={list(at_layers)})")
         if size is not None and kinds and list(size) != list(m["size"]):
             raise CacheMismatchError(f"this teacher cache holds {tuple(m['size'])} maps, but "
                                      f"{tuple(size)} are needed; rebuild it with size={tuple(size)}")
@@ -449,10 +605,11 @@ class TeacherCache:
 
     @classmethod
     def load(cls, path, device=None, mmap: bool = True, verify: bool = True) -> TeacherCache:
-        """Read a cache written by :meth:`save`.
+        """Read a cache written by :meth:`save` (a file) or :meth:`build_sharded` (a folder).
 
         Args:
-            path: the file.
+            path: the file, or the folder of a sharded cache (memory-mapped shards, see
+                :class:`ShardedTeacherCache`).
             device: move the tensors there (e.g. ``"cuda"``); None keeps them on the CPU,
                 memory-mapped from the file when ``mmap``.
             mmap (bool): memory-map the file instead of reading it all.
@@ -468,6 +625,9 @@ class TeacherCache:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no teacher cache at {path}")
+        if path.is_dir():  # written by build_sharded
+            cache = ShardedTeacherCache.open(path, verify=verify)
+            return cache if device is None else cache.to(get_device(device))
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as err:
@@ -493,3 +653,182 @@ class TeacherCache:
         return (f"TeacherCache({m['dataset']!r}: {m['length']} images, maps={m['maps']}, "
                 f"AT layers={len(m['at_layers'])}, first={m['first']}, last={m['last']}, "
                 f"{self.nbytes() / 1e6:.1f} MB on {self.device})")
+
+
+# ---------------------------------------------------------------------------------------
+# sharded caches: data that does not fit in memory
+
+SHARDED_FORMAT = "atkd_lite.teacher_cache.sharded/1"
+SHARDED_MANIFEST = "meta.json"
+
+
+class ShardedRows:
+    """Rows of one tensor kept in several memory-mapped shard tensors, looked up by index.
+
+    It stands in for a tensor in a :class:`TeacherCache`: ``rows[idx]`` (a 1-D tensor of
+    row indices) gathers the rows from the shards they live in; ``.to(device)`` makes
+    one ordinary tensor of all rows. ``order`` (optional) maps an index to the row stored
+    for it (a permutation, for :meth:`TeacherCache.shuffled`).
+
+    Examples::
+
+        >>> import torch
+        >>> rows = ShardedRows([torch.arange(6).view(3, 2), torch.arange(6, 10).view(2, 2)])
+        >>> rows[torch.tensor([4, 0])].tolist(), tuple(rows.shape)
+        ([[8, 9], [0, 1]], (5, 2))
+    """
+
+    def __init__(self, parts: Sequence[torch.Tensor], order: torch.Tensor | None = None):
+        self.parts = list(parts)
+        lengths = torch.tensor([p.shape[0] for p in self.parts])
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        self.order = order
+        first = self.parts[0]
+        self.shape = torch.Size([int(self.offsets[-1]), *first.shape[1:]])
+        self.dtype = first.dtype
+        self.device = first.device
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        idx = torch.as_tensor(idx, dtype=torch.long).cpu().reshape(-1)
+        if self.order is not None:
+            idx = self.order[idx]
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} rows")
+        out = torch.empty((idx.numel(), *self.shape[1:]), dtype=self.dtype)
+        shard = torch.searchsorted(self.offsets, idx, right=True) - 1
+        for s in shard.unique().tolist():
+            mask = shard == s
+            out[mask] = self.parts[s][idx[mask] - self.offsets[s]]
+        return out
+
+    def permuted(self, perm: torch.Tensor) -> ShardedRows:
+        """The same shards, with row ``perm[i]`` answering for index ``i``."""
+        order = perm.cpu() if self.order is None else self.order[perm.cpu()]
+        return ShardedRows(self.parts, order)
+
+    def to(self, device) -> torch.Tensor:
+        """All rows as one tensor on ``device`` (in index order)."""
+        whole = torch.cat(self.parts)
+        if self.order is not None:
+            whole = whole[self.order]
+        return whole.to(device)
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def element_size(self) -> int:
+        return self.parts[0].element_size()
+
+
+class ShardedTeacherCache(TeacherCache):
+    """A :class:`TeacherCache` kept on disk in shards and memory-mapped (see
+    :meth:`TeacherCache.build_sharded`).
+
+    Lookups read only the rows asked for (the operating system pages them in), so a
+    cache far larger than memory works; :meth:`to` makes an ordinary in-memory cache (e.g.
+    on the GPU, when it fits). It is already saved: :meth:`save` refuses.
+
+    Attributes:
+        folder (str or pathlib.Path): where the shards are.
+        shard_lengths (list of int): images per shard.
+    """
+
+    def __init__(self, logits, maps, at, meta, folder):
+        super().__init__(logits, maps, at, meta)
+        self.folder = Path(folder)
+        self.shard_lengths = [s["length"] for s in meta.get("shards", [])]
+
+    @classmethod
+    def open(cls, folder, verify: bool = True) -> ShardedTeacherCache:
+        """Memory-map the shards of ``folder``.
+
+        Args:
+            folder: written by :meth:`TeacherCache.build_sharded`.
+            verify (bool): check every shard against its SHA-256 digest (reads every
+                byte once; off for a quick open).
+
+        Raises:
+            CacheMismatchError: no finished sharded cache there, another format, a
+                missing or damaged shard (with what to do).
+        """
+        folder = Path(folder)
+        manifest = folder / SHARDED_MANIFEST
+        if not manifest.exists():
+            raise CacheMismatchError(f"{folder} holds no finished sharded teacher cache (no "
+                                     f"{SHARDED_MANIFEST}); build it with "
+                                     "TeacherCache.build_sharded(teacher, data, folder)")
+        try:
+            meta = json.loads(manifest.read_text())
+        except (OSError, ValueError) as err:
+            raise CacheMismatchError(f"{manifest} is not readable ({err}); build the cache "
+                                     "again") from err
+        if not isinstance(meta, dict) or meta.get("format") != SHARDED_FORMAT:
+            raise CacheMismatchError(f"{folder} is not a sharded teacher cache of format "
+                                     f"{SHARDED_FORMAT!r}")
+        shards = meta.get("shards")
+        if not isinstance(shards, list) or not shards:
+            raise CacheMismatchError(f"{manifest} lists no shards; build the cache again")
+        blobs = []
+        for s in shards:
+            path = folder / str(s.get("file"))
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as err:
+                raise CacheMismatchError(f"shard {path} is missing or unreadable "
+                                         f"({type(err).__name__}); build the cache "
+                                         "again") from err
+            if not isinstance(blob, dict) or "logits" not in blob or \
+                    len(blob["logits"]) != s.get("length"):
+                raise CacheMismatchError(f"shard {path} does not hold {s.get('length')} "
+                                         "images' logits; build the cache again")
+            if verify and tensor_digest(blob) != s.get("sha256"):
+                raise CacheMismatchError(f"shard {path} is damaged: its tensors do not match "
+                                         "the digest saved with them; build the cache again")
+            blobs.append(blob)
+        kinds = list(meta["maps"])
+        n_at = len(meta["at_layers"])
+        try:
+            logits = ShardedRows([b["logits"] for b in blobs])
+            maps = {k: ShardedRows([b[f"maps.{k}"] for b in blobs]) for k in kinds}
+            at = [ShardedRows([b[f"at.{i}"] for b in blobs]) for i in range(n_at)]
+        except KeyError as err:
+            raise CacheMismatchError(f"a shard of {folder} lacks {err}; build the cache "
+                                     "again") from err
+        if len(logits) != meta["length"]:
+            raise CacheMismatchError(f"the shards of {folder} hold {len(logits)} images, "
+                                     f"not {meta['length']}; build the cache again")
+        return cls(logits, maps, at, meta, folder)
+
+    def shuffled(self, seed: int = 0) -> ShardedTeacherCache:
+        """As :meth:`TeacherCache.shuffled`, without reading the shards."""
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return ShardedTeacherCache(self._logits, {k: v.permuted(perm) for k, v in
+                                                  self._maps.items()},
+                                   [a.permuted(perm) for a in self._at],
+                                   {**self.meta, "shuffled": seed}, self.folder)
+
+    def to(self, device) -> TeacherCache:
+        """An ordinary in-memory :class:`TeacherCache` on ``device`` (it must fit there)."""
+        dev = torch.device(device)
+        meta = {k: v for k, v in self.meta.items() if k != "shards"}
+        meta["format"] = CACHE_FORMAT
+        return TeacherCache(self._logits.to(dev),
+                            {k: v.to(dev) for k, v in self._maps.items()},
+                            [a.to(dev) for a in self._at], meta)
+
+    def save(self, path) -> Path:
+        """Refused: a sharded cache is already saved (in :attr:`folder`).
+
+        Raises:
+            TypeError: always, with what to do instead.
+        """
+        raise TypeError(f"this sharded teacher cache is already saved in {self.folder}; "
+                        "load it with TeacherCache.load(folder), or save an in-memory copy: "
+                        "cache.to('cpu').save(path)")
+
+    def __repr__(self) -> str:
+        return (super().__repr__()[:-1].replace("TeacherCache(", "ShardedTeacherCache(", 1)
+                + f", {len(self.shard_lengths)} shards in {self.folder})")

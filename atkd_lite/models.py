@@ -7,7 +7,10 @@ module whose output (after a *non-inplace* ReLU, so hooks see the real activatio
 natural attention capture point; :meth:`CNN.atkd_capture_points` lists them in forward
 order, which is what :class:`atkd_lite.ATCam` uses in "auto" mode.
 
-Defined in the book's chapter "Teacher and student".
+Defined in the book's chapter "Teacher and student". For colour images the module also
+has the networks of the CIFAR literature (chapter "Your own model"): :class:`WideResNet`
+(WRN-16-2 and WRN-16-1, the teacher and student of attention transfer's CIFAR-10
+experiments) and :func:`resnet18_cifar`, torchvision's ResNet-18 with a CIFAR stem.
 
 Examples::
 
@@ -31,9 +34,13 @@ from torch import nn
 __all__ = [
     "CNN",
     "STUDENT_SIZES",
+    "WideResNet",
     "build_model",
+    "resnet18_cifar",
     "student_cnn",
     "teacher_cnn",
+    "twice_differentiable",
+    "wide_resnet",
 ]
 
 
@@ -151,12 +158,178 @@ def student_cnn(size: str = "small", in_channels: int = 1, num_classes: int = 10
     return CNN(widths, convs, in_channels, num_classes, dropout=0.0)
 
 
-def build_model(config: dict) -> CNN:
+def build_model(config: dict) -> nn.Module:
     """Rebuild a model from its ``model.config`` dict (as stored in checkpoints)."""
-    if not isinstance(config, dict) or config.get("arch") != "cnn":
-        raise ValueError(f"cannot build a model from config {config!r}: expected arch='cnn'")
+    archs = {"cnn": CNN, "wrn": WideResNet}
+    if not isinstance(config, dict) or config.get("arch") not in archs:
+        raise ValueError(f"cannot build a model from config {config!r}: expected arch= "
+                         f"one of {sorted(archs)}")
     kwargs = {k: v for k, v in config.items() if k != "arch"}
     try:
-        return CNN(**kwargs)
+        return archs[config["arch"]](**kwargs)
     except TypeError as err:
         raise ValueError(f"invalid model config {config!r}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------
+# networks of the CIFAR literature
+
+class _PreActBlock(nn.Module):
+    """Wide ResNet's basic block: ``BN → ReLU → conv3×3 → BN → ReLU → conv3×3`` plus the
+    shortcut (a 1×1 conv of the activated input where the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+                         if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn1(x))
+        out = self.conv2(torch.relu(self.bn2(self.conv1(a))))
+        return out + (x if self.shortcut is None else self.shortcut(a))
+
+
+class WideResNet(nn.Module):
+    """WRN-``depth``-``width`` (Zagoruyko & Komodakis 2016), the CIFAR networks of
+    attention transfer: WRN-16-2 (≈0.69 M parameters) teaches WRN-16-1 (≈0.18 M).
+
+    A 3×3 stem with 16 channels, three groups of ``(depth − 4) / 6`` pre-activation basic
+    blocks with ``16·width``, ``32·width``, ``64·width`` channels (the second and third
+    start with stride 2), then BN → ReLU → global average pooling → linear. The capture
+    points are the three groups' outputs, the places where attention transfer's own code
+    takes its maps, so AT with the defaults (every capture point, paired by depth) is the
+    paper's setting.
+
+    Args:
+        depth (int): 6n + 4 (16, 22, 28, 40, ...).
+        width (int): the widening factor k.
+        num_classes (int): outputs.
+        in_channels (int): image channels.
+
+    Examples::
+
+        >>> import torch
+        >>> net = WideResNet(16, 1)
+        >>> net(torch.zeros(2, 3, 32, 32)).shape, net.atkd_capture_points()
+        (torch.Size([2, 10]), ['group1', 'group2', 'group3'])
+    """
+
+    def __init__(self, depth: int = 16, width: int = 1, num_classes: int = 10,
+                 in_channels: int = 3):
+        super().__init__()
+        if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...); "
+                             f"got {depth!r}")
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int; got {width!r}")
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got "
+                             f"{in_channels}, {num_classes}")
+        self.config = {"arch": "wrn", "depth": depth, "width": width,
+                       "num_classes": int(num_classes), "in_channels": int(in_channels)}
+        self.in_channels, self.num_classes = int(in_channels), int(num_classes)
+        n = (depth - 4) // 6
+        widths = [16, 16 * width, 32 * width, 64 * width]
+        self.conv = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        c_in = widths[0]
+        for g, (c_out, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
+            blocks = []
+            for b in range(n):
+                blocks.append(_PreActBlock(c_in, c_out, stride if b == 0 else 1))
+                c_in = c_out
+            self.add_module(f"group{g}", nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(c_in)
+        self.fc = nn.Linear(c_in, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def atkd_capture_points(self) -> list[str]:
+        """The three groups' outputs, in forward order."""
+        return ["group1", "group2", "group3"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected images shaped (B, {self.in_channels}, H, W), got "
+                             f"{tuple(x.shape)}; this model was built with in_channels="
+                             f"{self.in_channels}")
+        out = self.group3(self.group2(self.group1(self.conv(x))))
+        out = torch.relu(self.bn(out))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+def wide_resnet(depth: int = 16, width: int = 1, num_classes: int = 10,
+                in_channels: int = 3) -> WideResNet:
+    """A :class:`WideResNet`, e.g. ``wide_resnet(16, 2)`` (teacher), ``wide_resnet(16, 1)``
+    (student)."""
+    return WideResNet(depth, width, num_classes, in_channels)
+
+
+def resnet18_cifar(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """torchvision's ResNet-18 with the CIFAR stem: a 3×3 stride-1 first convolution and no
+    max-pooling, so 32×32 images keep 4×4 maps at the end (the ImageNet stem would leave
+    1×1).
+
+    Its natural capture points are the outputs of its four stages, ``layer1`` …
+    ``layer4``; in "auto" mode ATCam listens to every Conv2d (``conv1``,
+    ``layer1.0.conv1``, … in forward order).
+
+    Examples::
+
+        >>> import torch
+        >>> net = resnet18_cifar()
+        >>> net.conv1.kernel_size, type(net.maxpool).__name__, net(torch.zeros(1, 3, 32, 32)).shape
+        ((3, 3), 'Identity', torch.Size([1, 10]))
+    """
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+    return net
+
+
+
+class _CompositeHardsigmoid(nn.Module):
+    """``relu6(x + 3) / 6``: the same function as ``nn.Hardsigmoid``, built from operations
+    that PyTorch can differentiate twice (its fused kernel has no second derivative)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu6(x + 3.0) / 6.0
+
+
+def twice_differentiable(model: nn.Module) -> nn.Module:
+    """Replace, in place, the modules whose gradient PyTorch cannot differentiate again.
+
+    SALS trains a student through the gradient of its saliency map (double backprop).
+    PyTorch implements no second derivative for ``hardsigmoid``, which MobileNetV3's
+    squeeze-and-excitation blocks use; this swaps every :class:`torch.nn.Hardsigmoid`
+    for ``relu6(x + 3) / 6``, the same function (so the outputs do not change).
+
+    Returns:
+        nn.Module: ``model`` itself.
+
+    Examples::
+
+        >>> import torch, torchvision
+        >>> net = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> before = net(x)
+        >>> torch.allclose(twice_differentiable(net)(x), before, atol=1e-6)
+        True
+    """
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Hardsigmoid):
+                setattr(module, child_name, _CompositeHardsigmoid())
+    return model

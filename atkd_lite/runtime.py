@@ -17,7 +17,11 @@ every other module takes these helpers from here (never from each other's privat
   keeps two processes from doing the same work at once;
 - :func:`check_int`, :func:`check_number`, :func:`check_images`,
   :func:`check_model_input` are the argument checks whose messages say what to do;
-  :func:`unwrap_model` finds the network inside DataParallel/DDP/compile wrappers.
+  :func:`unwrap_model` finds the network inside DataParallel/DDP/compile wrappers;
+- :func:`model_logits` is the output adapter: the logits inside what a model returns (a
+  tensor, a ``(logits, features)`` tuple, a dict with ``"logits"`` or ``"out"``), used
+  wherever the package runs a model; :class:`LogitsOnly` wraps a model for code that
+  needs a tensor (Captum).
 
 Examples::
 
@@ -60,6 +64,7 @@ except ImportError:  # Windows: FileLock degrades to a no-op with a warning
 __all__ = [
     "FileLock",
     "LockHeldError",
+    "LogitsOnly",
     "at_least_float32",
     "atomic_write",
     "autocast_context",
@@ -74,6 +79,7 @@ __all__ = [
     "float32_math",
     "frozen",
     "get_device",
+    "model_logits",
     "progress_bar",
     "seed_everything",
     "sweep_temp_files",
@@ -749,3 +755,99 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         else:
             break
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# what a model returns
+
+#: the dict keys under which :func:`model_logits` looks for the logits, in this order
+LOGITS_KEYS = ("logits", "out")
+
+
+def model_logits(output, who: str = "the model") -> torch.Tensor:
+    """The logits inside a model's output: the output adapter.
+
+    Knowledge-distillation codebases' networks rarely return just a tensor: many return
+    ``(logits, features)``, torchvision's segmentation models a dict with ``"out"``,
+    Hugging Face models an output object that is a dict with ``"logits"``. Everything in
+    the package that runs a model (ATCam, SALS, the distillers, evaluation) takes the
+    logits through this one function:
+
+    - a tensor is the logits themselves;
+    - a tuple or list: its first element (which must be a tensor);
+    - a mapping (dict, Hugging Face ``ModelOutput``): the entry ``"logits"``, else
+      ``"out"`` (in that order, ``runtime.LOGITS_KEYS``).
+
+    Args:
+        output: what ``model(x)`` returned.
+        who (str): how to name the model in the error (e.g. ``"the teacher"``).
+
+    Returns:
+        Tensor: the logits (not checked for shape here; callers that need (B, K) say so).
+
+    Raises:
+        TypeError: anything else, naming the type found and what to do.
+
+    Examples::
+
+        >>> import torch
+        >>> z = torch.zeros(2, 10)
+        >>> model_logits(z) is z, model_logits((z, [torch.ones(2, 4, 7, 7)])) is z
+        (True, True)
+        >>> model_logits({"aux": None, "logits": z}) is z
+        True
+        >>> model_logits("cat")
+        Traceback (most recent call last):
+        ...
+        TypeError: the model returned str; the package takes the logits from a tensor, the first element of a tuple or list, or the 'logits' or 'out' entry of a dict: make forward() return one of these (e.g. wrap the model in a module whose forward returns the logits tensor)
+    """
+    found = output
+    if isinstance(output, (tuple, list)) and output:
+        found = output[0]
+    elif hasattr(output, "keys") and hasattr(output, "__getitem__"):  # dict, ModelOutput
+        keys = list(output.keys())
+        key = next((k for k in LOGITS_KEYS if k in keys), None)
+        if key is None:
+            raise TypeError(
+                f"{who} returned a {type(output).__name__} with the keys {keys}, none of "
+                f"them {' or '.join(repr(k) for k in LOGITS_KEYS)}; return the logits "
+                "under 'logits' (or wrap the model in a module whose forward returns the "
+                "logits tensor)")
+        found = output[key]
+    if isinstance(found, torch.Tensor):
+        return found
+    what = type(output).__name__
+    if found is not output:
+        what = f"{what} whose logits entry is a {type(found).__name__}"
+    elif isinstance(output, (tuple, list)):
+        what = f"an empty {what}"
+    raise TypeError(
+        f"{who} returned {what}; the package takes the logits from a tensor, the first "
+        "element of a tuple or list, or the 'logits' or 'out' entry of a dict: make "
+        "forward() return one of these (e.g. wrap the model in a module whose forward "
+        "returns the logits tensor)")
+
+
+class LogitsOnly(nn.Module):
+    """A model whose forward returns only the logits (:func:`model_logits` of its output).
+
+    For code outside the package that needs a plain tensor, e.g. Captum's attribution
+    methods. The wrapped network is ``.model``; its modules keep their names under it
+    (``model.layer1``).
+
+    Examples::
+
+        >>> import torch
+        >>> class Pair(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x.flatten(1)[:, :3], x
+        >>> LogitsOnly(Pair())(torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return model_logits(self.model(*args, **kwargs))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from atkd_lite.atcam import normalize_maps
-from atkd_lite.runtime import at_least_float32, check_model_input, unwrap_model
+from atkd_lite.runtime import at_least_float32, check_model_input, model_logits, unwrap_model
 
 __all__ = ["class_targets", "saliency_map"]
 
@@ -131,7 +131,7 @@ def saliency_map(
     x_in = x.detach().requires_grad_(True)
     with torch.enable_grad():
         try:
-            logits = model(x_in)
+            logits = model_logits(model(x_in))  # tensor, (logits, ...) or dict
         except RuntimeError as err:  # e.g. images too small for the network's pooling
             first = str(err).splitlines()[0] if str(err) else ""
             if isinstance(err, torch.OutOfMemoryError) or not any(

@@ -95,5 +95,8 @@ def test_build_bad_input(setup):
         TeacherCache.build(teacher, data, maps=("gradcam",), progress=False)
     with pytest.raises(ValueError, match="empty"):
         TeacherCache.build(teacher, data.subset([]), progress=False)
-    with pytest.raises(TypeError, match="ImageSet"):
-        TeacherCache.build(teacher, [(torch.zeros(1, 28, 28), 0)], progress=False)
+    # any dataset of (image, label) is accepted; other items are refused, naming them
+    with pytest.raises(TypeError, match=r"\(image, label\) pairs; item 0 is a tuple of 3"):
+        TeacherCache.build(teacher, [(torch.zeros(1, 28, 28), 0, "x")], progress=False)
+    with pytest.raises(TypeError, match="class indices"):
+        TeacherCache.build(teacher, [(torch.zeros(1, 28, 28), torch.zeros(1))], progress=False)
