@@ -561,9 +561,10 @@ def check_add_swatch(add_swatch) -> None:
     """Check ``add_swatch(image, cls, corner, size=4)``: paint the decoy swatch.
 
     ``image`` is a uint8 tensor (H, W); the answer is a *new* tensor with a ``size``×``size``
-    square in ``corner`` (one of :data:`CORNERS`) set to ``255 − 25·cls``. Compared with
-    the book's decoy digits (:func:`atkd_lite.data.decoy_mnist`) pixel for pixel, and on
-    other sizes and classes with the pixels outside the square.
+    square in ``corner`` (``"top-left"``, ``"top-right"``, ``"bottom-left"`` or
+    ``"bottom-right"``) set to ``255 − 25·cls``. Compared with the book's decoy digits
+    (:func:`atkd_lite.data.decoy_mnist`) pixel for pixel, and on other sizes and classes
+    with the pixels outside the square.
     """
     from atkd_lite.data import decoy_mnist, embedded_mnist
 

@@ -117,7 +117,7 @@ __all__ = [
 #: the practitioner's methods, in the order of the book's tables
 DEFAULT_METHODS = ("student", "kd", "at", "fma", "mip", "sals", "at+kd", "fma+kd", "mip+kd",
                    "sals+kd")
-#: the two references that use what a practitioner would not have: the true swatch mask
+#: the two references that use what a practitioner would not have, the true swatch mask
 #: (``rrr``) and data without the shortcut (``clean``)
 REFERENCES = ("rrr", "clean")
 #: where each student is evaluated (``test`` is the headline: random shades)
