@@ -33,7 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved, median, paired, provenance  # noqa: E402
+from common import (  # noqa: E402
+    add_timing_options,
+    apply_threads,
+    interleaved,
+    median,
+    paired,
+    provenance,
+)
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.cache import TeacherCache  # noqa: E402
@@ -148,16 +155,9 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="5 timed rounds (CI)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch (default: torch's choice)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="elapsed time (default) or this process's CPU time (CPU only; "
-                         "use with --threads 1)")
+    add_timing_options(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     rounds = 5 if args.quick else args.rounds
     dev = ak.get_device(args.device)
     clock = args.clock if dev.type == "cpu" else "wall"

@@ -44,7 +44,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import interleaved, median, paired, provenance  # noqa: E402
+from common import (  # noqa: E402
+    add_timing_options,
+    apply_threads,
+    interleaved,
+    median,
+    paired,
+    provenance,
+)
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import ATCam, normalize_maps  # noqa: E402
@@ -230,16 +237,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="batch 32, 3 rounds (CI)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 128)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 20)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
-    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch (default: torch's choice)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="elapsed time (default) or this process's CPU time (CPU only; "
-                         "use with --threads 1)")
+    add_timing_options(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     batch = args.batch or (32 if args.quick else 128)
     rounds = args.rounds or (3 if args.quick else 20)
     device = ak.get_device(args.device)

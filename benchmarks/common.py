@@ -100,3 +100,23 @@ def provenance(device: torch.device | str = "cpu") -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"{when}; commit {commit()}; {device.type} ({where}); torch {torch.__version__}; "
             f"{torch.get_num_threads()} torch threads; load average {load()}")
+
+
+def add_timing_options(parser, device: str = "cpu", warmup: bool = True) -> None:
+    """The options every timing script shares: ``--warmup``, ``--device``, ``--threads``,
+    ``--clock``; :func:`apply_threads` applies ``--threads``."""
+    if warmup:
+        parser.add_argument("--warmup", type=int, default=2,
+                            help="untimed rounds first (default 2)")
+    parser.add_argument("--device", default=device, help=f"{device} (default), cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="elapsed time (default) or this process's CPU time (CPU only; "
+                             "use with --threads 1)")
+
+
+def apply_threads(args) -> None:
+    """Set torch's CPU threads when ``--threads`` was given."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
