@@ -9,6 +9,7 @@ Subcommands::
     atkd-lite sizes --output-dir results/mnist5k-sizes
     atkd-lite faithfulness --output-dir results/cluttered-faithfulness
     atkd-lite shortcut --output-dir results/decoy-shortcut
+    atkd-lite shortcut-merge results/part-rho1 results/part-rho0.9 --output-dir results/x
     atkd-lite tune --output-dir results/mnist5k-tuning
     atkd-lite recipe cifar10-wrn --output-dir results/cifar10-wrn
 
@@ -434,6 +435,17 @@ def _cmd_shortcut(args) -> int:
     return 0
 
 
+def _cmd_shortcut_merge(args) -> int:
+    from atkd_lite.experiments.shortcut import load_shortcut, merge_shortcut, shortcut_markdown
+
+    parts = [load_shortcut(path) for path in args.parts]  # every part readable: then write
+    _claim_output_dir(args.output_dir)
+    res = merge_shortcut(parts, output_dir=args.output_dir)
+    _say(shortcut_markdown(res))
+    _say(f"wrote {args.output_dir}")
+    return 0
+
+
 def _cmd_recipe(args) -> int:
     from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.recipes import RECIPES, run_recipe
@@ -572,6 +584,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_options(p)
     _add_common(p, seed=False)
     p.set_defaults(func=_cmd_shortcut)
+
+    p = sub.add_parser("shortcut-merge",
+                       help="join parts of one shortcut grid run side by side (e.g. one "
+                            "rho per core)",
+                       description="Join the results of `atkd-lite shortcut` commands that "
+                                   "ran parts of one grid (e.g. --rhos 1 --references rrr "
+                                   "and --rhos 0.9 --references rrr,clean, at the same "
+                                   "commit) into one grid, as if one command had run it.")
+    p.add_argument("parts", nargs="+", help="results folders of the parts, in rho order")
+    p.add_argument("--output-dir", required=True, help="where to write the merged results")
+    p.set_defaults(func=_cmd_shortcut_merge)
 
     p = sub.add_parser("tune", help="choose every method's weight on the validation split")
     p.add_argument("--output-dir", default="results/mnist5k-tuning")

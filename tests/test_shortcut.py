@@ -563,3 +563,93 @@ def test_completion_command_runs_the_planned_grid_through_the_cli():
     assert args.rhos == [1.0, 0.5] and args.references == ["rrr", "clean"]
     assert args.output_dir == "out/x" and args.seeds == [0, 1] and args.device == "cpu"
     assert "--output-dir elsewhere" in sc.completion_command(res, output_dir="elsewhere")
+
+
+# ---------------------------------------------------------------------------------------
+# a grid run as parts side by side, merged
+
+TINY = dict(methods=("student", "fma"), seeds=(0, 1), per_class=2, epochs=1, tune=True,
+            tune_seeds=(7,), beta_factors=(1.0,), rrr_lambdas=(1.0,), max_extend=0,
+            score_n=20, max_teacher_gap=1.0, device="cpu", progress=False, batch_size=16)
+
+
+def _committed(res, commit="c0ffee"):
+    """The part as if run from a clean checkout (the test tree may have local changes)."""
+    res.provenance["git"] = {"commit": commit, "dirty": False}
+    return res
+
+
+@pytest.mark.slow
+def test_parts_run_side_by_side_merge_into_the_one_command_grid(tiny_results, tmp_path):
+    whole, _ = tiny_results
+    torch.manual_seed(0)
+    teacher = ak.student_cnn("tiny").eval()  # the fixture's teacher, rebuilt
+    a = sc.run_shortcut(rhos=(1.0,), references=("rrr",), teacher=teacher,
+                        command="atkd-lite shortcut --rhos 1 --references rrr", **TINY)
+    b = sc.run_shortcut(rhos=(0.5,), references=("rrr", "clean"), teacher=teacher,
+                        command="atkd-lite shortcut --rhos 0.5 --references rrr,clean", **TINY)
+    a.provenance["wall_time_s"], b.provenance["wall_time_s"] = 10.0, 30.0
+    merged = sc.merge_shortcut([_committed(a), _committed(b)], output_dir=tmp_path)
+    # the same runs, in the same order, with the same results as the one command
+    key = ("method", "seed", "test_acc", "flipped_acc", "clean_acc", "val_acc", "beta", "maps")
+    assert [[r[k] for k in key] for r in merged.runs] == [[r[k] for k in key]
+                                                           for r in whole.runs]
+    for k in ("rhos", "references", "betas", "tuning", "completed_rhos",
+              "completed_references"):
+        assert merged.settings[k] == whole.settings[k], k
+    assert sc.grid_status(merged)["complete"]
+    p = merged.provenance
+    assert p["wall_time_s"] == 30.0  # side by side: the longest part
+    assert [q["command"] for q in p["parts"]] == [a.provenance["command"],
+                                                  b.provenance["command"]]
+    words = p["command"].split()
+    assert words[words.index("--rhos") + 1] == "1,0.5"
+    assert words[words.index("--references") + 1] == "rrr,clean"
+    md = (tmp_path / "results.md").read_text()
+    assert "Run as 2 parts side by side" in md and "--rhos 0.5 --references rrr,clean" in md
+    assert sc.load_shortcut(tmp_path).runs == merged.runs
+
+
+def _fake_part(rhos, references, runs, commit="c0ffee", **settings):
+    s = {"rhos": list(rhos), "references": list(references), "methods": ["student"],
+         "seeds": [0], "epochs": 1, "tuning": {}, "betas": {}, **settings}
+    return ExperimentResults(settings=s, runs=runs, teacher={"test_acc": 0.9},
+                             provenance={"git": {"commit": commit, "dirty": False},
+                                         "command": "atkd-lite shortcut", "wall_time_s": 1.0})
+
+
+def _run(rho, method="student"):
+    return {"rho": rho, "base_method": "clean" if rho is None else method, "seed": 0,
+            "method": "clean" if rho is None else f"rho={rho:g}/{method}"}
+
+
+@pytest.mark.parametrize("second, message", [
+    (_fake_part([1.0], ["clean"], [_run(1.0), _run(None)]), "more than one part"),
+    (_fake_part([0.9], ["clean"], [_run(0.9), _run(None)]), "clean reference ran in more"),
+    (_fake_part([0.9], [], [_run(0.9)], commit="beef"), "different"),
+    (_fake_part([0.9], [], [_run(0.9)], epochs=2), "'epochs'"),
+])
+def test_parts_that_are_not_one_grid_are_refused(second, message):
+    first = _fake_part([1.0], ["clean"], [_run(1.0), _run(None)])
+    with pytest.raises(ValueError, match=message):
+        sc.merge_shortcut([first, second])
+
+
+def test_merge_needs_two_clean_parts():
+    first = _fake_part([1.0], [], [_run(1.0)])
+    with pytest.raises(ValueError, match="at least two"):
+        sc.merge_shortcut([first])
+    dirty = _fake_part([0.9], [], [_run(0.9)])
+    dirty.provenance["git"]["dirty"] = True
+    with pytest.raises(ValueError, match="uncommitted"):
+        sc.merge_shortcut([first, dirty])
+    merged = sc.merge_shortcut([first, _fake_part([0.9], ["clean"], [_run(0.9), _run(None)])])
+    assert merged.settings["rhos"] == [1.0, 0.9] and merged.settings["references"] == ["clean"]
+    assert sc.grid_status(merged)["complete"]
+
+
+def test_cli_shortcut_merge_bad_part_is_one_line_error(tmp_path, capsys):
+    assert main(["shortcut-merge", str(tmp_path / "nothing"), str(tmp_path),
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atkd-lite shortcut-merge: error: no results at") and "\n" not in err

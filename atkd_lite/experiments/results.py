@@ -158,7 +158,9 @@ class ExperimentResults:
         runs (list of dict): one per (method, seed): ``method``, ``seed``, ``test_acc``,
             ``parameters``, ``time_per_epoch_s``, ``history`` (per-epoch records).
         teacher (dict): the teacher's ``test_acc`` and ``parameters``.
-        provenance (dict): see :func:`provenance`; ``wall_time_s`` is added at the end.
+        provenance (dict): see :func:`provenance`; ``wall_time_s`` is added at the end
+            (and ``parts`` where the runs come from several commands merged, each part's
+            ``command``, ``date`` and ``wall_time_s``).
     """
 
     settings: dict
@@ -297,7 +299,17 @@ def _provenance_markdown(p: dict) -> str:
             f"Device: {p.get('device')}{ranks}, {p.get('cpu_count')} CPU cores, "
             f"{p.get('torch_threads')} torch threads ({p.get('platform')})  \n"
             f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "  \n"
-            f"Date: {p.get('date')}; total wall time {p.get('wall_time_s', 0):.0f} s\n")
+            f"Date: {p.get('date')}; total wall time {p.get('wall_time_s', 0):.0f} s\n"
+            + _parts_markdown(p.get("parts")))
+
+
+def _parts_markdown(parts) -> str:
+    """The commands of a grid run as parts side by side (see ``merge_shortcut``)."""
+    if not parts:
+        return ""
+    return (f"Run as {len(parts)} parts side by side, then merged: " + "; ".join(
+        f"`{q.get('command')}` ({q.get('wall_time_s') or 0:.0f} s, {q.get('date')})"
+        for q in parts) + "\n")
 
 
 #: committed results shipped inside the package (chapters load them by name, so they work

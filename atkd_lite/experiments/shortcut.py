@@ -32,7 +32,8 @@ This module
   next to the numbers the original papers report (:data:`PUBLISHED`). A grid stopped
   part-way is stated as such: :func:`grid_status` says which ρ and references have runs,
   every table and verdict uses only those (:func:`rhos_with_runs`), and
-  :func:`completion_command` gives the command that runs the whole grid.
+  :func:`completion_command` gives the command that runs the whole grid;
+  :func:`merge_shortcut` joins parts of one grid run side by side (one ρ per core).
 
 Defined in the book's chapter "Shortcuts".
 
@@ -103,6 +104,7 @@ __all__ = [
     "headline_markdown",
     "load_shortcut",
     "map_markdown",
+    "merge_shortcut",
     "published_markdown",
     "rhos_with_runs",
     "run_shortcut",
@@ -710,6 +712,100 @@ def completion_command(results: ExperimentResults, output_dir: str | None = None
     if s["references"]:
         extra += ["--references", ",".join(s["references"])]
     return " ".join(words[:at] + extra + words[at:])
+
+
+#: settings that differ between the parts of one grid run as separate commands
+_PART_KEYS = ("rhos", "references", "tuning", "betas", "completed_rhos",
+              "completed_references")
+
+
+def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> ExperimentResults:
+    """One grid from parts run as separate commands, e.g. one ρ per core or per machine.
+
+    ``atkd-lite shortcut --rhos 1 --references rrr`` and ``atkd-lite shortcut --rhos 0.9
+    --references rrr,clean``, run at the same time, together hold the runs of the one
+    command with ``--rhos 1,0.9 --references rrr,clean``: every run is seeded by its method
+    and seed alone, each ρ is tuned on its own, and the clean reference trains on the same
+    digits for every ρ. The merge checks that the parts fit (the same commit, teacher and
+    settings apart from ρ, references and tuning; no ρ or reference twice), keeps the runs
+    in the order of the parts, and records the parts' own commands, dates and wall times
+    in the provenance (``parts``; ``wall_time_s`` is the longest part's, since they ran
+    side by side). The recorded ``command`` is the one command that runs the merged grid.
+
+    Args:
+        parts: shortcut results (:func:`run_shortcut`, :func:`load_shortcut`), in the
+            order their ρ should appear.
+        output_dir: also write the merged results there (``results.*``, ``shortcut.md``).
+
+    Returns:
+        ExperimentResults: the merged grid.
+
+    Raises:
+        ValueError: fewer than two parts, or parts that do not belong to one grid (the
+            message names the first difference).
+    """
+    import copy
+
+    parts = list(parts)
+    if len(parts) < 2:
+        raise ValueError(f"give at least two parts to merge, got {len(parts)}")
+    first = parts[0]
+    if "rhos" not in first.settings:
+        raise ValueError("the first part holds no shortcut experiment")
+    commits = {(p.provenance.get("git") or {}).get("commit") for p in parts}
+    if len(commits) != 1 or None in commits:
+        raise ValueError(f"the parts ran at different (or unknown) commits "
+                         f"{sorted(map(str, commits))}; run every part at one commit")
+    if any((p.provenance.get("git") or {}).get("dirty") for p in parts):
+        raise ValueError("a part ran with uncommitted changes; run every part from a clean "
+                         "checkout so the commit records what ran")
+    rhos: list[float] = []
+    references: list[str] = []
+    for i, p in enumerate(parts):
+        if "rhos" not in p.settings:
+            raise ValueError(f"part {i} holds no shortcut experiment")
+        other = {k: v for k, v in p.settings.items() if k not in _PART_KEYS}
+        mine = {k: v for k, v in first.settings.items() if k not in _PART_KEYS}
+        if other != mine:
+            key = next(k for k in sorted(set(other) | set(mine)) if other.get(k) != mine.get(k))
+            raise ValueError(f"part {i} differs from part 0 in the setting {key!r} "
+                             f"({other.get(key)!r} vs {mine.get(key)!r}); the parts of one grid "
+                             "differ only in --rhos and --references")
+        if p.teacher != first.teacher:
+            raise ValueError(f"part {i} used another teacher than part 0")
+        twice = [r for r in p.settings["rhos"] if any(math.isclose(r, q) for q in rhos)]
+        if twice:
+            raise ValueError(f"rho {twice} is in more than one part")
+        rhos += p.settings["rhos"]
+        runs_clean = any(r.get("rho") is None for r in p.runs)
+        for ref in p.settings["references"]:
+            if ref == "clean" and not runs_clean:
+                continue
+            if ref == "clean" and "clean" in references:
+                raise ValueError("the clean reference ran in more than one part; plan it in one")
+            if ref not in references:
+                references.append(ref)
+    references = [r for r in REFERENCES if r in references]
+    settings = copy.deepcopy(first.settings)
+    settings.update(rhos=rhos, references=references,
+                    tuning={k: v for p in parts for k, v in p.settings.get("tuning", {}).items()},
+                    betas={k: v for p in parts for k, v in p.settings.get("betas", {}).items()})
+    prov = copy.deepcopy(first.provenance)
+    prov["parts"] = [{k: p.provenance.get(k) for k in ("command", "date", "wall_time_s")}
+                     for p in parts]
+    prov["wall_time_s"] = max(p.provenance.get("wall_time_s", 0.0) for p in parts)
+    prov["date"] = max(p.provenance.get("date", "") for p in parts)
+    merged = ExperimentResults(settings=settings, teacher=copy.deepcopy(first.teacher),
+                               provenance=prov,
+                               runs=[copy.deepcopy(r) for p in parts for r in p.runs])
+    prov["command"] = completion_command(merged, output_dir)
+    status = grid_status(merged)
+    settings["completed_rhos"] = status["completed_rhos"]
+    settings["completed_references"] = status["completed_references"]
+    if output_dir is not None:
+        merged.save(output_dir)
+        _write_shortcut_md(merged, output_dir)
+    return merged
 
 
 def _rho_runs(results: ExperimentResults, rho: float) -> list[dict]:
