@@ -653,3 +653,20 @@ def test_cli_shortcut_merge_bad_part_is_one_line_error(tmp_path, capsys):
                  "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("atkd-lite shortcut-merge: error: no results at") and "\n" not in err
+
+
+def test_tuning_hindsight_compares_the_choice_with_random_shades():
+    def row(method, beta, val, rand, chosen, on="val"):
+        return {"method": method, "beta": beta, "val_acc": val, "val_random_acc": rand,
+                "chosen": chosen, "selected_on": on}
+
+    rows = [row("at", 0.1, 0.96, 0.91, True), row("at", 10.0, 0.95, 0.94, False),
+            row("fma", 0.3, 0.96, 0.92, True), row("fma", 3.0, 0.94, 0.92, False),  # a tie
+            row("rrr", 0.1, 0.95, 0.95, True, on="val_random")]
+    res = ExperimentResults(settings={"tuning": {"0.9": rows}})
+    got = {r["method"]: r for r in sc.tuning_hindsight(res, 0.9)}
+    assert set(got) == {"at", "fma"}  # RRR is already chosen on random shades
+    assert (got["at"]["chosen"], got["at"]["hindsight"]) == (0.1, 10.0)
+    assert got["at"]["gain"] == pytest.approx(0.03)
+    assert (got["fma"]["hindsight"], got["fma"]["gain"]) == (0.3, 0.0)  # ties: the choice
+    assert sc.tuning_hindsight(res, 1.0) == []

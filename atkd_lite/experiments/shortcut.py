@@ -113,6 +113,7 @@ __all__ = [
     "shortcut_verdicts",
     "swatch_scores",
     "tune_weights",
+    "tuning_hindsight",
     "tuning_markdown",
 ]
 
@@ -945,6 +946,56 @@ def tuning_markdown(results: ExperimentResults, rho: float) -> str:
         lines.append(f"| {r['method']} | {r['beta']:g} | {100 * r['val_acc']:.1f} | "
                      f"{100 * r['val_random_acc']:.1f} | {mark} |")
     return "\n".join(lines) + "\n"
+
+
+def tuning_hindsight(results: ExperimentResults, rho: float) -> list[dict]:
+    """Per tuned method at one ρ: the weight chosen on the training distribution against
+    the weight that random shades would have chosen, from the tuning runs.
+
+    The tuning sees only validation digits whose swatch still names the label, so it may
+    pick a weight that lets the student use the swatch. Random-shade validation accuracy
+    is what a practitioner cannot measure; this says what choosing on it would have
+    changed. The tuning runs are single runs (``tune_seeds``) on the validation split:
+    a hint to test with paired seeds, not a result.
+
+    Args:
+        results (ExperimentResults): shortcut results with their tuning table.
+        rho (float): a ρ of the grid.
+
+    Returns:
+        list of dict: per method (RRR left out: it is already chosen on random shades),
+        ``method``, ``chosen`` and ``chosen_random_acc``, ``hindsight`` (the weight best
+        on random shades; ties go to the chosen one) and ``hindsight_random_acc``, and
+        ``gain`` (the difference).
+
+    Examples::
+
+        >>> from atkd_lite.experiments.results import ExperimentResults
+        >>> rows = [{"method": "fma", "beta": 0.1, "val_acc": 0.96, "val_random_acc": 0.90,
+        ...          "chosen": True, "selected_on": "val"},
+        ...         {"method": "fma", "beta": 1.0, "val_acc": 0.95, "val_random_acc": 0.93,
+        ...          "chosen": False, "selected_on": "val"}]
+        >>> res = ExperimentResults(settings={"tuning": {"1": rows}})
+        >>> r = tuning_hindsight(res, 1.0)[0]
+        >>> r["chosen"], r["hindsight"], round(r["gain"], 2)
+        (0.1, 1.0, 0.03)
+    """
+    rows = results.settings.get("tuning", {}).get(f"{rho:g}", [])
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("selected_on", "val") == "val":
+            by.setdefault(r["method"], []).append(r)
+    out = []
+    for method, tried in by.items():
+        chosen = next((r for r in tried if r["chosen"]), None)
+        if chosen is None:
+            continue
+        best = max(tried, key=lambda r: (r["val_random_acc"], r is chosen))
+        out.append({"method": method, "chosen": chosen["beta"],
+                    "chosen_random_acc": chosen["val_random_acc"], "hindsight": best["beta"],
+                    "hindsight_random_acc": best["val_random_acc"],
+                    "gain": best["val_random_acc"] - chosen["val_random_acc"]})
+    return out
 
 
 def _status_line(results: ExperimentResults) -> str:
