@@ -316,7 +316,8 @@ _CHUNK_BYTES = 1 << 19
 _MAX_CHUNKS = 64
 
 
-def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor:
+def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None,
+                 nonneg: bool = False) -> torch.Tensor:
     """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without a fresh full-size temporary.
 
     With one torch thread, ``|A|`` is formed a cache-sized chunk of images at a time. With
@@ -324,6 +325,9 @@ def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor
     machine a barrier can wait a whole scheduler slice for a thread; so there it is one
     chunk. Either way the buffer comes from ``workspace`` (a dict shared by the layers
     of one call), so a call faults in one buffer, not one per layer.
+
+    ``nonneg``: ``a`` is a ReLU's output, so ``|a| = a``: the same chunks are summed
+    straight from ``a`` (no ``|A|`` to form: the same sums, one full pass fewer).
     """
     batch = a.shape[0]
     per_image = max(1, a[0].numel() * a.element_size())
@@ -332,6 +336,10 @@ def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor
     else:
         step = batch
     out = a.new_empty((batch, *a.shape[2:]))
+    if nonneg:
+        for i in range(0, batch, step):
+            torch.sum(a[i:i + step], dim=1, out=out[i:i + step])
+        return out
     shape = (min(step, batch), *a.shape[1:])
     if workspace is not None and a.is_contiguous():
         flat = workspace.get(a.dtype)
@@ -354,28 +362,39 @@ class _ChannelMeanAbs(torch.autograd.Function):
     Forward: :func:`_sum_abs_cpu` then one division (``mean`` is ``sum / C`` in torch).
     Backward: ``sgn(a) * g / C`` in one fresh tensor, where autograd's chain (mean's
     expand-and-divide, abs's ``sgn`` and product) writes three.
+
+    With ``nonneg`` (``a`` is the output of an ``nn.ReLU``, see :func:`_relu_output`)
+    the forward sums ``a`` itself, and the backward returns ``g / C`` broadcast over the
+    channels (no full-size write) instead of ``sgn(a) * g / C``. The two differ only where
+    ``a == 0``, and there the ReLU's own backward (``threshold_backward`` on its output)
+    zeroes the gradient whatever arrives: every parameter's gradient is the same, bit for
+    bit (``tests/test_atcam_fast.py``).
     """
 
     @staticmethod
-    def forward(ctx, a, workspace):
+    def forward(ctx, a, workspace, nonneg=False):
         ctx.save_for_backward(a)
-        return _sum_abs_cpu(a, workspace).div_(a.shape[1])
+        ctx.nonneg = nonneg
+        return _sum_abs_cpu(a, workspace, nonneg).div_(a.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
         (a,) = ctx.saved_tensors
         scaled = (grad / a.shape[1]).unsqueeze(1)
         if torch.is_grad_enabled():  # double backward: keep the product differentiable
-            return torch.sgn(a) * scaled, None
-        return torch.sgn(a).mul_(scaled), None
+            return torch.sgn(a) * scaled, None, None
+        if ctx.nonneg:
+            return scaled.expand_as(a), None, None
+        return torch.sgn(a).mul_(scaled), None, None
 
 
 def _channel_mean(features: torch.Tensor, p: float = 1,
-                  workspace: dict | None = None) -> torch.Tensor:
+                  workspace: dict | None = None, nonneg: bool = False) -> torch.Tensor:
     """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
 
     Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
     ``workspace``: a dict shared by the layers of one call (CPU scratch buffers).
+    ``nonneg``: A is an ``nn.ReLU``'s output (see :class:`_ChannelMeanAbs`).
     """
     if p == 1 and features.device.type != "cpu":
         # one fused pass, no full-size temporary (not even the float32 copy of an autocast
@@ -383,9 +402,17 @@ def _channel_mean(features: torch.Tensor, p: float = 1,
         dtype = features.dtype if features.dtype == torch.float64 else torch.float32
         return torch.linalg.vector_norm(features, ord=1, dim=1, dtype=dtype) / features.shape[1]
     if p == 1 and features.dtype in (torch.float32, torch.float64):
-        return _ChannelMeanAbs.apply(features, workspace)
+        return _ChannelMeanAbs.apply(features, workspace, nonneg)
     a = at_least_float32(features)
     return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
+
+
+def _relu_output(module: nn.Module) -> bool:
+    """Whether a module's output is an ``nn.ReLU``'s: the module is one, or a
+    ``Sequential`` whose last module is (e.g. the book's ``ConvBlock``)."""
+    while isinstance(module, nn.Sequential) and len(module) > 0:
+        module = module[-1]
+    return type(module) is nn.ReLU  # a subclass may change what forward returns
 
 
 @functools.lru_cache(maxsize=64)
@@ -755,7 +782,8 @@ class ATCam:
                     versions[name] = output._version
                 if early and name not in late and isinstance(output, torch.Tensor) \
                         and output.dim() == 4:
-                    output = _Reduced(reduce(output), weakref.ref(output), versions.get(name))
+                    output = _Reduced(reduce(output, name), weakref.ref(output),
+                                      versions.get(name))
                 captured[name] = output  # last run wins if a module runs twice
 
             return hook
@@ -806,13 +834,21 @@ class ATCam:
                     continue
                 late.add(name)  # modified in place after the hook: reduce the final value
                 a = final
-            out.append(reduce(a))
+            # a tensor modified after its hook may no longer be its ReLU's output
+            as_hooked = name in versions and a._version == versions[name]
+            out.append(reduce(a, name, as_hooked))
         return logits, out
 
-    def _raw_map(self, a: torch.Tensor, workspace: dict | None = None) -> torch.Tensor:
-        """A captured feature map's raw per-layer map ``mean_c |A|^p``, (B, H_l, W_l)."""
+    def _raw_map(self, a: torch.Tensor, name: str, as_hooked: bool = True,
+                 workspace: dict | None = None) -> torch.Tensor:
+        """A captured feature map's raw per-layer map ``mean_c |A|^p``, (B, H_l, W_l).
+
+        ``as_hooked``: ``a`` is still the module's output as its hook saw it, so when the
+        module ends in an ``nn.ReLU`` (:func:`_relu_output`) ``|A| = A`` needs no pass.
+        """
+        nonneg = as_hooked and _relu_output(self.model.get_submodule(name))
         with _float32(a.device):
-            return _channel_mean(a, self.p, workspace)
+            return _channel_mean(a, self.p, workspace, nonneg=nonneg)
 
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))

@@ -303,3 +303,48 @@ def test_normalize_maps_second_derivative():
     m = torch.rand(3, 4, 5, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(atcam_module.normalize_maps, (m,))
     torch.autograd.gradgradcheck(atcam_module.normalize_maps, (m,))
+
+
+def test_relu_outputs_are_summed_without_forming_their_absolute_value(monkeypatch):
+    # the teacher's capture points end in nn.ReLU: |A| = A needs no pass, and the maps and
+    # gradients above stay equal to the reference; here: that path is really taken
+    seen = []
+    real = atcam_module._sum_abs_cpu
+    monkeypatch.setattr(atcam_module, "_sum_abs_cpu",
+                        lambda a, ws=None, nonneg=False: seen.append(nonneg) or real(a, ws, nonneg))
+    model, x = build("teacher")
+    with torch.no_grad():
+        ATCam(model.eval())(x)
+    assert seen and all(seen)
+    seen.clear()
+    model, x = build("generic")  # signed conv outputs: |A| is formed
+    with torch.no_grad():
+        ATCam(model.eval())(x)
+    assert seen and not any(seen)
+    assert atcam_module._relu_output(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+    assert not atcam_module._relu_output(nn.Sequential(nn.ReLU(), nn.Conv2d(1, 2, 3)))
+    assert not atcam_module._relu_output(nn.LeakyReLU())
+
+
+class ShiftedAfterReLU(nn.Module):
+    """A ReLU block whose output the forward then shifts in place: negative values."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        a = self.block(x)
+        a.sub_(0.5)
+        return self.head(a)
+
+
+def test_a_relu_output_modified_after_its_hook_takes_the_absolute_value():
+    torch.manual_seed(0)
+    model, x = ShiftedAfterReLU().eval(), torch.randn(3, 1, 12, 12)
+    cam = ATCam(model, layers=["block"])
+    with torch.no_grad():
+        for call in range(2):  # the probe call and the one that hooks early
+            maps = cam(x)[1]
+            assert torch.equal(maps, ref_maps(model, ["block"], x)[1]), call
