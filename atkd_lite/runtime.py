@@ -688,10 +688,18 @@ def check_images(x, name: str = "x", finite: bool = False) -> None:
             "For a single image of shape (C, H, W) pass x.unsqueeze(0)."
         )
     if (finite and x.is_floating_point() and not getattr(_CHECKS, "trusted", False)
-            and x.numel() and not bool(torch.isfinite(x).all())):
+            and x.numel() and not _all_finite(x)):
         bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
         raise ValueError(f"{name} holds NaN or infinite values (in {bad} of {x.shape[0]} "
                          "images); clean the images first, e.g. x.nan_to_num(0.0)")
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every value of a floating tensor is finite, in one read and no full-size
+    temporary: a sum is finite only if every term is (NaN and ±inf propagate); a sum that
+    overflows is checked again exactly."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return bool(torch.isfinite(x.sum(dtype=acc))) or bool(torch.isfinite(x).all())
 
 
 def _autocast_on(device: torch.device) -> bool:

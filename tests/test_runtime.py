@@ -3,6 +3,9 @@
 import os
 import stat
 
+import pytest
+import torch
+
 from atkd_lite.runtime import atomic_write
 
 
@@ -17,3 +20,17 @@ def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
         assert new.read_bytes() == b"y"
     finally:
         os.umask(umask)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_agrees_with_isfinite(dtype):
+    from atkd_lite.runtime import _all_finite
+
+    big = torch.finfo(dtype).max
+    cases = [torch.zeros(3, 4), torch.randn(3, 4),
+             torch.full((3, 4), big / 2, dtype=dtype),  # finite values whose sum overflows
+             torch.tensor([1.0, float("nan")]), torch.tensor([float("inf"), 1.0]),
+             torch.tensor([float("inf"), -float("inf")])]
+    for x in cases:
+        x = x.to(dtype)
+        assert _all_finite(x) == bool(torch.isfinite(x).all()), x
