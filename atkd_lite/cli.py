@@ -430,7 +430,7 @@ def _cmd_shortcut(args) -> int:
                        tune_seeds=args.tune_seeds, score_n=args.score_n or None,
                        max_teacher_gap=args.max_teacher_gap, output_dir=args.output_dir,
                        device=args.device, progress=not args.no_progress,
-                       command=args.command_line, **settings)
+                       command=args.command_line, select_on=args.select_on, **settings)
     _say(shortcut_markdown(res))
     return 0
 
@@ -576,6 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use every method's default weight instead of tuning it")
     p.add_argument("--tune-seeds", type=_list_of(int), default=[100],
                    help="seeds of the tuning runs (default: 100)")
+    p.add_argument("--select-on", choices=["val", "val_random"], default="val",
+                   help="choose each weight on the training distribution's validation "
+                        "split (val, as a practitioner) or on random shades (val_random: "
+                        "an oracle; default: val)")
     p.add_argument("--score-n", type=_nonneg_int, default=500,
                    help="test images whose maps are scored; 0 = all (default: 500)")
     p.add_argument("--max-teacher-gap", type=float, default=0.05,

@@ -670,3 +670,22 @@ def test_tuning_hindsight_compares_the_choice_with_random_shades():
     assert got["at"]["gain"] == pytest.approx(0.03)
     assert (got["fma"]["hindsight"], got["fma"]["gain"]) == (0.3, 0.0)  # ties: the choice
     assert sc.tuning_hindsight(res, 1.0) == []
+
+
+@pytest.mark.slow
+def test_the_oracle_tuning_chooses_every_weight_on_random_shades():
+    torch.manual_seed(0)
+    teacher = ak.student_cnn("tiny").eval()
+    kw = {**TINY, "methods": ("student", "fma"), "seeds": (0,), "beta_factors": (0.1, 1.0)}
+    res = sc.run_shortcut(rhos=(1.0,), references=("rrr",), teacher=teacher,
+                          select_on="val_random", **kw)
+    rows = res.settings["tuning"]["1"]
+    assert {r["selected_on"] for r in rows} == {"val_random"}
+    assert res.settings["select_on"] == "val_random"
+    for method in ("fma", "rrr"):  # the chosen weight is the best on random shades
+        mine = [r for r in rows if r["method"] == method]
+        best = max(r["val_random_acc"] for r in mine)
+        assert next(r for r in mine if r["chosen"])["val_random_acc"] == best
+    assert sc.tuning_hindsight(res, 1.0) == []  # nothing to regret: the oracle chose
+    with pytest.raises(ValueError, match="select_on must be one of"):
+        sc.run_shortcut(rhos=(1.0,), teacher=teacher, select_on="test", **kw)

@@ -95,6 +95,7 @@ __all__ = [
     "MAP_KINDS",
     "PUBLISHED",
     "REFERENCES",
+    "SELECT_ON",
     "RRRDistiller",
     "ShortcutTeacherError",
     "accuracy_table",
@@ -319,7 +320,7 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
                  factors: Sequence[float] = (0.1, 1.0, 10.0),
                  rrr_lambdas: Sequence[float] = (1.0, 10.0, 100.0), max_extend: int = 2,
                  student_size: str = "small", progress: bool = False,
-                 **distill_kwargs) -> tuple[dict, list[dict]]:
+                 select_on: str = "val", **distill_kwargs) -> tuple[dict, list[dict]]:
     """Choose each method's attention weight β on a validation split, the same way for all.
 
     Each method with an attention term (and RRR's λ) is trained on ``fit`` with every
@@ -344,6 +345,9 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
         max_extend: extensions allowed at each edge.
         student_size: the student.
         progress: one line per run.
+        select_on: ``"val"`` (the practitioner's choice, above) or ``"val_random"``:
+            every weight chosen on random shades, as RRR's, an *oracle* that shows what
+            each method could do with knowledge no practitioner has.
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`.
 
     Returns:
@@ -357,6 +361,7 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
         for v in values:
             check_number(name, v, positive=True)
     check_int("max_extend", max_extend, minimum=0)
+    _check_select_on(select_on)
     tune_setup = dataclasses.replace(setup, train=fit, test=val)
     names = [m for m in methods if m != "rrr" and _tunable(m)]
     cache = teacher_cache_for(tune_setup, names, **distill_kwargs) if names else None
@@ -379,7 +384,8 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
                 scores[beta] = {"val_acc": statistics.fmean(r["test_acc"] for r in res.runs),
                                 "val_random_acc": statistics.fmean(
                                     r["val_random_acc"] for r in res.runs)}
-            key = "val_random_acc" if method == "rrr" else "val_acc"
+            on = "val_random" if method == "rrr" else select_on
+            key = f"{on}_acc"
             best = _choose({b: s[key] for b, s in scores.items()}, default)
             ordered = sorted(scores)
             side = "low" if best == ordered[0] else "high" if best == ordered[-1] else None
@@ -391,8 +397,21 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
         for beta in sorted(scores):
             rows.append({"method": method, "beta": beta, **scores[beta],
                          "chosen": beta == best, "edge": side is not None,
-                         "selected_on": "val_random" if method == "rrr" else "val"})
+                         "selected_on": on})
     return chosen, rows
+
+
+#: what a weight can be chosen on: the training distribution's validation split, or
+#: (an oracle) validation digits with random shades
+SELECT_ON = ("val", "val_random")
+
+
+def _check_select_on(select_on) -> str:
+    if select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {list(SELECT_ON)} ('val': the training "
+                         f"distribution, as a practitioner; 'val_random': random shades, an "
+                         f"oracle); got {select_on!r}")
+    return select_on
 
 
 def _check_rhos(rhos) -> list[float]:
@@ -419,7 +438,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                  rrr_lambdas: Sequence[float] = (1.0, 10.0, 100.0), max_extend: int = 2,
                  score_n: int | None = 500, max_teacher_gap: float = 0.05, output_dir=None,
                  device=None, data_seed: int = 0, progress: bool = True,
-                 command: str | None = None, **distill_kwargs) -> ExperimentResults:
+                 command: str | None = None, select_on: str = "val",
+                 **distill_kwargs) -> ExperimentResults:
     """The shortcut experiment: every method × seed × ρ on the decoy digits, with references.
 
     For every ρ: the decoy training digits (``per_class`` a class, the swatch following
@@ -453,6 +473,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         data_seed: picks the ``per_class`` subset.
         progress: one line per run.
         command: recorded in the provenance.
+        select_on: what the tuning chooses each weight on (:func:`tune_weights`):
+            ``"val"``, the practitioner's grid, or ``"val_random"``, the oracle grid.
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill` (not ``beta``,
             which is tuned).
 
@@ -481,6 +503,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
     if "beta" in distill_kwargs:
         raise ValueError("beta is tuned per method here; pass tune=False to use each "
                          "method's default instead")
+    _check_select_on(select_on)
     decoy_mnist("test", swatch=swatch)  # checks the swatch before any work
     setup0 = prepare_experiment("mnist5k", None, data_seed, teacher, teacher_epochs, device,
                                 progress, command)
@@ -509,6 +532,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                              rhos=rhos, references=list(references), swatch=swatch,
                              score_n=len(scored), map_kinds=list(MAP_KINDS), chance=area,
                              tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={},
+                             select_on=select_on,
                              completed_rhos=[], completed_references=[])
     settings["train_name"] = "decoy/train/rho=<rho>"
     results = ExperimentResults(settings=settings, teacher=setup0.teacher_info,
@@ -536,7 +560,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
             betas, rows = tune_weights(setup, fit, current["val"],
                                        decoy_mnist("val", rho=0.0, swatch=swatch), tunable,
                                        tune_seeds, epochs, beta_factors, rrr_lambdas,
-                                       max_extend, student_size, progress, **distill_kwargs)
+                                       max_extend, student_size, progress,
+                                       select_on=select_on, **distill_kwargs)
             settings["tuning"][f"{rho:g}"] = rows
         else:
             betas = {m: (RRRDistiller.default_beta if m == "rrr"
