@@ -401,8 +401,8 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
     return chosen, rows
 
 
-#: what a weight can be chosen on: the training distribution's validation split, or
-#: (an oracle) validation digits with random shades
+#: The splits a weight can be chosen on, the training distribution's validation split
+#: (``"val"``) or, as an oracle, validation digits with random shades (``"val_random"``).
 SELECT_ON = ("val", "val_random")
 
 
