@@ -868,7 +868,7 @@ class ATCam:
         ``as_hooked``: ``a`` is still the module's output as its hook saw it, so when the
         module ends in an ``nn.ReLU`` (:func:`_relu_output`) ``|A| = A`` needs no pass.
         """
-        nonneg = as_hooked and _relu_output(self.model.get_submodule(name))
+        nonneg = as_hooked and _relu_output(self._named[name])
         with _float32(a.device):
             return _channel_mean(a, self.p, workspace, nonneg=nonneg)
 

@@ -348,3 +348,18 @@ def test_a_relu_output_modified_after_its_hook_takes_the_absolute_value():
         for call in range(2):  # the probe call and the one that hooks early
             maps = cam(x)[1]
             assert torch.equal(maps, ref_maps(model, ["block"], x)[1]), call
+
+
+def test_an_atcam_with_its_scratch_can_be_copied():
+    # the scratch is a per-thread buffer kept between calls: it stays behind on copy/pickle
+    import copy
+    import pickle
+
+    model, x = build("generic")
+    cam = ATCam(model.eval())
+    with torch.no_grad():
+        maps = cam(x)[1]
+        assert cam._workspace()  # a call left its scratch buffer for the next one
+        for twin in (copy.deepcopy(cam), pickle.loads(pickle.dumps(cam))):
+            assert not twin._workspace()
+            assert torch.equal(twin(x)[1], maps)

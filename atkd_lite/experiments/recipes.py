@@ -87,6 +87,14 @@ class Recipe:
 _METHODS = ("student", "kd", "at", "fma", "mip", "sals", "fma+kd", "sals+kd")
 
 #: the recipes by name
+#: what the two MedMNIST recipes share: the book's CNN teacher and small student, and
+#: their schedule
+_MEDMNIST = dict(
+    teacher={"arch": "cnn", "widths": [32, 64, 128], "convs_per_stage": 2, "dropout": 0.1},
+    student={"arch": "cnn", "widths": [8, 16, 32], "convs_per_stage": 1},
+    teacher_epochs=15, student_epochs=30, teacher_lr=3e-3, lr=3e-2, weight_decay=5e-4,
+    batch_size=128, augment=2, methods=_METHODS, seeds=(0, 1, 2))
+
 RECIPES: dict[str, Recipe] = {
     "cifar10-wrn": Recipe(
         name="cifar10-wrn", dataset="cifar10",
@@ -97,23 +105,13 @@ RECIPES: dict[str, Recipe] = {
         about="CIFAR-10, WRN-16-2 teaches WRN-16-1 (attention transfer's CIFAR setting, "
               "short schedule)"),
     "bloodmnist": Recipe(
-        name="bloodmnist", dataset="bloodmnist",
-        teacher={"arch": "cnn", "widths": [32, 64, 128], "convs_per_stage": 2,
-                 "dropout": 0.1},
-        student={"arch": "cnn", "widths": [8, 16, 32], "convs_per_stage": 1},
-        teacher_epochs=15, student_epochs=30, teacher_lr=3e-3, lr=3e-2, weight_decay=5e-4,
-        batch_size=128, augment=2, flip=True, methods=_METHODS, seeds=(0, 1, 2),
+        name="bloodmnist", dataset="bloodmnist", flip=True,
         about="BloodMNIST (8 blood-cell types, 28x28 colour), the book's CNN teacher and "
-              "small student"),
+              "small student", **_MEDMNIST),
     "pneumoniamnist": Recipe(
-        name="pneumoniamnist", dataset="pneumoniamnist",
-        teacher={"arch": "cnn", "widths": [32, 64, 128], "convs_per_stage": 2,
-                 "dropout": 0.1},
-        student={"arch": "cnn", "widths": [8, 16, 32], "convs_per_stage": 1},
-        teacher_epochs=15, student_epochs=30, teacher_lr=3e-3, lr=3e-2, weight_decay=5e-4,
-        batch_size=128, augment=2, flip=False, methods=_METHODS, seeds=(0, 1, 2),
+        name="pneumoniamnist", dataset="pneumoniamnist", flip=False,
         about="PneumoniaMNIST (chest X-rays, normal or pneumonia, 28x28 grey), the book's "
-              "CNN teacher and small student"),
+              "CNN teacher and small student", **_MEDMNIST),
 }
 
 #: Published CIFAR numbers to read the recipes beside, top-1 test accuracy (%), with the

@@ -53,6 +53,7 @@ Examples::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import statistics
@@ -770,14 +771,10 @@ def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> Exper
         ValueError: fewer than two parts, or parts that do not belong to one grid (the
             message names the first difference).
     """
-    import copy
-
     parts = list(parts)
     if len(parts) < 2:
         raise ValueError(f"give at least two parts to merge, got {len(parts)}")
     first = parts[0]
-    if "rhos" not in first.settings:
-        raise ValueError("the first part holds no shortcut experiment")
     commits = {(p.provenance.get("git") or {}).get("commit") for p in parts}
     if len(commits) != 1 or None in commits:
         raise ValueError(f"the parts ran at different (or unknown) commits "
@@ -787,11 +784,11 @@ def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> Exper
                          "checkout so the commit records what ran")
     rhos: list[float] = []
     references: list[str] = []
+    mine = {k: v for k, v in first.settings.items() if k not in _PART_KEYS}
     for i, p in enumerate(parts):
         if "rhos" not in p.settings:
             raise ValueError(f"part {i} holds no shortcut experiment")
         other = {k: v for k, v in p.settings.items() if k not in _PART_KEYS}
-        mine = {k: v for k, v in first.settings.items() if k not in _PART_KEYS}
         if other != mine:
             key = next(k for k in sorted(set(other) | set(mine)) if other.get(k) != mine.get(k))
             raise ValueError(f"part {i} differs from part 0 in the setting {key!r} "
