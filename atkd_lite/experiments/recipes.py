@@ -86,7 +86,6 @@ class Recipe:
 
 _METHODS = ("student", "kd", "at", "fma", "mip", "sals", "fma+kd", "sals+kd")
 
-#: the recipes by name
 #: what the two MedMNIST recipes share: the book's CNN teacher and small student, and
 #: their schedule
 _MEDMNIST = dict(
@@ -95,6 +94,7 @@ _MEDMNIST = dict(
     teacher_epochs=15, student_epochs=30, teacher_lr=3e-3, lr=3e-2, weight_decay=5e-4,
     batch_size=128, augment=2, methods=_METHODS, seeds=(0, 1, 2))
 
+#: the recipes by name
 RECIPES: dict[str, Recipe] = {
     "cifar10-wrn": Recipe(
         name="cifar10-wrn", dataset="cifar10",
