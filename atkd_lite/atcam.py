@@ -331,19 +331,18 @@ def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None,
     The buffer comes from ``workspace`` (a dict shared by the layers of a call, and kept
     by :class:`ATCam` between calls), so a call faults in no fresh buffer.
 
-    ``nonneg``: ``a`` is a ReLU's output, so ``|a| = a``: the same chunks are summed
-    straight from ``a`` (no ``|A|`` to form: the same sums, one full pass fewer).
+    ``nonneg``: ``a`` is a ReLU's output, so ``|a| = a``: it is summed straight from
+    ``a`` in one call (no ``|A|`` to form, and no chunks: they only pay for keeping
+    ``|A|`` in cache; one call reads a 12.8 MB map in 0.65x the time of 16 chunks).
     """
+    if nonneg:
+        return torch.sum(a, dim=1)
     batch = a.shape[0]
     per_image = max(1, a[0].numel() * a.element_size())
     threads = torch.get_num_threads()
     most = _MAX_CHUNKS if threads == 1 else _MAX_CHUNKS_THREADED
     step = max(1, _CHUNK_BYTES * threads // per_image, -(-batch // most))
     out = a.new_empty((batch, *a.shape[2:]))
-    if nonneg:
-        for i in range(0, batch, step):
-            torch.sum(a[i:i + step], dim=1, out=out[i:i + step])
-        return out
     shape = (min(step, batch), *a.shape[1:])
     if workspace is not None and a.is_contiguous():
         flat = workspace.get(a.dtype)

@@ -52,7 +52,33 @@ __all__ = [
     "model_costs",
     "model_size_bytes",
     "multiply_adds",
+    "settle_heap",
 ]
+
+#: bytes of the block :func:`settle_heap` allocates and frees (just under glibc's 32 MiB
+#: ceiling for its adaptive threshold)
+SETTLE_BYTES = 31 << 20
+
+
+def settle_heap() -> None:
+    """Put the CPU heap in the steady state a long training run reaches, before timing.
+
+    glibc serves a large allocation from fresh pages (``mmap``) until a block of that size
+    has once been freed; after that, such buffers come from the heap and are reused. A
+    fresh page costs a page fault when first written, and on these machines faulting in a
+    batch-128 feature map costs several times more than computing it. So a process that
+    has not yet freed a large block times page faults, not arithmetic: on the 2-core
+    machine of ``benchmarks/RESULTS.md`` a plain batch-128 forward pass of the book's
+    teacher took ~70 ms there and ~42 ms in the steady state, and a variant
+    that keeps fewer buffers alive (ATCam's early reduction) looks cheaper than it is (an
+    ATCam ÷ plain ratio of 0.96 instead of 1.1). A training loop reaches the steady state
+    within its first batches (the teacher cache, an evaluation pass); this function
+    reaches it at once, by allocating and freeing one block of :data:`SETTLE_BYTES` (the
+    adaptive threshold only rises, so calling it again changes nothing). Elsewhere than
+    glibc it does no harm.
+    """
+    block = torch.empty(SETTLE_BYTES // 4, dtype=torch.float32)
+    del block
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -257,7 +283,9 @@ def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
     then taken round by round. ``clock="cpu"`` uses this process's CPU time
     (``time.process_time``), which leaves out the time spent waiting for a core on a
     busy machine (use it with one torch thread); ``"wall"`` the elapsed time (needed for
-    CUDA, where the device is synchronised around each call).
+    CUDA, where the device is synchronised around each call). The heap is settled first
+    (:func:`settle_heap`), so that large CPU buffers are timed as a training run meets
+    them, reused rather than faulted in afresh.
 
     Args:
         fns (mapping): name -> callable without arguments.
@@ -288,6 +316,7 @@ def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
     if clock == "cpu" and dev.type != "cpu":
         raise ValueError(f"clock='cpu' measures CPU work; on {dev.type} use clock='wall'")
     now = time.process_time if clock == "cpu" else time.perf_counter
+    settle_heap()  # time arithmetic, not first-touch page faults (see settle_heap)
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
     order = random.Random(0)
