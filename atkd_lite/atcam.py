@@ -731,7 +731,8 @@ class ATCam:
             )
 
     # ------------------------------------------------------------------ capture
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def features(self, x: torch.Tensor, reduce: Callable[[torch.Tensor], object] | None = None
+                 ) -> tuple[torch.Tensor, list]:
         """Run the model once; return its logits and the raw kept feature maps.
 
         The feature maps are the modules' outputs as they are (same dtype, not detached),
@@ -740,9 +741,16 @@ class ATCam:
 
         Args:
             x (Tensor): input batch (B, C, H, W).
+            reduce (callable, optional): applied to each kept feature map as soon as its
+                module has computed it, and its results are returned instead of the maps.
+                The full-size map is then read while it is still in cache and freed as the
+                forward pass goes on (the teacher's AT maps are made this way); the results
+                are the same as ``[reduce(A) for A in self.features(x)[1]]``, also when a
+                later module modifies a captured output in place.
 
         Returns:
-            (Tensor, list of Tensor): logits, and one (B, C_l, H_l, W_l) map per kept layer.
+            (Tensor, list): logits, and one (B, C_l, H_l, W_l) map per kept layer (or
+            ``reduce``'s result for it).
 
         Examples::
 
@@ -756,7 +764,12 @@ class ATCam:
             [(2, 4, 10, 10), (2, 8, 8, 8)]
         """
         check_model_input(x, self.model)  # dtype, NaN/infinity: a message, not a conv error
-        return self._capture(x)
+        if reduce is None:
+            return self._capture(x)
+        if not callable(reduce):
+            raise TypeError(f"reduce must be a callable taking a feature map (B, C, H, W), "
+                            f"e.g. lambda A: A.pow(2).mean(1); got {type(reduce).__name__}")
+        return self._capture(x, reduce=lambda a, name, as_hooked=True: reduce(a))
 
     def _capture(self, x: torch.Tensor, reduce: Callable | None = None):
         """One forward pass with hooks on the capture points; logits and kept outputs.

@@ -344,6 +344,7 @@ class ATDistiller(Distiller):
             _, ft = self.teacher_cam.features(x_probe)
         if self.by_depth:
             self.pairs = pair_layers(len(fs), len(ft))
+            self._hook_teacher_pairs()
             return
         if len(fs) != len(ft):
             raise ValueError(
@@ -354,6 +355,13 @@ class ATDistiller(Distiller):
                 "student_layers None to pair every capture point by depth (FMA and MIP "
                 "accept selections of different lengths)")
         self.pairs = [(i, i) for i in range(len(fs))]
+        self._hook_teacher_pairs()
+
+    def _hook_teacher_pairs(self) -> None:
+        # online, only the paired teacher layers are captured, each reduced to its AT map
+        # inside the forward pass (not every capture point kept alive to the end)
+        names = list(dict.fromkeys(self._teacher_names()))
+        self._teacher_pairs_cam = ATCam(self.teacher, layers=names, first=len(names), last=0)
 
     def _teacher_names(self) -> list[str]:
         return [self.teacher_cam.layer_names[j] for _, j in self.pairs]
@@ -365,17 +373,17 @@ class ATDistiller(Distiller):
         return needs
 
     def teacher_signals(self, x, y, idx):
-        layers = [j for _, j in self.pairs]
         if self.cache is not None:
             if self._cache_index is None:  # by name: the cache may hold more layers
                 stored = self.cache.meta["at_layers"]
                 self._cache_index = [stored.index(n) for n in self._teacher_names()]
             return self.teacher_logits(x, idx), self.cache.at_maps(idx, self._cache_index,
                                                                   device=self.device)
+        cam = self._teacher_pairs_cam
         with torch.no_grad(), autocast_context(self.device, self.amp):
-            t_logits, feats = self.teacher_cam.features(x)
-            q = [at_vector(feats[j]).view(x.shape[0], *feats[j].shape[-2:]) for j in layers]
-        return t_logits.float(), q
+            t_logits, q = cam.features(x, reduce=_at_map)
+        by_name = dict(zip(cam.layer_names, q))
+        return t_logits.float(), [by_name[name] for name in self._teacher_names()]
 
     def student_forward(self, x, y):
         with autocast_context(self.device, self.amp):
@@ -384,6 +392,11 @@ class ATDistiller(Distiller):
 
     def attention_term(self, s_feats, t_q):
         return at_loss(s_feats, t_q)
+
+
+def _at_map(features: torch.Tensor) -> torch.Tensor:
+    """A feature map's AT map (B, H, W), as a teacher cache stores it."""
+    return at_vector(features).view(features.shape[0], *features.shape[-2:])
 
 
 def layer_selection(spec, first: int = 2, last: int = 2, what: str = "layers") -> dict:

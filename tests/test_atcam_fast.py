@@ -363,3 +363,46 @@ def test_an_atcam_with_its_scratch_can_be_copied():
         for twin in (copy.deepcopy(cam), pickle.loads(pickle.dumps(cam))):
             assert not twin._workspace()
             assert torch.equal(twin(x)[1], maps)
+
+
+@pytest.mark.parametrize("name", ["teacher", "generic", "vgg_like", "twice"])
+def test_features_reduced_in_the_forward_equal_reducing_the_kept_maps(name):
+    """``features(x, reduce=f)`` gives ``[f(A) for A in features(x)[1]]`` bit for bit,
+    also where a later module overwrites a captured output in place (vgg_like)."""
+    model, x = build(name)
+    cam = ATCam(model.eval(), layers="all")
+
+    def at_map(a):
+        return a.pow(2).mean(dim=1)
+
+    with torch.no_grad():
+        logits, kept = cam.features(x)
+        ref = [at_map(a) for a in kept]
+        for _ in range(2):  # the first call probes, the second reduces inside the hooks
+            got_logits, got = cam.features(x, reduce=at_map)
+            assert torch.equal(got_logits, logits)
+            assert len(got) == len(ref) and all(torch.equal(a, b) for a, b in zip(got, ref))
+    with pytest.raises(TypeError, match="callable"):
+        cam.features(x, reduce="mean")
+
+
+def test_the_at_baseline_reads_its_teacher_maps_inside_the_forward():
+    """The AT distiller's online teacher maps equal at_vector of the kept feature maps,
+    and only the paired teacher layers are captured."""
+    from atkd_lite.distillers import make_distiller
+    from atkd_lite.losses.at import at_vector
+
+    torch.manual_seed(0)
+    teacher, student = ak.teacher_cnn().eval(), ak.student_cnn("small")
+    x, y = torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    d = make_distiller("at", student, teacher)
+    d.setup(x[:2])
+    names = d._teacher_names()
+    assert d._teacher_pairs_cam.layer_names == names and len(names) < 6
+    with torch.no_grad():
+        t_logits, q = d.teacher_signals(x, y, None)
+        _, feats = ATCam(teacher, layers="all").features(x)
+    by_name = dict(zip(ATCam(teacher, layers="all").layer_names, feats))
+    ref = [at_vector(by_name[n]).view(4, *by_name[n].shape[-2:]) for n in names]
+    assert torch.equal(t_logits, teacher(x).float())
+    assert all(torch.equal(a, b) for a, b in zip(q, ref))

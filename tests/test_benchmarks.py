@@ -122,3 +122,26 @@ def test_bench_peers_quick_compares_the_same_losses(capsys):
         assert float(m.group(4)) > 0
     assert rows["KD step (torchdistill KDLoss)"].group(6).startswith("same loss")
     assert rows["AT step (torchdistill ATLoss)"].group(6).startswith("same loss")
+
+
+def test_bench_compile_times_the_eager_tail(capsys):
+    assert _module("bench_compile").main(["--no-compile", "--batch", "4", "--rounds", "1",
+                                          "--warmup", "0"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("| fma", "| mip"))]
+    assert len(rows) == 2 and all(float(r.split("|")[2]) > 0 for r in rows)
+
+
+def test_bench_compile_tails_agree_and_a_different_result_is_refused():
+    """The plain-operations tail (what gets compiled) computes the eager tail's loss and
+    gradients; a result that differs is refused, not timed."""
+    bench = _module("bench_compile")
+    raw, size = bench.student_raw_maps(6, torch.device("cpu"))
+    target = torch.rand(6, *size)
+    for combine in ("fma", "mip"):
+        eager = bench.make_step(bench.eager_tail, raw, target, size, combine)()
+        plain = bench.make_step(bench.plain_tail, raw, target, size, combine)()
+        assert bench.check_same(combine, eager, plain) < 1e-6
+    loss, grads = eager
+    with pytest.raises(AssertionError, match="differ"):
+        bench.check_same("fma", eager, (loss, [g * 1.01 for g in grads]))

@@ -1,0 +1,135 @@
+"""Would compiling the map tail make the attention term cheaper? Eager versus torch.compile.
+
+In a cached FMA/MIP step the student pays for its own map: the channel means inside the
+forward pass, then the *tail* — resize the per-layer maps to the image size, min-max
+normalise each, combine them (mean or max), normalise again, and the attention loss
+against the teacher's map — forward and backward. The tail is some 40 small operations
+on (L, B, H, W) maps, the kind of code a compiler fuses into a few loops. This script
+times the tail of the book's small student at batch 128 both ways, interleaved (medians
+of paired ratios), and checks first that both compute the same loss and gradients:
+
+- ``eager`` — the package's code (``atcam._maps_from_raw`` with its hand-written
+  min-max backward, then :func:`atkd_lite.losses.attention_loss`);
+- ``compiled`` — the same formulas in plain operations, compiled with
+  ``torch.compile(dynamic=False)`` (inductor; on the CPU it needs a C++ compiler).
+
+It prints the two times, their ratio, the compile time and the largest differences.
+The package compiles nothing by default; this is the measurement that decides it
+(``benchmarks/RESULTS.md``).
+
+Usage::
+
+    python benchmarks/bench_compile.py                  # batch 128, 30 rounds, FMA and MIP
+    python benchmarks/bench_compile.py --device cuda    # on a GPU
+    python benchmarks/bench_compile.py --no-compile     # eager only (no C++ compiler)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_timing_options, apply_threads, interleaved, median, paired, provenance  # noqa: E402
+
+import atkd_lite as ak  # noqa: E402
+from atkd_lite.atcam import COMBINE, EPS, _maps_from_raw, _normalize, _resize_stack  # noqa: E402
+from atkd_lite.losses import attention_loss  # noqa: E402
+
+
+def student_raw_maps(batch: int, device: torch.device) -> tuple[list[torch.Tensor], tuple[int, int]]:
+    """The small student's raw per-layer maps ``mean_c |A|`` for ``batch`` digits (detached)."""
+    torch.manual_seed(0)
+    data = ak.load_dataset("mnist5k", "train").subset(range(batch))
+    student = ak.student_cnn("small").to(device).train()
+    cam = ak.ATCam(student)
+    with torch.no_grad():
+        _, feats = cam.features(data.float_images(device))
+    raw = [f.abs().mean(dim=1) for f in feats]
+    return raw, tuple(data.float_images(device).shape[-2:])
+
+
+def eager_tail(raw, target, size, combine):
+    maps, _ = _maps_from_raw(raw, size, combine)
+    return attention_loss(maps, target)
+
+
+def plain_tail(raw, target, size, combine):
+    """The same formulas in plain operations (what a compiler traces and fuses)."""
+    stack = _resize_stack(raw, size)
+    per_layer = _normalize(stack.flatten(0, 1), EPS).view_as(stack)
+    return attention_loss(_normalize(COMBINE[combine](per_layer), EPS), target)
+
+
+def make_step(tail, raw, target, size, combine):
+    """One forward and backward of ``tail``: returns the loss and the raw maps' gradients."""
+    def step():
+        leaves = [m.detach().clone().requires_grad_() for m in raw]
+        loss = tail(leaves, target, size, combine)
+        loss.backward()
+        return loss.detach(), [m.grad for m in leaves]
+
+    return step
+
+
+def check_same(name: str, a, b, rtol: float = 1e-4, atol: float = 1e-6) -> float:
+    """Largest |difference| of two (loss, gradients) results; raise if they disagree."""
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    worst = 0.0
+    for x, y in [(loss_a, loss_b), *zip(grads_a, grads_b)]:
+        diff = (x.float() - y.float()).abs().max().item()
+        if not torch.allclose(x.float(), y.float(), rtol=rtol, atol=atol):
+            raise AssertionError(f"{name}: compiled and eager results differ (max |Δ| "
+                                 f"{diff:.3g}); the benchmark would not compare the same "
+                                 "computation")
+        worst = max(worst, diff)
+    return worst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--combine", default="fma,mip", help="comma-separated: fma, mip")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="time the eager tail only (e.g. where no C++ compiler is installed)")
+    add_timing_options(ap)
+    args = ap.parse_args(argv)
+    apply_threads(args)
+    dev = ak.get_device(args.device)
+    clock = args.clock if dev.type == "cpu" else "wall"
+    print(f"small student's map tail, forward + backward; batch {args.batch}, "
+          f"{args.rounds} rounds; {provenance(dev)}")
+    raw, size = student_raw_maps(args.batch, dev)
+    torch.manual_seed(1)
+    target = torch.rand(args.batch, *size, device=dev)
+    print("| combine | eager (ms) | compiled (ms) | compiled ÷ eager | compile time (s) | "
+          "max abs diff |\n|---|---|---|---|---|---|")
+    for combine in args.combine.split(","):
+        eager = make_step(eager_tail, raw, target, size, combine)
+        steps = {"eager": eager}
+        row = ["-", "-", "-", "-"]
+        if not args.no_compile:
+            t0 = time.perf_counter()
+            compiled = make_step(torch.compile(plain_tail, dynamic=False), raw, target, size,
+                                 combine)
+            first = compiled()  # compiles
+            row[2] = f"{time.perf_counter() - t0:.1f}"
+            row[3] = f"{check_same(combine, eager(), first):.1e}"
+            steps["compiled"] = compiled
+        times = interleaved(steps, args.rounds, warmup=args.warmup, device=dev, clock=clock)
+        if "compiled" in times:
+            row[0] = f"{1000 * median(times['compiled']):.3f}"
+            row[1] = f"{paired(times, 'compiled', 'eager'):.2f}"
+        print(f"| {combine} | {1000 * median(times['eager']):.3f} | {row[0]} | {row[1]} | "
+              f"{row[2]} | {row[3]} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
