@@ -554,11 +554,14 @@ def attention_from_features(
     return (maps, per_layer) if return_layers else maps
 
 
-def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int],
+                  weights: dict | None = None) -> torch.Tensor:
     """Raw per-layer maps (B, h_l, w_l) -> one (L, B, H, W) stack at ``size``, in order.
 
     Layers that share a size are stacked and resized together (one pair of matrix
-    products per size, not per layer): fewer, larger kernels.
+    products per size, not per layer): fewer, larger kernels. ``weights``: the resize
+    matrices ``(R_h, R_w)`` by input size, given (for compiled code, which should take
+    them as inputs rather than trace their construction); else :func:`resize_maps`.
     """
     groups: dict[tuple[int, int], list[int]] = {}
     for i, m in enumerate(raw):
@@ -567,7 +570,13 @@ def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int]) -> torch.Tenso
     with _float32(raw[0].device):
         for shape, idx in groups.items():
             group = torch.stack([raw[i] for i in idx]) if len(idx) > 1 else raw[idx[0]][None]
-            parts.append(group if shape == size else resize_maps(group, size))
+            if shape == size:
+                parts.append(group)
+            elif weights is not None:
+                r_h, r_w = weights[shape]
+                parts.append(r_h @ group @ r_w.t())  # what resize_maps computes
+            else:
+                parts.append(resize_maps(group, size))
             order += idx
     stack = parts[0] if len(parts) == 1 else torch.cat(parts)
     if order != sorted(order):  # back to capture order
@@ -585,6 +594,51 @@ def _maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str)
     with _float32(stack.device):
         _normalize_(stack.flatten(0, 1))
         return _normalize_(COMBINE[combine](stack)), stack
+
+
+def _plain_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str,
+                         weights: dict | None = None):
+    """:func:`_maps_from_raw` in plain out-of-place operations: what ``torch.compile``
+    traces and fuses for ``ATCam(..., compile=...)`` (the same formulas; the numbers
+    agree to rounding, not bit for bit)."""
+    stack = _resize_stack(raw, size, weights)
+    per_layer = _normalize(stack.flatten(0, 1), EPS).view_as(stack)
+    return _normalize(COMBINE[combine](per_layer), EPS), per_layer
+
+
+#: the ``torch.compile`` modes ``ATCam(compile=...)`` accepts (True means "default")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@functools.cache
+def _compiled_tail(mode: str):
+    """The map tail compiled once per mode, shared by every ATCam (compiled lazily)."""
+    # one graph per combine mode, input shapes and grad mode: allow more than the default 8
+    compiled = torch.compile(_plain_maps_from_raw, mode=mode, recompile_limit=64)
+
+    def tail(raw, size, combine):
+        # the (cached) resize matrices go in as inputs: traced, their construction would
+        # be recomputed inside the compiled code on every call
+        weights = {}
+        for m in raw:
+            shape = (int(m.shape[-2]), int(m.shape[-1]))
+            if shape != size and shape not in weights:
+                weights[shape] = (_linear_weights(shape[0], size[0], m.device, m.dtype),
+                                  _linear_weights(shape[1], size[1], m.device, m.dtype))
+        return compiled(raw, size, combine, weights)
+
+    return tail
+
+
+def _check_compile(value) -> str | None:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ValueError(f"compile must be False, True or a torch.compile mode {list(COMPILE_MODES)}; "
+                     f"got {value!r}")
 
 
 def _normalize_(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -627,6 +681,15 @@ class ATCam:
         combine (str): ``"fma"`` (mean over layers) or ``"mip"`` (max over layers).
         p (float): exponent in ``mean_c |A|^p`` (default 1).
         size (two ints, optional): output (H, W) of the maps; default the input's H×W.
+        compile (bool or str): compile the map computation after the capture (resize,
+            normalisations, combination: some 40 small operations) with
+            ``torch.compile``, True or a mode such as ``"reduce-overhead"`` (CUDA graphs
+            on a GPU). Off by default: the compiled maps equal the eager ones to rounding
+            (~1e-8), not bit for bit; the first call of each input shape compiles (seconds
+            to a minute, with a C++ compiler on the CPU); and on the CPU the compiled
+            code was measured *slower* than the eager one (``benchmarks/bench_compile.py``,
+            ``benchmarks/RESULTS.md``). It is meant for GPUs, where the small operations'
+            launches are what the maps cost.
 
     Examples::
 
@@ -659,6 +722,7 @@ class ATCam:
         combine: str = "fma",
         p: float = 1,
         size: Sequence[int] | None = None,
+        compile: bool | str = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -682,6 +746,7 @@ class ATCam:
         self.combine = combine.lower()
         self.p = p
         self.size = _check_size(size)
+        self.compile = _check_compile(compile)
         self._named = dict(model.named_modules())
 
         self.keep_all = isinstance(layers, str) and layers == "all"
@@ -906,7 +971,8 @@ class ATCam:
         workspace = self._workspace()  # scratch shared by the layers, kept between calls
         logits, raw = self._capture(x, reduce=functools.partial(self._raw_map,
                                                                  workspace=workspace))
-        maps, per_layer = _maps_from_raw(raw, self._size(x), self.combine)
+        tail = _maps_from_raw if self.compile is None else _compiled_tail(self.compile)
+        maps, per_layer = tail(raw, self._size(x), self.combine)
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps
@@ -940,5 +1006,5 @@ class ATCam:
         return (
             f"ATCam(model={type(self.model).__name__}, layers={self.layer_names}, "
             f"first={self.first}, last={self.last}, combine={self.combine!r}, p={self.p}, "
-            f"size={self.size})"
+            f"size={self.size}" + (f", compile={self.compile!r})" if self.compile else ")")
         )

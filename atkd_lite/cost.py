@@ -334,7 +334,8 @@ def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
 def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: int = 5,
                        size: int = 28, model: nn.Module | None = None,
                        in_channels: int = 1, variants: Sequence[str] = VARIANTS,
-                       clock: str = "wall") -> tuple[dict[str, float], dict[str, float]]:
+                       clock: str = "wall", compile: bool | str = False
+                       ) -> tuple[dict[str, float], dict[str, float]]:
     """Median time of a plain forward, ATCam FMA/MIP and SALS, and their paired ratios.
 
     Every repetition times each variant once, in a (seeded) random order drawn afresh for
@@ -361,6 +362,9 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
             leaves out the time this process waited for a core; with several torch
             threads it also counts their spinning, so use it with one thread). CUDA
             work is timed by the wall clock only.
+        compile (bool or str): ATCam's ``compile`` (its map computation compiled with
+            ``torch.compile``; see :class:`~atkd_lite.ATCam`). The first warm-up call
+            compiles, so give ``warmup >= 1``.
 
     Returns:
         (dict, dict): ``medians`` — variant -> median seconds per call; ``ratios`` —
@@ -396,7 +400,8 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = model.to(dev).eval()
     x = torch.randn(batch, in_channels, size, size, device=dev)
-    fma, mip = ATCam(model, combine="fma"), ATCam(model, combine="mip")
+    fma = ATCam(model, combine="fma", compile=compile)
+    mip = ATCam(model, combine="mip", compile=compile)
 
     def plain():
         with torch.no_grad():

@@ -106,6 +106,10 @@ class Distiller(nn.Module):
         size (two ints, optional): map size (FMA and MIP); None = the input's H×W.
         cache (TeacherCache, optional): teacher logits and maps by dataset index.
         amp (bool, optional): autocast on CUDA (None = on there).
+        compile_maps (bool or str): FMA and MIP: compile both networks' map computation
+            (``ATCam(..., compile=)``; off by default: on the CPU it was measured slower,
+            on a GPU it is the way to fewer launches). Not a :class:`DistillConfig`
+            setting until a GPU measurement shows it pays.
     """
 
     # the teacher signal matched by the attention term (None: no attention term), and the
@@ -117,7 +121,7 @@ class Distiller(nn.Module):
                  beta: float | None = None, T: float = 8.0, attention_form: str = "l2",
                  first: int = 2, last: int = 2, size: Sequence[int] | None = None,
                  cache=None, amp: bool | None = None, label_smoothing: float = 0.0,
-                 teacher_layers=None, student_layers=None):
+                 teacher_layers=None, student_layers=None, compile_maps: bool | str = False):
         super().__init__()
         self.student, self.teacher = student, teacher
         self.teacher_layers, self.student_layers = teacher_layers, student_layers
@@ -127,6 +131,7 @@ class Distiller(nn.Module):
         self.first, self.last, self.size = first, last, size
         self.cache, self.amp = cache, amp
         self.label_smoothing = float(label_smoothing)
+        self.compile_maps = compile_maps
 
     def train(self, mode: bool = True) -> Distiller:
         """Train or evaluate the student; the teacher always stays in eval mode."""
@@ -202,9 +207,11 @@ class ATCamDistiller(Distiller):
     def __init__(self, student, teacher, **kw):
         super().__init__(student, teacher, **kw)
         self.student_cam = ATCam(student, combine=self.kind, size=self.size,
+                                 compile=self.compile_maps,
                                  **layer_selection(self.student_layers, self.first,
                                                    self.last, "student_layers"))
         self.teacher_cam = ATCam(teacher, combine=self.kind, size=self.size,
+                                 compile=self.compile_maps,
                                  **layer_selection(self.teacher_layers, self.first,
                                                    self.last, "teacher_layers"))
 

@@ -20,6 +20,7 @@ Usage::
     python benchmarks/bench_atcam.py                 # batch 128, 30 repetitions, all models
     python benchmarks/bench_atcam.py --quick         # CI size: batch 32, 5 repetitions
     python benchmarks/bench_atcam.py --threads 1 --clock cpu   # steadier on a busy machine
+    python benchmarks/bench_atcam.py --compile reduce-overhead  # ATCam(compile=...), GPU
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import generic_cnn, provenance, resnet18  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
+from atkd_lite.atcam import COMPILE_MODES  # noqa: E402
 from atkd_lite.cost import attention_overhead  # noqa: E402
 
 #: name -> (builder, input channels, input side)
@@ -51,7 +53,8 @@ def goal(device: torch.device) -> float:
 
 
 def bench(device, batch: int, reps: int, warmup: int, size: int = 28, model: str = "teacher",
-          clock: str = "wall", variants=("plain", "fma", "mip", "sals")):
+          clock: str = "wall", variants=("plain", "fma", "mip", "sals"),
+          compile: bool | str = False):
     """Per-variant median seconds and median paired ratio to ``plain`` for one network.
 
     The measuring code is :func:`atkd_lite.cost.attention_overhead` (the book's chapter
@@ -62,7 +65,8 @@ def bench(device, batch: int, reps: int, warmup: int, size: int = 28, model: str
     torch.manual_seed(0)
     return attention_overhead(device=device, batch=batch, reps=reps, warmup=warmup,
                               size=size if model == "teacher" else side, model=build(),
-                              in_channels=channels, variants=variants, clock=clock)
+                              in_channels=channels, variants=variants, clock=clock,
+                              compile=compile)
 
 
 def main(argv=None) -> int:
@@ -77,6 +81,8 @@ def main(argv=None) -> int:
                         help=f"comma-separated subset of {','.join(MODELS)}")
     parser.add_argument("--no-sals", action="store_true", help="skip the SALS variant")
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even if present")
+    parser.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                        help="ATCam(compile=MODE): its map computation compiled (default: eager)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice); 1 is steadier "
                              "on a busy machine")
@@ -98,7 +104,8 @@ def main(argv=None) -> int:
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
-    print(f"batch {batch}, median of {reps} interleaved repetitions; {provenance()}")
+    how = f"; ATCam compile={args.compile}" if args.compile else ""
+    print(f"batch {batch}, median of {reps} interleaved repetitions{how}; {provenance()}")
     for device in devices:
         clock = args.clock if device.type == "cpu" else "wall"
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -111,7 +118,7 @@ def main(argv=None) -> int:
             # of a forward; timed in the same repetitions, that churn changes the heap that
             # the next call finds. So FMA/MIP and SALS are timed in separate repetitions.
             t, ratio = bench(device, batch, reps, warmup, args.size, model, clock,
-                             ("plain", "fma", "mip"))
+                             ("plain", "fma", "mip"), compile=args.compile or False)
             if "sals" in variants:
                 ratio["sals"] = bench(device, batch, reps, warmup, args.size, model, clock,
                                       ("plain", "sals"))[1]["sals"]

@@ -10,17 +10,18 @@ of paired ratios), and checks first that both compute the same loss and gradient
 
 - ``eager`` — the package's code (``atcam._maps_from_raw`` with its hand-written
   min-max backward, then :func:`atkd_lite.losses.attention_loss`);
-- ``compiled`` — the same formulas in plain operations, compiled with
-  ``torch.compile(dynamic=False)`` (inductor; on the CPU it needs a C++ compiler).
+- ``compiled`` — what ``ATCam(..., compile=MODE)`` runs: the same formulas in plain
+  operations (``atcam._plain_maps_from_raw``), compiled with ``torch.compile`` (inductor;
+  on the CPU it needs a C++ compiler), then the same loss.
 
 It prints the two times, their ratio, the compile time and the largest differences.
-The package compiles nothing by default; this is the measurement that decides it
+``ATCam`` compiles nothing by default; this is the measurement that decides it
 (``benchmarks/RESULTS.md``).
 
 Usage::
 
     python benchmarks/bench_compile.py                  # batch 128, 30 rounds, FMA and MIP
-    python benchmarks/bench_compile.py --device cuda    # on a GPU
+    python benchmarks/bench_compile.py --device cuda --mode reduce-overhead  # GPU, CUDA graphs
     python benchmarks/bench_compile.py --no-compile     # eager only (no C++ compiler)
 """
 
@@ -38,7 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_timing_options, apply_threads, interleaved, median, paired, provenance  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.atcam import COMBINE, EPS, _maps_from_raw, _normalize, _resize_stack  # noqa: E402
+from atkd_lite.atcam import (  # noqa: E402
+    COMPILE_MODES,
+    _compiled_tail,
+    _maps_from_raw,
+    _plain_maps_from_raw,
+)
 from atkd_lite.losses import attention_loss  # noqa: E402
 
 
@@ -60,10 +66,18 @@ def eager_tail(raw, target, size, combine):
 
 
 def plain_tail(raw, target, size, combine):
-    """The same formulas in plain operations (what a compiler traces and fuses)."""
-    stack = _resize_stack(raw, size)
-    per_layer = _normalize(stack.flatten(0, 1), EPS).view_as(stack)
-    return attention_loss(_normalize(COMBINE[combine](per_layer), EPS), target)
+    """The same formulas in plain operations (what the compiler traces and fuses)."""
+    return attention_loss(_plain_maps_from_raw(raw, size, combine)[0], target)
+
+
+def compiled_tail(mode: str):
+    """The tail as ``ATCam(..., compile=mode)`` computes it: compiled maps, eager loss."""
+    maps = _compiled_tail(mode)
+
+    def tail(raw, target, size, combine):
+        return attention_loss(maps(raw, size, combine)[0], target)
+
+    return tail
 
 
 def make_step(tail, raw, target, size, combine):
@@ -96,6 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--combine", default="fma,mip", help="comma-separated: fma, mip")
+    ap.add_argument("--mode", default="default", choices=COMPILE_MODES,
+                    help="torch.compile mode (default: default; reduce-overhead = CUDA graphs)")
     ap.add_argument("--no-compile", action="store_true",
                     help="time the eager tail only (e.g. where no C++ compiler is installed)")
     add_timing_options(ap)
@@ -104,7 +120,7 @@ def main(argv=None) -> int:
     dev = ak.get_device(args.device)
     clock = args.clock if dev.type == "cpu" else "wall"
     print(f"small student's map tail, forward + backward; batch {args.batch}, "
-          f"{args.rounds} rounds; {provenance(dev)}")
+          f"{args.rounds} rounds; compile mode {args.mode}; {provenance(dev)}")
     raw, size = student_raw_maps(args.batch, dev)
     torch.manual_seed(1)
     target = torch.rand(args.batch, *size, device=dev)
@@ -116,8 +132,7 @@ def main(argv=None) -> int:
         row = ["-", "-", "-", "-"]
         if not args.no_compile:
             t0 = time.perf_counter()
-            compiled = make_step(torch.compile(plain_tail, dynamic=False), raw, target, size,
-                                 combine)
+            compiled = make_step(compiled_tail(args.mode), raw, target, size, combine)
             first = compiled()  # compiles
             row[2] = f"{time.perf_counter() - t0:.1f}"
             row[3] = f"{check_same(combine, eager(), first):.1e}"

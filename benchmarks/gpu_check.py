@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/gpu_check.py                 # on CUDA when present, else CPU
     python benchmarks/gpu_check.py --quick         # reduced sizes (CI runs this on CPU)
+    python benchmarks/gpu_check.py --compile       # also the compiled teacher and ATCam
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.atcam import ATCam  # noqa: E402
+from atkd_lite.atcam import COMPILE_MODES, ATCam  # noqa: E402
 from atkd_lite.data import ImageSet  # noqa: E402
 from atkd_lite.losses import at_loss, attention_loss, kd_loss  # noqa: E402
 from atkd_lite.saliency import saliency_map  # noqa: E402
@@ -173,7 +174,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes (CI, CPU)")
     parser.add_argument("--device", default="auto", help="device for the timings")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile: the teacher's training and "
+                             "ATCam(compile=MODE)")
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                        help="the torch.compile mode for ATCam (default: default; "
+                             "reduce-overhead adds CUDA graphs)")
     parser.add_argument("--out", default=None, help="write the final table as markdown here")
     args = parser.parse_args(argv)
     device = ak.get_device(args.device)
@@ -215,6 +221,17 @@ def main(argv=None) -> int:
             table.append((f"{k.upper()} ÷ plain {model} forward (batch {batch})",
                           f"{ratios[k]:.2f}",
                           f"goal <= {bench_atcam.goal(device):.2f}" if k != "sals" else "reported"))
+
+    if args.compile:  # the map computation compiled: fewer, fused kernels
+        mode = args.compile_mode
+        print(f"\n== ATCam cost, map computation compiled (ATCam(compile={mode!r})) ==")
+        for model in bench_atcam.MODELS:
+            _, ratios = bench_atcam.bench(device, batch, reps, max(warm, 2), 28, model,
+                                          variants=("plain", "fma", "mip"), compile=mode)
+            for k in ("fma", "mip"):
+                print(f"{model}: {k.upper()} (compiled) ÷ plain forward: {ratios[k]:.2f}")
+                table.append((f"{k.upper()} ÷ plain {model} forward, compile={mode}",
+                              f"{ratios[k]:.2f}", f"goal <= {bench_atcam.goal(device):.2f}"))
 
     print("\n== distillation steps (bench_distill) ==")
     import bench_distill

@@ -406,3 +406,38 @@ def test_the_at_baseline_reads_its_teacher_maps_inside_the_forward():
     ref = [at_vector(by_name[n]).view(4, *by_name[n].shape[-2:]) for n in names]
     assert torch.equal(t_logits, teacher(x).float())
     assert all(torch.equal(a, b) for a, b in zip(q, ref))
+
+
+def test_compile_rejects_an_unknown_mode():
+    model, _ = build("student")
+    with pytest.raises(ValueError, match="compile must be"):
+        ATCam(model, compile="fastest")
+    assert ATCam(model, compile=True).compile == "default"
+    assert ATCam(model).compile is None and "compile" not in repr(ATCam(model))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("g++") is None and
+                    __import__("shutil").which("cc") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
+    """``ATCam(compile=True)``: the same maps and parameter gradients as the eager code, to
+    rounding (the compiled code fuses the same formulas in another order)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 28)
+    for combine in ("fma", "mip"):
+        model = ak.student_cnn("small").train()
+        results = []
+        for compile_ in (False, True):
+            model.zero_grad()
+            logits, maps = ATCam(model, combine=combine, compile=compile_)(x)
+            (maps * torch.linspace(0, 1, 28)).sum().backward()
+            results.append((maps.detach(), [p.grad.clone() for p in model.parameters()
+                                            if p.grad is not None]))
+        (eager, g_eager), (compiled, g_compiled) = results
+        assert torch.allclose(compiled, eager, atol=1e-6), (compiled - eager).abs().max()
+        assert not torch.equal(eager, torch.zeros_like(eager))
+        assert len(g_compiled) == len(g_eager) >= 6  # the convolutions' and norms' gradients
+        for a, b in zip(g_compiled, g_eager):  # to float32 rounding of the largest entry
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max()
