@@ -73,7 +73,7 @@ def settle_heap() -> None:
     that keeps fewer buffers alive (ATCam's early reduction) looks cheaper than it is (an
     ATCam ÷ plain ratio of 0.96 instead of 1.1). A training loop reaches the steady state
     within its first batches (the teacher cache, an evaluation pass); this function
-    reaches it at once, by allocating and freeing one block of :data:`SETTLE_BYTES` (the
+    reaches it at once, by allocating and freeing one block of ``SETTLE_BYTES`` (the
     adaptive threshold only rises, so calling it again changes nothing). Elsewhere than
     glibc it does no harm.
     """

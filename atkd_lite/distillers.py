@@ -108,7 +108,8 @@ class Distiller(nn.Module):
         amp (bool, optional): autocast on CUDA (None = on there).
         compile_maps (bool or str): FMA and MIP: compile both networks' map computation
             (``ATCam(..., compile=)``; off by default: on the CPU it was measured slower,
-            on a GPU it is the way to fewer launches). Not a :class:`DistillConfig`
+            on a GPU it is the way to fewer launches). Not a
+            :class:`~atkd_lite.engine.DistillConfig`
             setting until a GPU measurement shows it pays.
     """
 
