@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -608,13 +609,19 @@ def _plain_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine
 
 #: the ``torch.compile`` modes ``ATCam(compile=...)`` accepts (True means "default")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: the modes that replay CUDA graphs on a GPU
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 @functools.cache
 def _compiled_tail(mode: str):
     """The map tail compiled once per mode, shared by every ATCam (compiled lazily)."""
     # one graph per combine mode, input shapes and grad mode: allow more than the default 8
-    compiled = torch.compile(_plain_maps_from_raw, mode=mode, recompile_limit=64)
+    # (the keyword exists from torch 2.14; older versions keep their limit)
+    extra = ({"recompile_limit": 64}
+             if "recompile_limit" in inspect.signature(torch.compile).parameters else {})
+    compiled = torch.compile(_plain_maps_from_raw, mode=mode, **extra)
+    graphs = mode in _CUDA_GRAPH_MODES
 
     def tail(raw, size, combine):
         # the (cached) resize matrices go in as inputs: traced, their construction would
@@ -625,7 +632,13 @@ def _compiled_tail(mode: str):
             if shape != size and shape not in weights:
                 weights[shape] = (_linear_weights(shape[0], size[0], m.device, m.dtype),
                                   _linear_weights(shape[1], size[1], m.device, m.dtype))
-        return compiled(raw, size, combine, weights)
+        maps, per_layer = compiled(raw, size, combine, weights)
+        if graphs and maps.is_cuda:
+            # a CUDA graph's outputs live in its memory pool and are overwritten by the
+            # next replay (e.g. the student's maps after the teacher's): hand out copies
+            # (not run on a GPU yet: no GPU was lent when this was written)
+            maps, per_layer = maps.clone(), per_layer.clone()
+        return maps, per_layer
 
     return tail
 
@@ -689,7 +702,8 @@ class ATCam:
             to a minute, with a C++ compiler on the CPU); and on the CPU the compiled
             code was measured *slower* than the eager one (``benchmarks/bench_compile.py``,
             ``benchmarks/RESULTS.md``). It is meant for GPUs, where the small operations'
-            launches are what the maps cost.
+            launches are what the maps cost. Compiled maps support one backward pass
+            (a student's training), not a double backward through them.
 
     Examples::
 

@@ -74,8 +74,10 @@ def settle_heap() -> None:
     ATCam ÷ plain ratio of 0.96 instead of 1.1). A training loop reaches the steady state
     within its first batches (the teacher cache, an evaluation pass); this function
     reaches it at once, by allocating and freeing one block of ``SETTLE_BYTES`` (the
-    adaptive threshold only rises, so calling it again changes nothing). Elsewhere than
-    glibc it does no harm.
+    adaptive threshold only rises, so calling it again changes nothing). The process
+    keeps the raised threshold: from then on freed large buffers stay in its heap for
+    reuse (as they do in a training run) instead of going back to the system. Elsewhere
+    than glibc it does no harm.
     """
     block = torch.empty(SETTLE_BYTES // 4, dtype=torch.float32)
     del block
@@ -364,7 +366,7 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
             work is timed by the wall clock only.
         compile (bool or str): ATCam's ``compile`` (its map computation compiled with
             ``torch.compile``; see :class:`~atkd_lite.ATCam`). The first warm-up call
-            compiles, so give ``warmup >= 1``.
+            compiles, so it needs ``warmup >= 1``.
 
     Returns:
         (dict, dict): ``medians`` — variant -> median seconds per call; ``ratios`` —
@@ -385,6 +387,9 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     batch, reps, size = (check_int("batch", batch, 1), check_int("reps", reps, 1),
                          check_int("size", size, 1))
     warmup = check_int("warmup", warmup, 0)
+    if compile and warmup < 1:
+        raise ValueError("with compile, give warmup >= 1: the first call compiles, and "
+                         "compiling is not what the ratios should time")
     unknown = [v for v in variants if v not in VARIANTS]
     if isinstance(variants, str) or unknown:
         raise ValueError(f"variants must be a list drawn from {list(VARIANTS)}; got {variants!r}")

@@ -117,6 +117,9 @@ class Distiller(nn.Module):
     # attention weight β tuned for it (see benchmarks/tune_defaults.py)
     kind: str | None = None
     default_beta: float = 0.0
+    #: True where the attention term uses ATCam's maps (FMA and MIP), the only methods
+    #: that ``compile_maps`` applies to
+    uses_atcam_maps: bool = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 0.0,
                  beta: float | None = None, T: float = 8.0, attention_form: str = "l2",
@@ -132,6 +135,9 @@ class Distiller(nn.Module):
         self.first, self.last, self.size = first, last, size
         self.cache, self.amp = cache, amp
         self.label_smoothing = float(label_smoothing)
+        if compile_maps and not self.uses_atcam_maps:
+            raise ValueError(f"compile_maps compiles ATCam's map computation, which only FMA "
+                             f"and MIP use; {type(self).__name__} has none: leave it False")
         self.compile_maps = compile_maps
 
     def train(self, mode: bool = True) -> Distiller:
@@ -204,6 +210,8 @@ class ATCamDistiller(Distiller):
     Each network's map is combined from its own capture points and resized to one size,
     so the teacher's and the student's selections may differ in length.
     """
+
+    uses_atcam_maps = True
 
     def __init__(self, student, teacher, **kw):
         super().__init__(student, teacher, **kw)

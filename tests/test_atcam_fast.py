@@ -400,7 +400,9 @@ def test_the_at_baseline_reads_its_teacher_maps_inside_the_forward():
     names = d._teacher_names()
     assert d._teacher_pairs_cam.layer_names == names and len(names) < 6
     with torch.no_grad():
-        t_logits, q = d.teacher_signals(x, y, None)
+        for _ in range(2):  # the first call probes; the second reduces inside the hooks
+            t_logits, q = d.teacher_signals(x, y, None)
+        assert d._teacher_pairs_cam._late[False] == set()  # reduced early, no late layer
         _, feats = ATCam(teacher, layers="all").features(x)
     by_name = dict(zip(ATCam(teacher, layers="all").layer_names, feats))
     ref = [at_vector(by_name[n]).view(4, *by_name[n].shape[-2:]) for n in names]
@@ -441,3 +443,38 @@ def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
         assert len(g_compiled) == len(g_eager) >= 6  # the convolutions' and norms' gradients
         for a, b in zip(g_compiled, g_eager):  # to float32 rounding of the largest entry
             assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max()
+
+
+def test_compile_maps_is_refused_where_no_atcam_map_is_used():
+    from atkd_lite.cost import attention_overhead
+    from atkd_lite.distillers import make_distiller
+
+    teacher, student = ak.teacher_cnn().eval(), ak.student_cnn("small")
+    for method in ("at", "kd", "sals", "student"):
+        with pytest.raises(ValueError, match="compile_maps"):
+            make_distiller(method, student, teacher, compile_maps=True)
+    assert make_distiller("fma", student, teacher, compile_maps=True).student_cam.compile == "default"
+    with pytest.raises(ValueError, match="warmup >= 1"):
+        attention_overhead(device="cpu", batch=2, reps=1, warmup=0, compile=True)
+
+
+def test_the_compiled_tail_works_with_a_torch_compile_without_recompile_limit(monkeypatch):
+    """torch before 2.14 has no ``recompile_limit`` keyword: it must not be passed there."""
+    seen = {}
+
+    def old_compile(fn, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
+                    options=None, disable=False):
+        seen["mode"] = mode
+        return fn  # eager stand-in
+
+    monkeypatch.setattr(torch, "compile", old_compile)
+    atcam_module._compiled_tail.cache_clear()
+    try:
+        model, x = build("student")
+        with torch.no_grad():
+            maps = ATCam(model.eval(), compile="max-autotune-no-cudagraphs")(x)[1]
+            ref = ATCam(model)(x)[1]
+        assert seen == {"mode": "max-autotune-no-cudagraphs"}
+        assert torch.allclose(maps, ref, atol=1e-6)
+    finally:
+        atcam_module._compiled_tail.cache_clear()

@@ -104,8 +104,11 @@ print(in_heap(t.data_ptr()))
 
 
 @pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/maps").exists()
-                    or __import__("platform").libc_ver()[0] != "glibc",
-                    reason="the heap's adaptive threshold is glibc's (Linux)")
+                    or __import__("platform").libc_ver()[0] != "glibc"
+                    or any(k.startswith("MALLOC_") or k == "LD_PRELOAD"
+                           for k in __import__("os").environ),
+                    reason="the heap's adaptive threshold is glibc's (Linux), untuned and "
+                           "not replaced by a preloaded allocator")
 def test_timing_settles_the_heap_so_large_buffers_are_reused_not_faulted_in():
     """In a fresh process glibc maps a 12 MiB buffer afresh (page faults on every use);
     after the timing code has settled the heap, as a long training run does, it comes
