@@ -53,11 +53,10 @@ def student_raw_maps(batch: int, device: torch.device) -> tuple[list[torch.Tenso
     torch.manual_seed(0)
     data = ak.load_dataset("mnist5k", "train").subset(range(batch))
     student = ak.student_cnn("small").to(device).train()
-    cam = ak.ATCam(student)
-    with torch.no_grad():
-        _, feats = cam.features(data.float_images(device))
-    raw = [f.abs().mean(dim=1) for f in feats]
-    return raw, tuple(data.float_images(device).shape[-2:])
+    x = data.float_images(device)
+    with torch.no_grad():  # mean_c |A|, the raw per-layer maps
+        _, raw = ak.ATCam(student).features(x, reduce=lambda a: a.abs().mean(dim=1))
+    return raw, tuple(x.shape[-2:])
 
 
 def eager_tail(raw, target, size, combine):
