@@ -39,7 +39,9 @@ def ref_resize(m: torch.Tensor, size) -> torch.Tensor:
     """Separable bilinear resize as two matrix products, matrices from F.interpolate."""
     def weights(n_in, n_out):
         eye = torch.eye(n_in, dtype=m.dtype).unsqueeze(0)
-        return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].t()
+        # contiguous (n_out, n_in), laid out as ATCam keeps them: BLAS may round a product
+        # with a transposed operand differently (seen with MKL on an AVX-512 EPYC)
+        return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].t().contiguous()
 
     return weights(m.shape[-2], size[0]) @ m @ weights(m.shape[-1], size[1]).t()
 
