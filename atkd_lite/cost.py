@@ -42,6 +42,7 @@ from atkd_lite.runtime import check_int, eval_mode, get_device, synchronize
 from atkd_lite.saliency import saliency_map
 
 __all__ = [
+    "FLOOR",
     "VARIANTS",
     "attention_overhead",
     "count_parameters",
@@ -52,6 +53,7 @@ __all__ = [
     "model_costs",
     "model_size_bytes",
     "multiply_adds",
+    "read_once",
     "settle_heap",
 ]
 
@@ -273,6 +275,20 @@ def model_costs(models: Mapping[str, nn.Module], input_shape: Sequence[int] = (1
 
 #: the timed variants, in the order they are reported
 VARIANTS = ("plain", "fma", "mip", "sals")
+#: a variant timed only on request: a forward in which each captured feature map is read
+#: once (summed over its channels) and nothing more, through ATCam's own capture. Any map
+#: made from the captured outputs reads every one of them at least once, so its ratio to
+#: the plain forward is the floor under FMA's and MIP's on that network and machine.
+FLOOR = "read"
+
+
+def read_once(a: torch.Tensor) -> torch.Tensor:
+    """A captured feature map read once and nothing more: its sum over channels, (B, H, W).
+
+    The :data:`FLOOR` variant's reduction (``ATCam.features(x, reduce=read_once)``); any
+    attention map made from a feature map reads all of it at least once.
+    """
+    return torch.sum(a, dim=1)
 
 
 def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
@@ -358,7 +374,9 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
             ``atkd_capture_points()`` ATCam captures its ``Conv2d`` layers.
         in_channels (int): channels of the random input.
         variants (sequence of str): which of :data:`VARIANTS` to time (``"plain"`` is
-            always timed: it is the reference).
+            always timed: it is the reference), and :data:`FLOOR` (``"read"``) on request:
+            the same capture reading each captured map once and computing nothing else,
+            the least that any map made from them can cost.
         clock (str): ``"wall"`` (elapsed time, the default) or ``"cpu"`` (CPU time of
             this process, ``time.process_time``: on a CPU shared with other jobs it
             leaves out the time this process waited for a core; with several torch
@@ -390,9 +408,10 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     if compile and warmup < 1:
         raise ValueError("with compile, give warmup >= 1: the first call compiles, and "
                          "compiling is not what the ratios should time")
-    unknown = [v for v in variants if v not in VARIANTS]
+    known = VARIANTS + (FLOOR,)
+    unknown = [v for v in variants if v not in known]
     if isinstance(variants, str) or unknown:
-        raise ValueError(f"variants must be a list drawn from {list(VARIANTS)}; got {variants!r}")
+        raise ValueError(f"variants must be a list drawn from {list(known)}; got {variants!r}")
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}")
     dev = get_device(device)
@@ -423,8 +442,12 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     def sals():
         saliency_map(model, x)
 
-    run = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals}
-    names = ["plain"] + [v for v in VARIANTS if v in variants and v != "plain"]
+    def read():
+        with torch.no_grad():
+            fma.features(x, reduce=read_once)
+
+    run = {"plain": plain, "fma": with_fma, "mip": with_mip, "sals": sals, FLOOR: read}
+    names = ["plain"] + [v for v in known if v in variants and v != "plain"]
     times = interleaved_times({name: run[name] for name in names}, reps, warmup, dev, clock)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(ts, times["plain"]))

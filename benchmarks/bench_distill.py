@@ -11,6 +11,12 @@ over rounds of the two steps' times *in the same round*:
 - cached SALS step ÷ plain student (CE) step            goal <= 4   (double backprop)
 - online SALS step ÷ online KD step                     reported
 - online step ÷ cached step (per method)                the teacher cache's speed-up
+- floor: read cached step ÷ plain student (CE) step     the least an attention term costs
+
+The floor step is the CE step plus a term that reads each of the student's captured maps
+once (ATCam's capture with :func:`atkd_lite.cost.read_once`, a channel sum, averaged into
+the loss) and backpropagates through that read: any attention map of the student pays at
+least this, so a cached FMA/MIP goal below it is out of reach of the map computation.
 
 SALS steps run in rounds of their own, together with the CE and KD steps they are
 compared to (their memory churn would disturb whatever runs next).
@@ -30,6 +36,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,7 +50,9 @@ from common import (  # noqa: E402
 )
 
 import atkd_lite as ak  # noqa: E402
+from atkd_lite.atcam import ATCam  # noqa: E402
 from atkd_lite.cache import TeacherCache  # noqa: E402
+from atkd_lite.cost import read_once  # noqa: E402
 from atkd_lite.distillers import make_distiller  # noqa: E402
 
 VARIANTS = [  # (name, method, cached)
@@ -58,12 +67,32 @@ VARIANTS = [  # (name, method, cached)
     ("mip cached", "mip", True),
     ("sals cached", "sals", True),
     ("at cached", "at", True),
+    ("read cached", "read", True),
 ]
+
+
+def make_read_step(student, x, y):
+    """The floor of a step with an attention term: cross-entropy plus each of the student's
+    captured maps read once (a channel sum, through ATCam's capture), and the backward
+    through that read; no map, no teacher."""
+    cam = ATCam(student)  # the capture points the FMA/MIP maps use
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+
+    def step():
+        logits, sums = cam.features(x, reduce=read_once)
+        loss = F.cross_entropy(logits, y) + sum(s.mean() for s in sums)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def make_step(method, cached, teacher, student0, cache, x, y, idx, dev=None):
     dev = torch.device("cpu") if dev is None else dev
     student = copy.deepcopy(student0).to(dev).train()
+    if method == "read":
+        return make_read_step(student, x, y)
     beta = None if method == "at" else 3.0  # AT keeps its own default weight
     distiller = make_distiller(method, student, teacher, alpha=0.5, beta=beta, T=4.0,
                                cache=cache if cached else None,
@@ -128,6 +157,7 @@ def ratio_rows(times: dict[str, list[float]], device="cpu") -> list[tuple[str, f
         ("sals cached", "ce", "<= 4"),
         ("kd cached", "ce", ""),
         ("at cached", "ce", ""),
+        ("read cached", "ce", "floor"),
         ("kd online", "kd cached", "speed-up"),
         ("fma online", "fma cached", "speed-up"),
         ("mip online", "mip cached", "speed-up"),

@@ -8,7 +8,7 @@ from captum.attr import IntegratedGradients, LayerGradCam
 import atkd_lite as ak
 from atkd_lite.attributions import MAP_METHODS, attribution_maps, model_randomisation
 from atkd_lite.book import viz
-from atkd_lite.cost import VARIANTS, attention_overhead
+from atkd_lite.cost import FLOOR, VARIANTS, attention_overhead, read_once
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,23 @@ def test_attention_overhead_reports_every_variant():
     assert ratios["plain"] == 1.0 and all(t > 0 for t in medians.values())
     with pytest.raises(ValueError, match="reps"):
         attention_overhead(device="cpu", reps=0)
+
+
+def test_the_floor_is_timed_on_request_and_reads_each_captured_map_once():
+    net = ak.student_cnn("tiny")
+    medians, ratios = attention_overhead(device="cpu", batch=2, reps=2, warmup=1, model=net,
+                                         variants=["plain", FLOOR])
+    assert set(medians) == set(ratios) == {"plain", FLOOR} and FLOOR not in VARIANTS
+    x = torch.rand(3, 1, 28, 28)
+    cam = ak.ATCam(net.eval())
+    with torch.no_grad():
+        _, sums = cam.features(x, reduce=read_once)
+        _, feats = cam.features(x)
+    assert len(sums) == len(cam.layer_names) > 0
+    for s, a in zip(sums, feats):
+        torch.testing.assert_close(s, torch.einsum("bchw->bhw", a))
+    with pytest.raises(ValueError, match="read"):
+        attention_overhead(device="cpu", variants=["plain", "floor"])
 
 
 # ----------------------------------------------------------------------- figures
