@@ -393,12 +393,15 @@ class _ChannelMeanAbs(torch.autograd.Function):
 
 
 def _channel_mean(features: torch.Tensor, p: float = 1,
-                  workspace: dict | None = None, nonneg: bool = False) -> torch.Tensor:
+                  workspace: dict | None = None, nonneg: bool = False,
+                  compiled: str | None = None) -> torch.Tensor:
     """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
 
     Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
     ``workspace``: a dict shared by the layers of one call (CPU scratch buffers).
     ``nonneg``: A is an ``nn.ReLU``'s output (see :class:`_ChannelMeanAbs`).
+    ``compiled``: a ``torch.compile`` mode (``ATCam(compile=...)``): on the CPU a signed
+    map's ``mean_c |A|`` is then one compiled pass (equal to rounding, not bit for bit).
     """
     if p == 1 and features.device.type != "cpu":
         # one fused pass, no full-size temporary (not even the float32 copy of an autocast
@@ -406,6 +409,8 @@ def _channel_mean(features: torch.Tensor, p: float = 1,
         dtype = features.dtype if features.dtype == torch.float64 else torch.float32
         return torch.linalg.vector_norm(features, ord=1, dim=1, dtype=dtype) / features.shape[1]
     if p == 1 and features.dtype in (torch.float32, torch.float64):
+        if compiled is not None and not nonneg:
+            return _compiled_abs_mean(compiled)(features)
         return _ChannelMeanAbs.apply(features, workspace, nonneg)
     a = at_least_float32(features)
     return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
@@ -613,14 +618,33 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
+def _compile(fn, mode: str):
+    """``torch.compile(fn, mode=mode)``, allowing more graphs than the default 8 (one per
+    input shape, grad mode and combine mode) where this torch takes ``recompile_limit``
+    (from torch 2.14; older versions keep their limit)."""
+    extra = ({"recompile_limit": 64}
+             if "recompile_limit" in inspect.signature(torch.compile).parameters else {})
+    return torch.compile(fn, mode=mode, **extra)
+
+
+def _abs_mean(a: torch.Tensor) -> torch.Tensor:
+    return a.abs().mean(dim=1)
+
+
+@functools.cache
+def _compiled_abs_mean(mode: str):
+    """``mean_c |A|`` compiled once per mode: one fused pass that reads A and sums ``|A|``,
+    where eager PyTorch on the CPU must form ``|A|`` before summing it (even in the
+    cache-sized chunks of :func:`_sum_abs_cpu`, that costs about as much again as the
+    read). Measured on the generic CNN of ``benchmarks/bench_atcam.py``: the capture with
+    ``|A|`` formed 1.12-1.15 x a plain forward, compiled 1.10, the bare read 1.06."""
+    return _compile(_abs_mean, mode)
+
+
 @functools.cache
 def _compiled_tail(mode: str):
     """The map tail compiled once per mode, shared by every ATCam (compiled lazily)."""
-    # one graph per combine mode, input shapes and grad mode: allow more than the default 8
-    # (the keyword exists from torch 2.14; older versions keep their limit)
-    extra = ({"recompile_limit": 64}
-             if "recompile_limit" in inspect.signature(torch.compile).parameters else {})
-    compiled = torch.compile(_plain_maps_from_raw, mode=mode, **extra)
+    compiled = _compile(_plain_maps_from_raw, mode)
     graphs = mode in _CUDA_GRAPH_MODES
 
     def tail(raw, size, combine):
@@ -697,13 +721,17 @@ class ATCam:
         compile (bool or str): compile the map computation after the capture (resize,
             normalisations, combination: some 40 small operations) with
             ``torch.compile``, True or a mode such as ``"reduce-overhead"`` (CUDA graphs
-            on a GPU). Off by default: the compiled maps equal the eager ones to rounding
-            (~1e-8), not bit for bit; the first call of each input shape compiles (seconds
+            on a GPU); on the CPU also each signed captured map's ``mean_c |A|`` (one
+            fused pass instead of forming ``|A|`` first: the capture of the generic CNN
+            of ``benchmarks/bench_atcam.py`` went from 1.12-1.15x to 1.10x a plain
+            forward). Off by default: the compiled maps equal the eager ones to rounding
+            (~1e-6), not bit for bit; the first call of each input shape compiles (seconds
             to a minute, with a C++ compiler on the CPU); and on the CPU the compiled
-            code was measured *slower* than the eager one (``benchmarks/bench_compile.py``,
+            tail was measured *slower* than the eager one (``benchmarks/bench_compile.py``,
             ``benchmarks/RESULTS.md``). It is meant for GPUs, where the small operations'
-            launches are what the maps cost. Compiled maps support one backward pass
-            (a student's training), not a double backward through them.
+            launches are what the maps cost, and for CPU models with signed capture
+            points. Compiled maps support one backward pass (a student's training), not a
+            double backward through them.
 
     Examples::
 
@@ -961,7 +989,7 @@ class ATCam:
         """
         nonneg = as_hooked and _relu_output(self._named[name])
         with _float32(a.device):
-            return _channel_mean(a, self.p, workspace, nonneg=nonneg)
+            return _channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=self.compile)
 
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))

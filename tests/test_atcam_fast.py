@@ -430,8 +430,11 @@ def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
     torch.manual_seed(0)
     x = torch.randn(8, 1, 28, 28)
-    for combine in ("fma", "mip"):
-        model = ak.student_cnn("small").train()
+    # the student's capture points are ReLU outputs; the generic CNN's are signed conv
+    # outputs, whose mean |A| is compiled too
+    for combine, make in (("fma", lambda: ak.student_cnn("small")), ("mip", generic_cnn)):
+        torch.manual_seed(1)
+        model = make().train()
         results = []
         for compile_ in (False, True):
             model.zero_grad()
@@ -470,13 +473,18 @@ def test_the_compiled_tail_works_with_a_torch_compile_without_recompile_limit(mo
         return fn  # eager stand-in
 
     monkeypatch.setattr(torch, "compile", old_compile)
-    atcam_module._compiled_tail.cache_clear()
+    caches = (atcam_module._compiled_tail, atcam_module._compiled_abs_mean)
+    for cache in caches:
+        cache.cache_clear()
     try:
-        model, x = build("student")
-        with torch.no_grad():
-            maps = ATCam(model.eval(), compile="max-autotune-no-cudagraphs")(x)[1]
-            ref = ATCam(model)(x)[1]
-        assert seen == {"mode": "max-autotune-no-cudagraphs"}
-        assert torch.allclose(maps, ref, atol=1e-6)
+        for name in ("student", "generic"):  # ReLU outputs; signed conv outputs (|A| compiled)
+            model, x = build(name)
+            with torch.no_grad():
+                maps = ATCam(model.eval(), compile="max-autotune-no-cudagraphs")(x)[1]
+                ref = ATCam(model)(x)[1]
+            assert seen == {"mode": "max-autotune-no-cudagraphs"}
+            assert torch.allclose(maps, ref, atol=1e-6)
+        assert atcam_module._compiled_abs_mean.cache_info().currsize == 1
     finally:
-        atcam_module._compiled_tail.cache_clear()
+        for cache in caches:
+            cache.cache_clear()
