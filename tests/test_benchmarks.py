@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import atkd_lite as ak
+
 ROOT = Path(__file__).resolve().parents[1]
 RATIO_ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| (yes|no) \| (.+) \|$")
 
@@ -146,3 +148,33 @@ def test_bench_compile_tails_agree_and_a_different_result_is_refused():
     loss, grads = eager
     with pytest.raises(AssertionError, match="differ"):
         bench.check_same("fma", eager, (loss, [g * 1.01 for g in grads]))
+
+
+def test_bench_capture_times_each_step_of_an_atcam_call(capsys):
+    assert _module("bench_capture").main(["--no-compile", "--batch", "2", "--rounds", "1",
+                                          "--warmup", "0"]) == 0
+    rows = [line[2:-2].split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "---" not in line and "step" not in line]
+    assert [r[0] for r in rows] == ["plain", "floor", "abs-mean eager", "ATCam", "tail alone"]
+    assert all(float(r[1]) > 0 for r in rows) and float(rows[0][2]) == 1.0
+
+
+def test_bench_capture_steps_compute_what_they_claim():
+    """The floor reads each captured map (a channel sum), the |A| step is mean_c |A|, and
+    the ATCam rows return the maps of a plain ATCam call."""
+    bench = _module("bench_capture")
+    torch.manual_seed(0)
+    model = _module("common").generic_cnn().eval()
+    x = torch.randn(3, 1, 28, 28)
+    fns = bench.variants(model, x, compile=False)
+    with torch.no_grad():
+        feats = ak.ATCam(model).features(x)[1]
+        maps = ak.ATCam(model)(x)[1]
+    for name, want in (("floor", [a.sum(1) for a in feats]),
+                       ("abs-mean eager", [a.abs().mean(1) for a in feats])):
+        got = fns[name]()[1]
+        assert len(got) == len(want) == 4
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+    torch.testing.assert_close(fns["ATCam"]()[1], maps)
+    torch.testing.assert_close(fns["tail alone"]()[0], maps)

@@ -1,0 +1,114 @@
+"""Where an ATCam call's time goes, step by step, against the floor of reading the maps.
+
+An ATCam FMA call is a plain forward pass with hooks on the capture points, a per-layer
+reduction of each captured map inside its hook (``mean_c |A|``), and a tail on the small
+raw maps (resize, min-max normalise each layer, combine, normalise again). This script
+times, interleaved in one run (median of paired ratios to the plain forward, under
+``torch.no_grad()``), the same capture growing one step at a time:
+
+- ``floor`` — each captured map read once (``cost.read_once``, a channel sum) and nothing
+  else: no map made from the captured outputs can cost less;
+- ``abs-mean eager`` — ATCam's capture as its call runs it: each map reduced to
+  ``mean_c |A|`` in its hook (a ReLU output is summed as it is);
+- ``abs-mean compiled`` — the same compiled (what ``ATCam(compile=True)`` runs on the CPU for
+  signed capture points; skipped with ``--no-compile``);
+- ``ATCam`` and ``ATCam compiled`` — whole calls, ``cam(x)``;
+- ``tail alone`` — the tail on the raw maps of one call, timed in the same rounds (hot
+  caches: inside a call it runs after the forward and costs more).
+
+For a network whose capture points are ReLU outputs (the book's teacher) ``|A| = A`` and
+the three capture rows coincide; the generic CNN's and ResNet-18's are signed conv
+outputs. Results: ``benchmarks/RESULTS.md``.
+
+Usage::
+
+    python benchmarks/bench_capture.py                       # generic CNN, batch 128
+    python benchmarks/bench_capture.py --model teacher --rounds 60
+    python benchmarks/bench_capture.py --no-compile          # no C++ compiler
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_atcam import MODELS  # noqa: E402
+from common import add_timing_options, apply_threads, interleaved, median, paired, provenance  # noqa: E402
+
+import atkd_lite as ak  # noqa: E402
+import atkd_lite.atcam as atcam  # noqa: E402
+from atkd_lite.cost import read_once, settle_heap  # noqa: E402
+
+
+def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> dict:
+    """The timed callables (see the module docstring), each run under ``torch.no_grad()``."""
+    cam = ak.ATCam(model)
+    cam_compiled = ak.ATCam(model, compile=True) if compile else None
+
+    def capture(c):
+        """The capture exactly as ``c(x)`` runs it: each map reduced in its hook."""
+        return c._capture(x, reduce=functools.partial(c._raw_map, workspace=c._workspace()))
+
+    with torch.no_grad():
+        cam(x)  # fixes the capture order; the raw maps of one call, for the tail alone
+        raw = capture(cam)[1]
+    size = tuple(x.shape[-2:])
+    fns = {
+        "plain": lambda: model(x),
+        "floor": lambda: cam.features(x, reduce=read_once),
+        "abs-mean eager": lambda: capture(cam),
+        "ATCam": lambda: cam(x),
+        "tail alone": lambda: atcam._maps_from_raw(raw, size, cam.combine),
+    }
+    if compile:
+        fns["abs-mean compiled"] = lambda: capture(cam_compiled)
+        fns["ATCam compiled"] = lambda: cam_compiled(x)
+    return {name: _no_grad(fn) for name, fn in fns.items()}
+
+
+def _no_grad(fn):
+    @functools.wraps(fn)
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=list(MODELS), default="generic")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip the compiled rows (torch.compile on the CPU needs a C++ compiler)")
+    add_timing_options(ap)
+    args = ap.parse_args(argv)
+    apply_threads(args)
+    dev = ak.get_device(args.device)
+    build, channels, side = MODELS[args.model]
+    torch.manual_seed(0)
+    model = build().to(dev).eval()
+    x = torch.randn(args.batch, channels, side, side, device=dev)
+    fns = variants(model, x, compile=not args.no_compile)
+    with torch.no_grad():  # compile (and fill the caches) before anything is timed
+        for fn in fns.values():
+            fn()
+    settle_heap()
+    clock = args.clock if dev.type == "cpu" else "wall"
+    print(f"{args.model}, batch {args.batch}, {args.rounds} rounds, clock {clock}; "
+          f"{provenance(dev)}")
+    times = interleaved(fns, args.rounds, warmup=args.warmup, device=dev, clock=clock)
+    print("\n| step | median (ms) | ÷ plain forward |\n|---|---|---|")
+    for name in fns:
+        print(f"| {name} | {1e3 * median(times[name]):.2f} | {paired(times, name, 'plain'):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
