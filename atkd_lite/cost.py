@@ -275,10 +275,10 @@ def model_costs(models: Mapping[str, nn.Module], input_shape: Sequence[int] = (1
 
 #: the timed variants, in the order they are reported
 VARIANTS = ("plain", "fma", "mip", "sals")
-#: a variant timed only on request: a forward in which each captured feature map is read
-#: once (summed over its channels) and nothing more, through ATCam's own capture. Any map
-#: made from the captured outputs reads every one of them at least once, so its ratio to
-#: the plain forward is the floor under FMA's and MIP's on that network and machine.
+#: The variant "read", timed only on request, is a forward in which each captured feature
+#: map is read once (summed over its channels) and nothing more, through ATCam's capture.
+#: Any map made from the captured outputs reads every one of them at least once, so its
+#: ratio to the plain forward is the floor under FMA's and MIP's on that network and machine.
 FLOOR = "read"
 
 

@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_atcam import MODELS  # noqa: E402
-from common import add_timing_options, apply_threads, interleaved, median, paired, provenance  # noqa: E402
+from common import interleaved, median, paired, parse_timing_args, provenance  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
 import atkd_lite.atcam as atcam  # noqa: E402
@@ -87,10 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--no-compile", action="store_true",
                     help="skip the compiled rows (torch.compile on the CPU needs a C++ compiler)")
-    add_timing_options(ap)
-    args = ap.parse_args(argv)
-    apply_threads(args)
-    dev = ak.get_device(args.device)
+    args, dev, clock = parse_timing_args(ap, argv)
     build, channels, side = MODELS[args.model]
     torch.manual_seed(0)
     model = build().to(dev).eval()
@@ -100,7 +97,6 @@ def main(argv=None) -> int:
         for fn in fns.values():
             fn()
     settle_heap()
-    clock = args.clock if dev.type == "cpu" else "wall"
     print(f"{args.model}, batch {args.batch}, {args.rounds} rounds, clock {clock}; "
           f"{provenance(dev)}")
     times = interleaved(fns, args.rounds, warmup=args.warmup, device=dev, clock=clock)

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_timing_options, apply_threads, interleaved, median, paired, provenance  # noqa: E402
+from common import interleaved, median, paired, parse_timing_args, provenance  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import (  # noqa: E402
@@ -113,11 +113,7 @@ def main(argv=None) -> int:
                     help="torch.compile mode (default: default; reduce-overhead = CUDA graphs)")
     ap.add_argument("--no-compile", action="store_true",
                     help="time the eager tail only (e.g. where no C++ compiler is installed)")
-    add_timing_options(ap)
-    args = ap.parse_args(argv)
-    apply_threads(args)
-    dev = ak.get_device(args.device)
-    clock = args.clock if dev.type == "cpu" else "wall"
+    args, dev, clock = parse_timing_args(ap, argv)
     print(f"small student's map tail, forward + backward; batch {args.batch}, "
           f"{args.rounds} rounds; compile mode {args.mode}; {provenance(dev)}")
     raw, size = student_raw_maps(args.batch, dev)

@@ -41,11 +41,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    add_timing_options,
-    apply_threads,
     interleaved,
     median,
     paired,
+    parse_timing_args,
     provenance,
 )
 
@@ -185,12 +184,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="5 timed rounds (CI)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=128)
-    add_timing_options(ap)
-    args = ap.parse_args(argv)
-    apply_threads(args)
+    args, dev, clock = parse_timing_args(ap, argv)
     rounds = 5 if args.quick else args.rounds
-    dev = ak.get_device(args.device)
-    clock = args.clock if dev.type == "cpu" else "wall"
     print(f"batch {args.batch_size}, {rounds} rounds, clock {clock}; {provenance(dev)}")
     times = measure(dev, args.batch_size, rounds, clock, warmup=args.warmup)
     print("\nmedian step time (ms)")

@@ -45,11 +45,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    add_timing_options,
-    apply_threads,
     interleaved,
     median,
     paired,
+    parse_timing_args,
     provenance,
 )
 
@@ -237,13 +236,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="batch 32, 3 rounds (CI)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 128)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 20)")
-    add_timing_options(ap)
-    args = ap.parse_args(argv)
-    apply_threads(args)
+    args, device, clock = parse_timing_args(ap, argv)
     batch = args.batch or (32 if args.quick else 128)
     rounds = args.rounds or (3 if args.quick else 20)
-    device = ak.get_device(args.device)
-    clock = args.clock if device.type == "cpu" else "wall"
     have_td = torchdistill_available()
     print(f"batch {batch}, {rounds} rounds, clock {clock}; {provenance(device)}")
     if not have_td:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from atkd_lite.cost import interleaved_times
+from atkd_lite.runtime import get_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,3 +121,16 @@ def apply_threads(args) -> None:
     """Set torch's CPU threads when ``--threads`` was given."""
     if args.threads:
         torch.set_num_threads(args.threads)
+
+
+def parse_timing_args(parser, argv=None, warmup: bool = True):
+    """Add the shared timing options to ``parser``, parse ``argv`` and apply ``--threads``.
+
+    Returns ``(args, device, clock)``: the device ``--device`` names (``auto``: cuda → mps →
+    cpu) and the clock to time it with (``--clock`` on the CPU; wall clock elsewhere).
+    """
+    add_timing_options(parser, warmup=warmup)
+    args = parser.parse_args(argv)
+    apply_threads(args)
+    device = get_device(args.device)
+    return args, device, args.clock if device.type == "cpu" else "wall"
