@@ -44,7 +44,8 @@ def test_gpu_check_runs_reduced_on_cpu(tmp_path):
     table = out.read_text()
     assert table.splitlines()[0].startswith("| check (cpu")
     for row in ("teacher epoch", "FMA ÷ plain teacher forward", "MIP ÷ plain generic forward",
-                "FMA ÷ plain resnet18 forward", "fma online / kd online", "sals cached / ce",
+                "FMA ÷ plain resnet18 forward", "READ ÷ plain generic forward",
+                "fma online / kd online", "sals cached / ce", "read cached / ce",
                 "peer: saliency (Captum Saliency), ours ÷ peer",
                 "peer: attention map (Captum LayerGradCam), ours ÷ peer"):
         assert row in table, row
