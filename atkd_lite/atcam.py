@@ -729,9 +729,10 @@ class ATCam:
             to a minute, with a C++ compiler on the CPU); and on the CPU the compiled
             tail was measured *slower* than the eager one (``benchmarks/bench_compile.py``,
             ``benchmarks/RESULTS.md``). It is meant for GPUs, where the small operations'
-            launches are what the maps cost, and for CPU models with signed capture
-            points. Compiled maps support one backward pass (a student's training), not a
-            double backward through them.
+            launches are what the maps cost, and for CPU models whose signed capture
+            points are a large share of their forward (it helped the generic CNN, not
+            ResNet-18). Compiled maps support one backward pass (a student's training),
+            not a double backward through them.
 
     Examples::
 

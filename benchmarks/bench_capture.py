@@ -13,8 +13,8 @@ times, interleaved in one run (median of paired ratios to the plain forward, und
 - ``abs-mean compiled`` — the same compiled (what ``ATCam(compile=True)`` runs on the CPU for
   signed capture points; skipped with ``--no-compile``);
 - ``ATCam`` and ``ATCam compiled`` — whole calls, ``cam(x)``;
-- ``tail alone`` — the tail on the raw maps of one call, timed in the same rounds (hot
-  caches: inside a call it runs after the forward and costs more).
+- ``tail alone`` — the tail on the raw maps of one call, timed in the same rounds (in a
+  loop, so on data already in cache; compare with the whole call minus the capture).
 
 For a network whose capture points are ReLU outputs (the book's teacher) ``|A| = A`` and
 the three capture rows coincide; the generic CNN's and ResNet-18's are signed conv
@@ -44,6 +44,7 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 import atkd_lite as ak  # noqa: E402
 import atkd_lite.atcam as atcam  # noqa: E402
 from atkd_lite.cost import read_once, settle_heap  # noqa: E402
+from atkd_lite.runtime import check_model_input  # noqa: E402
 
 
 def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> dict:
@@ -52,7 +53,9 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> d
     cam_compiled = ak.ATCam(model, compile=True) if compile else None
 
     def capture(c):
-        """The capture exactly as ``c(x)`` runs it: each map reduced in its hook."""
+        """The capture exactly as ``c(x)`` runs it (input check included): each map
+        reduced in its hook."""
+        check_model_input(x, c.model)
         return c._capture(x, reduce=functools.partial(c._raw_map, workspace=c._workspace()))
 
     with torch.no_grad():
@@ -63,12 +66,13 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> d
         "plain": lambda: model(x),
         "floor": lambda: cam.features(x, reduce=read_once),
         "abs-mean eager": lambda: capture(cam),
+        "abs-mean compiled": lambda: capture(cam_compiled),
         "ATCam": lambda: cam(x),
+        "ATCam compiled": lambda: cam_compiled(x),
         "tail alone": lambda: atcam._maps_from_raw(raw, size, cam.combine),
     }
-    if compile:
-        fns["abs-mean compiled"] = lambda: capture(cam_compiled)
-        fns["ATCam compiled"] = lambda: cam_compiled(x)
+    if not compile:
+        del fns["abs-mean compiled"], fns["ATCam compiled"]
     return {name: _no_grad(fn) for name, fn in fns.items()}
 
 
