@@ -636,8 +636,9 @@ def _compiled_abs_mean(mode: str):
     """``mean_c |A|`` compiled once per mode: one fused pass that reads A and sums ``|A|``,
     where eager PyTorch on the CPU must form ``|A|`` before summing it (even in the
     cache-sized chunks of :func:`_sum_abs_cpu`, that costs about as much again as the
-    read). Measured on the generic CNN of ``benchmarks/bench_atcam.py``: the capture with
-    ``|A|`` formed 1.12-1.15 x a plain forward, compiled 1.10, the bare read 1.06."""
+    read). Measured on the generic CNN of ``benchmarks/bench_atcam.py``
+    (``benchmarks/bench_capture.py``, four runs): the capture with ``|A|`` formed 1.11-1.16 x
+    a plain forward, compiled 1.08-1.11, the bare read 1.04-1.08."""
     return _compile(_abs_mean, mode)
 
 
@@ -723,7 +724,7 @@ class ATCam:
             ``torch.compile``, True or a mode such as ``"reduce-overhead"`` (CUDA graphs
             on a GPU); on the CPU also each signed captured map's ``mean_c |A|`` (one
             fused pass instead of forming ``|A|`` first: the capture of the generic CNN
-            of ``benchmarks/bench_atcam.py`` went from 1.12-1.15x to 1.10x a plain
+            of ``benchmarks/bench_atcam.py`` went from 1.11-1.16x to 1.08-1.11x a plain
             forward). Off by default: the compiled maps equal the eager ones to rounding
             (~1e-6), not bit for bit; the first call of each input shape compiles (seconds
             to a minute, with a C++ compiler on the CPU); and on the CPU the compiled
