@@ -993,6 +993,14 @@ class ATCam:
         with _float32(a.device):
             return _channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=self.compile)
 
+    def _raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and each kept layer's raw map ``mean_c |A|^p`` (B, H_l, W_l), every map
+        reduced inside its hook: the capture half of a call (``benchmarks/bench_capture.py``
+        times it alone)."""
+        check_model_input(x, self.model)
+        workspace = self._workspace()  # scratch shared by the layers, kept between calls
+        return self._capture(x, reduce=functools.partial(self._raw_map, workspace=workspace))
+
     def _size(self, x: torch.Tensor) -> tuple[int, int]:
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))
 
@@ -1009,12 +1017,9 @@ class ATCam:
             ``(logits, maps, per_layer)`` where ``per_layer`` maps each kept layer name to
             its normalised (B, H, W) map.
         """
-        check_model_input(x, self.model)
         # the same maths as attention_from_features(self.features(x)[1], ...), with each
         # layer reduced to its raw map inside the forward pass
-        workspace = self._workspace()  # scratch shared by the layers, kept between calls
-        logits, raw = self._capture(x, reduce=functools.partial(self._raw_map,
-                                                                 workspace=workspace))
+        logits, raw = self._raw_maps(x)
         tail = _maps_from_raw if self.compile is None else _compiled_tail(self.compile)
         maps, per_layer = tail(raw, self._size(x), self.combine)
         if return_layers:

@@ -216,12 +216,8 @@ def main(argv=None) -> int:
     reps, warm = (3, 1) if args.quick else (30, 5)
     notes = {"sals": "reported", bench_atcam.FLOOR: "floor: each captured map read once"}
     for model in bench_atcam.MODELS:
-        # as bench_atcam.py: SALS in repetitions of its own (its memory churn would disturb
-        # the others), the floor in the same repetitions as FMA and MIP
         _, ratios = bench_atcam.bench(device, batch, reps, warm, 28, model,
-                                      variants=("plain", "fma", "mip", bench_atcam.FLOOR))
-        ratios["sals"] = bench_atcam.bench(device, batch, reps, warm, 28, model,
-                                           variants=("plain", "sals"))[1]["sals"]
+                                      variants=("plain", "fma", "mip", "sals", bench_atcam.FLOOR))
         for k in ("fma", "mip", "sals", bench_atcam.FLOOR):
             print(f"{model}: {k.upper()} ÷ plain forward: {ratios[k]:.2f}")
             table.append((f"{k.upper()} ÷ plain {model} forward (batch {batch})",

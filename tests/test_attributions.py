@@ -99,6 +99,28 @@ def test_attention_overhead_reports_every_variant():
         attention_overhead(device="cpu", reps=0)
 
 
+def test_sals_is_timed_in_repetitions_of_its_own(monkeypatch):
+    """SALS's memory churn must not share repetitions with the variants it is compared to."""
+    import atkd_lite.cost as cost
+
+    sets = []
+    real = cost.interleaved_times
+
+    def recording(fns, *args, **kwargs):
+        sets.append(sorted(fns))
+        return real(fns, *args, **kwargs)
+
+    monkeypatch.setattr(cost, "interleaved_times", recording)
+    medians, ratios = attention_overhead(device="cpu", batch=2, reps=2, warmup=0,
+                                         model=ak.student_cnn("tiny"))
+    assert sets == [["fma", "mip", "plain"], ["plain", "sals"]]
+    assert set(ratios) == set(VARIANTS) and ratios["plain"] == 1.0
+    sets.clear()
+    attention_overhead(device="cpu", batch=2, reps=1, warmup=0, model=ak.student_cnn("tiny"),
+                       variants=["plain", "sals"])
+    assert sets == [["plain", "sals"]]  # no set of the plain forward alone
+
+
 def test_the_floor_is_timed_on_request_and_reads_each_captured_map_once():
     net = ak.student_cnn("tiny")
     medians, ratios = attention_overhead(device="cpu", batch=2, reps=2, warmup=1, model=net,
