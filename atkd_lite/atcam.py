@@ -602,14 +602,74 @@ def _maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str)
         return _normalize_(COMBINE[combine](stack)), stack
 
 
+def _equal_to(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(x == value)`` as 0/1 floats, for ``x <= value`` everywhere (``value`` an extreme
+    of ``x``): ``1 - sign(value - x)``. Floating-point subtraction gives zero exactly when
+    the two are equal, so this is the comparison itself, written in float arithmetic:
+    compiled for the CPU, a comparison saved for the backward pass is stored as a bool
+    mask, and inductor's bool stores cost ~10x an eager comparison (2.2 ms against
+    0.2 ms for a 384x784 mask here), which made the compiled tail slower than the eager
+    one (``benchmarks/RESULTS.md``)."""
+    return 1 - torch.sign(value - x)
+
+
+class _TracedMinMaxNorm(torch.autograd.Function):
+    """:class:`_MinMaxNorm` for compiled code: the same forward and the same gradient
+    formula (ties shared equally, as autograd's ``amin``/``amax``), out of place and with
+    its tie masks formed by :func:`_equal_to`, so that ``torch.compile`` traces it into
+    fused loops that save float tensors, not bool masks. Evaluated eagerly it gives
+    :class:`_MinMaxNorm`'s numbers (``tests/test_atcam_fast.py``)."""
+
+    @staticmethod
+    def forward(ctx, maps, eps):
+        lo, hi, ok, inv = _min_max(maps, eps)
+        scale = inv * ok
+        ctx.save_for_backward(maps, lo, hi, ok, inv, scale)
+        return (maps - lo) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        maps, lo, hi, ok, inv, scale = ctx.saved_tensors
+        dims = tuple(range(1, maps.dim()))
+        d = maps - lo
+        g_d = grad * scale
+        g_span = ((grad * d).sum(dims, keepdim=True) * ok) * -(inv * inv)
+        g_lo = -g_d.sum(dims, keepdim=True) - g_span
+        at_hi, at_lo = _equal_to(hi, maps), _equal_to(maps, lo)  # lo <= maps <= hi
+        ties_hi, ties_lo = at_hi.sum(dims, keepdim=True), at_lo.sum(dims, keepdim=True)
+        return g_d + at_hi * (g_span / ties_hi) + at_lo * (g_lo / ties_lo), None
+
+
+class _TracedLayerMax(torch.autograd.Function):
+    """MIP's combination ``stack.amax(dim=0)`` for compiled code: autograd's gradient (shared
+    equally between tied layers), its tie mask formed by :func:`_equal_to` (see
+    :class:`_TracedMinMaxNorm`)."""
+
+    @staticmethod
+    def forward(ctx, stack):
+        out = stack.amax(dim=0)
+        ctx.save_for_backward(stack, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        stack, out = ctx.saved_tensors
+        at = _equal_to(out, stack)
+        return (grad / at.sum(dim=0)) * at
+
+
+#: the combinations as :func:`_plain_maps_from_raw` (compiled code) computes them
+_TRACED_COMBINE = {"fma": COMBINE["fma"], "mip": _TracedLayerMax.apply}
+
+
 def _plain_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str,
                          weights: dict | None = None):
-    """:func:`_maps_from_raw` in plain out-of-place operations: what ``torch.compile``
-    traces and fuses for ``ATCam(..., compile=...)`` (the same formulas; the numbers
-    agree to rounding, not bit for bit)."""
+    """:func:`_maps_from_raw` in out-of-place operations: what ``torch.compile`` traces and
+    fuses for ``ATCam(..., compile=...)`` (the same formulas; the numbers agree to
+    rounding, not bit for bit)."""
     stack = _resize_stack(raw, size, weights)
-    per_layer = _normalize(stack.flatten(0, 1), EPS).view_as(stack)
-    return _normalize(COMBINE[combine](per_layer), EPS), per_layer
+    per_layer = _TracedMinMaxNorm.apply(stack.flatten(0, 1), EPS).view_as(stack)
+    return _TracedMinMaxNorm.apply(_TRACED_COMBINE[combine](per_layer), EPS), per_layer
 
 
 #: the ``torch.compile`` modes ``ATCam(compile=...)`` accepts (True means "default")
@@ -725,15 +785,14 @@ class ATCam:
             on a GPU); on the CPU also each signed captured map's ``mean_c |A|`` (one
             fused pass instead of forming ``|A|`` first: the capture of the generic CNN
             of ``benchmarks/bench_atcam.py`` went from 1.11-1.16x to 1.08-1.11x a plain
-            forward). Off by default: the compiled maps equal the eager ones to rounding
-            (~1e-6), not bit for bit; the first call of each input shape compiles (seconds
-            to a minute, with a C++ compiler on the CPU); and on the CPU the compiled
-            tail was measured *slower* than the eager one (``benchmarks/bench_compile.py``,
-            ``benchmarks/RESULTS.md``). It is meant for GPUs, where the small operations'
-            launches are what the maps cost, and for CPU models whose signed capture
-            points are a large share of their forward (it helped the generic CNN, not
-            ResNet-18). Compiled maps support one backward pass (a student's training),
-            not a double backward through them.
+            forward). On the CPU the compiled tail, forward and backward, takes
+            0.7-0.85x the eager one's time for the book's small student
+            (``benchmarks/bench_compile.py``, ``benchmarks/RESULTS.md``); on a GPU it is
+            the way to fewer launches. Off by default: the compiled maps equal the eager
+            ones to rounding (~1e-6), not bit for bit; the first call of each input shape
+            and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU).
+            Compiled maps support one backward pass (a student's training), not a double
+            backward through them.
 
     Examples::
 

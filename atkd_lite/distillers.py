@@ -48,13 +48,14 @@ Examples::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkd_lite.atcam import ATCam
+from atkd_lite.atcam import ATCam, _compile
 from atkd_lite.data import UNLABELLED
 from atkd_lite.losses.at import at_loss, at_vector, pair_layers
 from atkd_lite.losses.attention import attention_loss
@@ -107,10 +108,9 @@ class Distiller(nn.Module):
         cache (TeacherCache, optional): teacher logits and maps by dataset index.
         amp (bool, optional): autocast on CUDA (None = on there).
         compile_maps (bool or str): FMA and MIP: compile both networks' map computation
-            (``ATCam(..., compile=)``; off by default: on the CPU it was measured slower,
-            on a GPU it is the way to fewer launches). Not a
-            :class:`~atkd_lite.engine.DistillConfig`
-            setting until a GPU measurement shows it pays.
+            (``ATCam(..., compile=)``) and the attention loss; off by default (equal to
+            rounding, not bit for bit, and the first steps compile). The
+            :class:`~atkd_lite.engine.DistillConfig` setting of the same name.
     """
 
     # the teacher signal matched by the attention term (None: no attention term), and the
@@ -249,6 +249,14 @@ class ATCamDistiller(Distiller):
     def student_forward(self, x, y):
         with autocast_context(self.device, self.amp):
             return self.student_cam(x)
+
+    def attention_term(self, s_att, t_att) -> torch.Tensor:
+        mode = self.student_cam.compile
+        if mode is None:
+            return super().attention_term(s_att, t_att)
+        # with the maps compiled, the loss on them too: eager, its ~25 small operations
+        # forward and backward cost about as much as the compiled map tail on the CPU
+        return _compiled_attention_loss(mode)(s_att, t_att, form=self.attention_form)
 
 
 class FMADistiller(ATCamDistiller):
@@ -408,6 +416,12 @@ class ATDistiller(Distiller):
 
     def attention_term(self, s_feats, t_q):
         return at_loss(s_feats, t_q)
+
+
+@functools.cache
+def _compiled_attention_loss(mode: str):
+    """:func:`~atkd_lite.losses.attention_loss` compiled once per ``torch.compile`` mode."""
+    return _compile(attention_loss, mode)
 
 
 def _at_map(features: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite import distributed
-from atkd_lite.atcam import ATCam
+from atkd_lite.atcam import ATCam, _check_compile
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.datasets import as_dataset, sample_images
@@ -550,6 +550,14 @@ class DistillConfig:
             more, and saves a quarter of the time of a small student's epoch).
         scale_lr: under ``torchrun``, multiply ``lr`` by the number of processes (the
             linear scaling rule; ``batch_size`` is per process); off by default.
+        compile_maps: FMA and MIP: compile both networks' map computation and the
+            attention loss with ``torch.compile`` (False; True or a mode, see
+            :class:`~atkd_lite.ATCam`). Equal to the eager numbers to rounding, not bit
+            for bit; the first steps compile (seconds to a minute, again for each new
+            batch shape), and on the CPU it needs a C++ compiler. On two CPU cores it made
+            the small student's cached step 1.27-1.29x a plain step instead of 1.37-1.38x
+            (``benchmarks/RESULTS.md``). Other methods have no maps to compile and
+            ignore it.
 
     Examples::
 
@@ -581,6 +589,7 @@ class DistillConfig:
     channels_last: bool | None = None
     eval_every: int = 1
     scale_lr: bool = False
+    compile_maps: bool | str = False
 
     def replace(self, **changes) -> DistillConfig:
         """A copy with some fields changed.
@@ -620,6 +629,10 @@ class DistillConfig:
             raise ValueError(f"scale_lr must be True or False, got {self.scale_lr!r}")
         if not isinstance(self.flip, bool):
             raise ValueError(f"flip must be True or False, got {self.flip!r}")
+        try:
+            _check_compile(self.compile_maps)
+        except ValueError as err:
+            raise ValueError(str(err).replace("compile must", "compile_maps must", 1)) from None
         for name in ("teacher_layers", "student_layers"):
             try:
                 layer_selection(getattr(self, name), self.first, self.last, name)
@@ -841,7 +854,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             student, teacher, alpha=alpha, beta=cfg.beta, T=cfg.T,
             attention_form=cfg.attention_form, first=cfg.first, last=cfg.last,
             size=cfg.size, cache=cache, amp=cfg.amp, label_smoothing=cfg.label_smoothing,
-            teacher_layers=cfg.teacher_layers, student_layers=cfg.student_layers)
+            teacher_layers=cfg.teacher_layers, student_layers=cfg.student_layers,
+            **({"compile_maps": cfg.compile_maps} if cls.uses_atcam_maps else {}))
         distiller.setup(x_probe)  # capture points found (and AT pairs checked) first
         if cache is not None:
             needs = distiller.cache_needs()

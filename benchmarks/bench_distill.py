@@ -27,6 +27,11 @@ Usage::
     python benchmarks/bench_distill.py            # 30 timed rounds
     python benchmarks/bench_distill.py --quick    # 5 rounds, for CI
     python benchmarks/bench_distill.py --threads 1 --clock cpu   # steadier on a busy machine
+    python benchmarks/bench_distill.py --compile default   # FMA/MIP maps compiled (compile_maps)
+
+With ``--compile MODE`` the FMA and MIP steps use ``make_distiller(..., compile_maps=MODE)``
+(each network's map computation compiled with ``torch.compile``; the first rounds compile,
+so the warm-up is at least 3 rounds); every other step is the same as without it.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from common import (  # noqa: E402
 )
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.atcam import ATCam  # noqa: E402
+from atkd_lite.atcam import COMPILE_MODES, ATCam  # noqa: E402
 from atkd_lite.cache import TeacherCache  # noqa: E402
 from atkd_lite.cost import read_once  # noqa: E402
 from atkd_lite.distillers import make_distiller  # noqa: E402
@@ -90,15 +95,16 @@ def make_read_step(student, x, y):
     return step
 
 
-def make_step(method, cached, teacher, student0, cache, x, y, idx, dev=None):
+def make_step(method, cached, teacher, student0, cache, x, y, idx, dev=None, compile=None):
     dev = torch.device("cpu") if dev is None else dev
     student = copy.deepcopy(student0).to(dev).train()
     if method == "read":
         return make_read_step(student, x, y)
     beta = None if method == "at" else 3.0  # AT keeps its own default weight
+    extra = {"compile_maps": compile} if compile and method in ("fma", "mip") else {}
     distiller = make_distiller(method, student, teacher, alpha=0.5, beta=beta, T=4.0,
                                cache=cache if cached else None,
-                               amp=None if dev.type == "cuda" else False)
+                               amp=None if dev.type == "cuda" else False, **extra)
     distiller.setup(x[:2])
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
 
@@ -112,8 +118,10 @@ def make_step(method, cached, teacher, student0, cache, x, y, idx, dev=None):
 
 
 def measure(device=None, batch_size: int = 128, rounds: int = 30, clock: str = "wall",
-            variants=None, warmup: int = 2) -> dict[str, list[float]]:
+            variants=None, warmup: int = 2, compile=None) -> dict[str, list[float]]:
     """Seconds per training step of every variant in every round, round-robin on ``device``.
+
+    ``compile``: a ``torch.compile`` mode for the FMA/MIP steps' maps (``compile_maps``).
 
     Returns the per-round times (use :func:`common.paired` / :func:`ratio_rows`).
     """
@@ -128,8 +136,10 @@ def measure(device=None, batch_size: int = 128, rounds: int = 30, clock: str = "
     x, y = data.float_images(dev), data.labels.to(dev)
     idx = torch.arange(len(data), device=dev)
     chosen = VARIANTS if variants is None else [v for v in VARIANTS if v[0] in variants]
-    steps = {name: make_step(m, c, teacher, student0, cache, x, y, idx, dev)
+    steps = {name: make_step(m, c, teacher, student0, cache, x, y, idx, dev, compile)
              for name, m, c in chosen}
+    if compile:  # the first calls compile (per shape and grad mode): keep them untimed
+        warmup = max(warmup, 3)
     # SALS steps (double backprop) allocate and free several times the memory of the
     # others; timed in the same rounds, that churn changes the heap the next step finds.
     # So they run in rounds of their own, with the KD and CE steps they are compared to.
@@ -187,10 +197,13 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="5 timed rounds (CI)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                    help="FMA/MIP maps compiled with this torch.compile mode (default: eager)")
     args, dev, clock = parse_timing_args(ap, argv)
     rounds = 5 if args.quick else args.rounds
-    print(f"batch {args.batch_size}, {rounds} rounds, clock {clock}; {provenance(dev)}")
-    times = measure(dev, args.batch_size, rounds, clock, warmup=args.warmup)
+    how = f"; FMA/MIP maps compile={args.compile}" if args.compile else ""
+    print(f"batch {args.batch_size}, {rounds} rounds, clock {clock}{how}; {provenance(dev)}")
+    times = measure(dev, args.batch_size, rounds, clock, warmup=args.warmup, compile=args.compile)
     print("\nmedian step time (ms)")
     for k, v in times.items():
         if " | " not in k:

@@ -282,7 +282,8 @@ def test_layers_of_mixed_sizes_keep_their_order():
     assert torch.equal(maps, ref_norm(per_layer.mean(0)))
 
 
-def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
+def _awkward_maps() -> torch.Tensor:
+    """Maps with every case the min-max normalisation's gradient must get right."""
     torch.manual_seed(0)
     m = torch.rand(9, 6, 7)
     m[0] = 3.0  # constant: zero map, zero gradient
@@ -290,6 +291,14 @@ def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
     m[2, :3] = 0.0  # ties at the minimum
     m[3] = 1e6 + m[3] * 1e-4  # range within rounding noise of the magnitude: constant
     m[4] = m[4].round()  # few distinct values
+    m[5] = m[5] * 1e-37  # differences below float32's normal range (subnormal)
+    m[5, 0, :2] = m[5].max()  # ... and ties among them
+    m[6, 0, :3] = torch.tensor([-1e4, 1.0, 0.9999])  # m - min rounds equal at 1.0, 0.9999:
+    return m  # only 1.0 is the maximum
+
+
+def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
+    m = _awkward_maps()
     g = torch.randn_like(m)
     fast, ref = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
     out_fast, out_ref = atcam_module.normalize_maps(fast), ref_norm(ref)
@@ -298,6 +307,34 @@ def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
     out_ref.backward(g)
     assert torch.equal(fast.grad, ref.grad)
     assert torch.equal(fast.grad[0], torch.zeros(6, 7))
+
+
+def test_the_compiled_codes_normalisation_and_mip_have_the_eager_gradients_bit_for_bit():
+    """What ``ATCam(compile=...)`` traces (tie masks in float arithmetic, so that compiled
+    code saves no bool masks) computes, run eagerly, the eager code's numbers: the
+    normalisation's forward and gradient and MIP's (ties shared equally)."""
+    m = _awkward_maps()
+    assert torch.equal(atcam_module._equal_to(m.amax((1, 2), keepdim=True), m),
+                       (m == m.amax((1, 2), keepdim=True)).float())
+    assert torch.equal(atcam_module._equal_to(m, m.amin((1, 2), keepdim=True)),
+                       (m == m.amin((1, 2), keepdim=True)).float())
+    g = torch.randn_like(m)
+    traced, ref = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
+    out_traced = atcam_module._TracedMinMaxNorm.apply(traced, atcam_module.EPS)
+    out_ref = ref_norm(ref)
+    assert torch.equal(out_traced, out_ref)
+    out_traced.backward(g)
+    out_ref.backward(g)
+    assert torch.equal(traced.grad, ref.grad)
+    stack = torch.stack([m[4], m[4].flip(0), m[1], m[4]])  # ties between layers (0 and 3)
+    g = torch.randn_like(stack[0])
+    traced, ref = stack.clone().requires_grad_(True), stack.clone().requires_grad_(True)
+    out_traced = atcam_module._TracedLayerMax.apply(traced)
+    assert torch.equal(out_traced, ref.amax(dim=0))
+    out_traced.backward(g)
+    ref.amax(dim=0).backward(g)
+    assert torch.equal(traced.grad, ref.grad)
+    assert (traced.grad[0] == traced.grad[3]).all() and (traced.grad[0] != 0).any()
 
 
 def test_normalize_maps_second_derivative():
@@ -448,6 +485,46 @@ def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
         assert len(g_compiled) == len(g_eager) >= 6  # the convolutions' and norms' gradients
         for a, b in zip(g_compiled, g_eager):  # to float32 rounding of the largest entry
             assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("g++") is None and
+                    __import__("shutil").which("cc") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
+    """``DistillConfig(compile_maps=True)``: FMA/MIP compile both networks' maps and the
+    attention loss, and train as the eager code does, to rounding; a method without maps
+    ignores the setting."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
+    import atkd_lite.distillers as distillers_module
+    used = []
+    for module, name in ((atcam_module, "_compiled_tail"),
+                         (distillers_module, "_compiled_attention_loss")):
+        def spy(mode, _make=getattr(module, name), _name=name):
+            used.append(_name)
+            return _make(mode)
+        monkeypatch.setattr(module, name, spy)
+    train = ak.load_dataset("mnist5k", "train").per_class(4)
+    torch.manual_seed(0)
+    teacher = ak.teacher_cnn().eval()
+    with pytest.raises(ValueError, match="compile_maps must be"):
+        ak.DistillConfig(compile_maps="fast").validate()
+    for method in ("mip", "kd"):
+        losses = []
+        for compile_maps in (False, True):
+            torch.manual_seed(1)
+            student = ak.student_cnn("tiny")
+            result = ak.distill(teacher, student, train, method=method, epochs=2,
+                                batch_size=20, compile_maps=compile_maps, progress=False,
+                                device="cpu")
+            assert result.params["compile_maps"] is compile_maps
+            expect = {"_compiled_tail", "_compiled_attention_loss"}
+            assert set(used) == (expect if compile_maps and method == "mip" else set()), used
+            used.clear()
+            losses.append(torch.tensor(result.history["loss"]))
+        eager, compiled = losses
+        assert len(eager) == 2 and eager[0] > 0
+        assert torch.allclose(compiled, eager, rtol=1e-4), (method, compiled, eager)
 
 
 def test_compile_maps_is_refused_where_no_atcam_map_is_used():

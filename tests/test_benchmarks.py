@@ -82,6 +82,22 @@ def test_bench_distill_prints_the_goal_ratios(capsys):
         assert float(cells[1]) > 0 and cells[2] == goal
 
 
+def test_bench_distill_compiles_only_the_fma_and_mip_maps(monkeypatch, capsys):
+    bench = _module("bench_distill")
+    made = []
+
+    def make_distiller(method, *args, **kwargs):  # records the setting, builds eagerly
+        made.append((method, kwargs.pop("compile_maps", None)))
+        return real(method, *args, **kwargs)
+
+    real = bench.make_distiller
+    monkeypatch.setattr(bench, "make_distiller", make_distiller)
+    bench.main(["--batch-size", "4", "--rounds", "1", "--warmup", "0", "--compile", "default"])
+    assert "FMA/MIP maps compile=default" in capsys.readouterr().out
+    assert {m: c for m, c in made} == {"student": None, "kd": None, "at": None, "sals": None,
+                                       "fma": "default", "mip": "default"}
+
+
 def test_paired_ratio_is_the_median_of_per_round_ratios():
     common = _module("common")
     times = {"a": [2.0, 10.0, 3.0], "b": [1.0, 1.0, 2.0]}
