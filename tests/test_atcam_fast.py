@@ -498,12 +498,16 @@ def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
     import atkd_lite.distillers as distillers_module
     used = []
+
+    def spying(name, make):
+        def spy(mode):
+            used.append(name)
+            return make(mode)
+        return spy
+
     for module, name in ((atcam_module, "_compiled_tail"),
                          (distillers_module, "_compiled_attention_loss")):
-        def spy(mode, _make=getattr(module, name), _name=name):
-            used.append(_name)
-            return _make(mode)
-        monkeypatch.setattr(module, name, spy)
+        monkeypatch.setattr(module, name, spying(name, getattr(module, name)))
     train = ak.load_dataset("mnist5k", "train").per_class(4)
     torch.manual_seed(0)
     teacher = ak.teacher_cnn().eval()
