@@ -19,7 +19,7 @@ Usage::
 
     python benchmarks/gpu_check.py                 # on CUDA when present, else CPU
     python benchmarks/gpu_check.py --quick         # reduced sizes (CI runs this on CPU)
-    python benchmarks/gpu_check.py --compile       # also the compiled teacher and ATCam
+    python benchmarks/gpu_check.py --compile       # also the compiled teacher, ATCam and steps
 """
 
 from __future__ import annotations
@@ -242,6 +242,18 @@ def main(argv=None) -> int:
     for label, value, goal in bench_distill.ratio_rows(times, device):
         print(f"{label}: {value:.2f} {goal}")
         table.append((f"distill step: {label}", f"{value:.2f}", goal))
+    if args.compile:  # the FMA/MIP steps with both networks' maps and the loss compiled
+        mode = args.compile_mode
+        print(f"\n== distillation steps, compile_maps={mode!r} ==")
+        chosen = ("ce", "kd online", "fma online", "mip online", "fma cached", "mip cached")
+        times = bench_distill.measure(device, 32 if args.quick else 128,
+                                      3 if args.quick else 20, variants=chosen, compile=mode)
+        for label, value, goal in bench_distill.ratio_rows(times, device):
+            if label.split(" / ")[0] in ("fma online", "mip online", "fma cached", "mip cached") \
+                    and label.split(" / ")[1] in ("kd online", "ce"):
+                print(f"{label} (compiled): {value:.2f} {goal}")
+                table.append((f"distill step: {label}, compile_maps={mode}", f"{value:.2f}",
+                              goal))
 
     print("\n== side by side with torchdistill and Captum (bench_peers) ==")
     import bench_peers
