@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import generic_cnn, provenance, resnet18  # noqa: E402
+from common import compile_in_process, generic_cnn, provenance, resnet18  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import COMPILE_MODES  # noqa: E402
@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    compile_in_process()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

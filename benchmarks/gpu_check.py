@@ -33,6 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import compile_in_process  # noqa: E402
+
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import COMPILE_MODES, ATCam  # noqa: E402
 from atkd_lite.data import ImageSet  # noqa: E402
@@ -182,6 +184,7 @@ def main(argv=None) -> int:
                              "reduce-overhead adds CUDA graphs)")
     parser.add_argument("--out", default=None, help="write the final table as markdown here")
     args = parser.parse_args(argv)
+    compile_in_process()
     device = ak.get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"device: {device} ({name}); torch {torch.__version__}; atkd_lite {ak.__version__}")
