@@ -555,9 +555,9 @@ class DistillConfig:
             :class:`~atkd_lite.ATCam`). Equal to the eager numbers to rounding, not bit
             for bit; the first steps compile (seconds to a minute, again for each new
             batch shape), and on the CPU it needs a C++ compiler. On two CPU cores it made
-            the small student's cached step 1.27-1.29x a plain step instead of 1.37-1.38x
-            (``benchmarks/RESULTS.md``). Other methods have no maps to compile and
-            ignore it.
+            the small student's cached FMA step 1.24-1.28x a plain step instead of
+            1.29-1.38x (``benchmarks/RESULTS.md``). Other methods have no maps to compile
+            and ignore it.
 
     Examples::
 
