@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -50,7 +49,9 @@ from torch import nn
 
 from atkd_lite.runtime import (
     at_least_float32,
+    check_compile_mode,
     check_model_input,
+    compile_function,
     float32_math,
     model_logits,
     unwrap_model,
@@ -672,19 +673,8 @@ def _plain_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine
     return _TracedMinMaxNorm.apply(_TRACED_COMBINE[combine](per_layer), EPS), per_layer
 
 
-#: the ``torch.compile`` modes ``ATCam(compile=...)`` accepts (True means "default")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: the modes that replay CUDA graphs on a GPU
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def _compile(fn, mode: str):
-    """``torch.compile(fn, mode=mode)``, allowing more graphs than the default 8 (one per
-    input shape, grad mode and combine mode) where this torch takes ``recompile_limit``
-    (from torch 2.14; older versions keep their limit)."""
-    extra = ({"recompile_limit": 64}
-             if "recompile_limit" in inspect.signature(torch.compile).parameters else {})
-    return torch.compile(fn, mode=mode, **extra)
 
 
 def _abs_mean(a: torch.Tensor) -> torch.Tensor:
@@ -699,13 +689,13 @@ def _compiled_abs_mean(mode: str):
     read). Measured on the generic CNN of ``benchmarks/bench_atcam.py``
     (``benchmarks/bench_capture.py``, four runs): the capture with ``|A|`` formed 1.11-1.16 x
     a plain forward, compiled 1.08-1.11, the bare read 1.04-1.08."""
-    return _compile(_abs_mean, mode)
+    return compile_function(_abs_mean, mode)
 
 
 @functools.cache
 def _compiled_tail(mode: str):
     """The map tail compiled once per mode, shared by every ATCam (compiled lazily)."""
-    compiled = _compile(_plain_maps_from_raw, mode)
+    compiled = compile_function(_plain_maps_from_raw, mode)
     graphs = mode in _CUDA_GRAPH_MODES
 
     def tail(raw, size, combine):
@@ -726,17 +716,6 @@ def _compiled_tail(mode: str):
         return maps, per_layer
 
     return tail
-
-
-def _check_compile(value) -> str | None:
-    if value is False or value is None:
-        return None
-    if value is True:
-        return "default"
-    if isinstance(value, str) and value in COMPILE_MODES:
-        return value
-    raise ValueError(f"compile must be False, True or a torch.compile mode {list(COMPILE_MODES)}; "
-                     f"got {value!r}")
 
 
 def _normalize_(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -849,7 +828,7 @@ class ATCam:
         self.combine = combine.lower()
         self.p = p
         self.size = _check_size(size)
-        self.compile = _check_compile(compile)
+        self.compile = check_compile_mode(compile)
         self._named = dict(model.named_modules())
 
         self.keep_all = isinstance(layers, str) and layers == "all"

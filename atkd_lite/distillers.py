@@ -55,12 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkd_lite.atcam import ATCam, _compile
+from atkd_lite.atcam import ATCam
 from atkd_lite.data import UNLABELLED
 from atkd_lite.losses.at import at_loss, at_vector, pair_layers
 from atkd_lite.losses.attention import attention_loss
 from atkd_lite.losses.kd import kd_loss
-from atkd_lite.runtime import autocast_context, eval_mode, model_logits
+from atkd_lite.runtime import autocast_context, compile_function, eval_mode, model_logits
 from atkd_lite.saliency import saliency_map
 
 __all__ = [
@@ -421,7 +421,7 @@ class ATDistiller(Distiller):
 @functools.cache
 def _compiled_attention_loss(mode: str):
     """:func:`~atkd_lite.losses.attention_loss` compiled once per ``torch.compile`` mode."""
-    return _compile(attention_loss, mode)
+    return compile_function(attention_loss, mode)
 
 
 def _at_map(features: torch.Tensor) -> torch.Tensor:

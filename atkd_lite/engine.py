@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite import distributed
-from atkd_lite.atcam import ATCam, _check_compile
+from atkd_lite.atcam import ATCam
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.datasets import as_dataset, sample_images
@@ -55,6 +55,7 @@ from atkd_lite.losses.kd import MAX_T
 from atkd_lite.runtime import (
     autocast_context,
     autocast_dtype,
+    check_compile_mode,
     check_int,
     check_number,
     eval_mode,
@@ -629,10 +630,7 @@ class DistillConfig:
             raise ValueError(f"scale_lr must be True or False, got {self.scale_lr!r}")
         if not isinstance(self.flip, bool):
             raise ValueError(f"flip must be True or False, got {self.flip!r}")
-        try:
-            _check_compile(self.compile_maps)
-        except ValueError as err:
-            raise ValueError(str(err).replace("compile must", "compile_maps must", 1)) from None
+        check_compile_mode(self.compile_maps, "compile_maps")
         for name in ("teacher_layers", "student_layers"):
             try:
                 layer_selection(getattr(self, name), self.first, self.last, name)

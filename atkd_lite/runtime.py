@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import math
 import os
 import random
@@ -62,6 +63,7 @@ except ImportError:  # Windows: FileLock degrades to a no-op with a warning
     fcntl = None
 
 __all__ = [
+    "COMPILE_MODES",
     "FileLock",
     "LockHeldError",
     "LogitsOnly",
@@ -69,12 +71,14 @@ __all__ = [
     "atomic_write",
     "autocast_context",
     "autocast_dtype",
+    "check_compile_mode",
     "check_images",
     "check_int",
     "check_model_input",
     "check_number",
     "check_output_dir",
     "check_output_file",
+    "compile_function",
     "eval_mode",
     "float32_math",
     "frozen",
@@ -205,6 +209,41 @@ def float32_math(device: torch.device):
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     """Upcast half/bfloat16 (autocast outputs) to float32; keep float32/float64 as they are."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+# ---------------------------------------------------------------------------------------
+# compiling
+
+#: the ``torch.compile`` modes that ``ATCam(compile=...)`` and ``compile_maps`` accept
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(value, name: str = "compile") -> str | None:
+    """The ``torch.compile`` mode a ``compile`` setting asks for.
+
+    Returns None for False or None (do not compile), ``"default"`` for True, and a mode
+    from :data:`COMPILE_MODES` as it is.
+
+    Raises:
+        ValueError: anything else, naming the setting ``name``.
+    """
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ValueError(f"{name} must be False, True or a torch.compile mode "
+                     f"{list(COMPILE_MODES)}; got {value!r}")
+
+
+def compile_function(fn: Callable, mode: str) -> Callable:
+    """``torch.compile(fn, mode=mode)``, allowing more graphs than the default 8 (one per
+    input shape, grad mode and variant) where this torch takes ``recompile_limit`` (from
+    torch 2.14; older versions keep their limit)."""
+    extra = ({"recompile_limit": 64}
+             if "recompile_limit" in inspect.signature(torch.compile).parameters else {})
+    return torch.compile(fn, mode=mode, **extra)
 
 
 # ---------------------------------------------------------------------------------------

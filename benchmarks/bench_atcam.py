@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import compile_in_process, generic_cnn, provenance, resnet18  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.atcam import COMPILE_MODES  # noqa: E402
 from atkd_lite.cost import FLOOR, attention_overhead  # noqa: E402
+from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 
 #: name -> (builder, input channels, input side)
 MODELS = {

@@ -40,12 +40,12 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import (  # noqa: E402
-    COMPILE_MODES,
     _compiled_tail,
     _maps_from_raw,
     _plain_maps_from_raw,
 )
 from atkd_lite.losses import attention_loss  # noqa: E402
+from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 
 
 def student_raw_maps(batch: int, device: torch.device) -> tuple[list[torch.Tensor], tuple[int, int]]:
