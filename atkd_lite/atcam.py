@@ -207,6 +207,19 @@ def _normalize(maps: torch.Tensor, eps: float) -> torch.Tensor:
     return out.mul_(inv * ok)  # no graph: scale in place, one full-size buffer fewer
 
 
+def _min_max_grads(grad, d, ok, inv, scale):
+    """The gradients of ``y = d * scale`` (``d = maps - lo``, ``scale = ok / (hi - lo)``)
+    with respect to ``d`` (full size), and to ``span = hi - lo`` and ``lo`` (per sample),
+    in autograd's order of operations: shared by :class:`_MinMaxNorm` and
+    :class:`_TracedMinMaxNorm`, which differ only in how they form the tie masks."""
+    dims = tuple(range(1, d.dim()))
+    g_d = grad * scale
+    g_scale = (grad * d).sum(dims, keepdim=True)
+    g_span = (g_scale * ok) * -(inv * inv)  # scale = inv * ok, inv = 1 / span
+    g_lo = -g_d.sum(dims, keepdim=True) - g_span  # from d = maps - lo and span = hi - lo
+    return g_d, g_span, g_lo
+
+
 class _MinMaxNorm(torch.autograd.Function):
     """:func:`_normalize` with a hand-written backward: the same gradient, bit for bit.
 
@@ -234,11 +247,7 @@ class _MinMaxNorm(torch.autograd.Function):
             with torch.enable_grad():
                 out = _normalize(maps, ctx.eps)
             return torch.autograd.grad(out, maps, grad, create_graph=True)[0], None
-        dims = tuple(range(1, maps.dim()))
-        g_d = grad * scale  # y = d * scale
-        g_scale = (grad * d).sum(dims, keepdim=True)
-        g_span = (g_scale * ok) * -(inv * inv)  # scale = inv * ok, inv = 1 / span
-        g_lo = -g_d.sum(dims, keepdim=True) - g_span  # from d = maps - lo and span = hi - lo
+        g_d, g_span, g_lo = _min_max_grads(grad, d, ok, inv, scale)
         # amax/amin: the gradient is shared equally between tied extremes. The masks are
         # written as 0/1 floats (summing a boolean mask first copies it to int64); the
         # counts are small integers, exact in floating point
@@ -632,10 +641,7 @@ class _TracedMinMaxNorm(torch.autograd.Function):
     def backward(ctx, grad):
         maps, lo, hi, ok, inv, scale = ctx.saved_tensors
         dims = tuple(range(1, maps.dim()))
-        d = maps - lo
-        g_d = grad * scale
-        g_span = ((grad * d).sum(dims, keepdim=True) * ok) * -(inv * inv)
-        g_lo = -g_d.sum(dims, keepdim=True) - g_span
+        g_d, g_span, g_lo = _min_max_grads(grad, maps - lo, ok, inv, scale)
         at_hi, at_lo = _equal_to(hi, maps), _equal_to(maps, lo)  # lo <= maps <= hi
         ties_hi, ties_lo = at_hi.sum(dims, keepdim=True), at_lo.sum(dims, keepdim=True)
         return g_d + at_hi * (g_span / ties_hi) + at_lo * (g_lo / ties_lo), None
