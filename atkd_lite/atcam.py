@@ -52,6 +52,7 @@ from atkd_lite.runtime import (
     check_compile_mode,
     check_model_input,
     compile_function,
+    cuda_graph_mode,
     float32_math,
     model_logits,
     unwrap_model,
@@ -665,22 +666,36 @@ class _TracedLayerMax(torch.autograd.Function):
         return (grad / at.sum(dim=0)) * at
 
 
-#: the combinations as :func:`_plain_maps_from_raw` (compiled code) computes them
+#: the combinations as :func:`traceable_maps_from_raw` (compiled code) computes them
 _TRACED_COMBINE = {"fma": COMBINE["fma"], "mip": _TracedLayerMax.apply}
 
 
-def _plain_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str,
-                         weights: dict | None = None):
-    """:func:`_maps_from_raw` in out-of-place operations: what ``torch.compile`` traces and
-    fuses for ``ATCam(..., compile=...)`` (the same formulas; the numbers agree to
-    rounding, not bit for bit)."""
+def resize_weights(raw: Sequence[torch.Tensor], size: tuple[int, int]) -> dict:
+    """The bilinear resize matrices ``(R_h, R_w)`` for each raw map size in ``raw`` that
+    differs from ``size`` (cached): the ``weights`` of :func:`traceable_maps_from_raw`.
+    Compiled code should take them as inputs: traced, their construction would be
+    recomputed inside the compiled code on every call."""
+    weights = {}
+    for m in raw:
+        shape = (int(m.shape[-2]), int(m.shape[-1]))
+        if shape != tuple(size) and shape not in weights:
+            weights[shape] = (_linear_weights(shape[0], size[0], m.device, m.dtype),
+                              _linear_weights(shape[1], size[1], m.device, m.dtype))
+    return weights
+
+
+def traceable_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str,
+                            weights: dict | None = None):
+    """Combined maps (B, H, W) and normalised per-layer maps (L, B, H, W) from the raw
+    per-layer maps of :meth:`ATCam.raw_maps`, in out-of-place operations: what
+    ``torch.compile`` traces and fuses for ``ATCam(..., compile=...)`` and for the
+    distillers' ``compile_maps`` (the eager code's formulas; the numbers agree to
+    rounding, not bit for bit). ``weights``: :func:`resize_weights` of ``raw``."""
     stack = _resize_stack(raw, size, weights)
     per_layer = _TracedMinMaxNorm.apply(stack.flatten(0, 1), EPS).view_as(stack)
     return _TracedMinMaxNorm.apply(_TRACED_COMBINE[combine](per_layer), EPS), per_layer
 
 
-#: the modes that replay CUDA graphs on a GPU
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def _abs_mean(a: torch.Tensor) -> torch.Tensor:
@@ -701,19 +716,11 @@ def _compiled_abs_mean(mode: str):
 @functools.cache
 def _compiled_tail(mode: str):
     """The map tail compiled once per mode, shared by every ATCam (compiled lazily)."""
-    compiled = compile_function(_plain_maps_from_raw, mode)
-    graphs = mode in _CUDA_GRAPH_MODES
+    compiled = compile_function(traceable_maps_from_raw, mode)
+    graphs = cuda_graph_mode(mode)
 
     def tail(raw, size, combine):
-        # the (cached) resize matrices go in as inputs: traced, their construction would
-        # be recomputed inside the compiled code on every call
-        weights = {}
-        for m in raw:
-            shape = (int(m.shape[-2]), int(m.shape[-1]))
-            if shape != size and shape not in weights:
-                weights[shape] = (_linear_weights(shape[0], size[0], m.device, m.dtype),
-                                  _linear_weights(shape[1], size[1], m.device, m.dtype))
-        maps, per_layer = compiled(raw, size, combine, weights)
+        maps, per_layer = compiled(raw, size, combine, resize_weights(raw, size))
         if graphs and maps.is_cuda:
             # a CUDA graph's outputs live in its memory pool and are overwritten by the
             # next replay (e.g. the student's maps after the teacher's): hand out copies
@@ -1037,15 +1044,18 @@ class ATCam:
         with _float32(a.device):
             return _channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=self.compile)
 
-    def _raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and each kept layer's raw map ``mean_c |A|^p`` (B, H_l, W_l), every map
-        reduced inside its hook: the capture half of a call (``benchmarks/bench_capture.py``
-        times it alone)."""
+    def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and each kept layer's raw map ``mean_c |A|^p`` (B, H_l, W_l), in capture
+        order, every map reduced inside its hook: the capture half of a call
+        (``benchmarks/bench_capture.py`` times it alone). The maps at :meth:`map_size`
+        are ``traceable_maps_from_raw(raw, cam.map_size(x), cam.combine)[0]``, to
+        rounding."""
         check_model_input(x, self.model)
         workspace = self._workspace()  # scratch shared by the layers, kept between calls
         return self._capture(x, reduce=functools.partial(self._raw_map, workspace=workspace))
 
-    def _size(self, x: torch.Tensor) -> tuple[int, int]:
+    def map_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """The (H, W) of the maps for input ``x``: ``size``, else the input's."""
         return self.size if self.size is not None else (int(x.shape[-2]), int(x.shape[-1]))
 
     # ------------------------------------------------------------------ maps
@@ -1063,9 +1073,9 @@ class ATCam:
         """
         # the same maths as attention_from_features(self.features(x)[1], ...), with each
         # layer reduced to its raw map inside the forward pass
-        logits, raw = self._raw_maps(x)
+        logits, raw = self.raw_maps(x)
         tail = _maps_from_raw if self.compile is None else _compiled_tail(self.compile)
-        maps, per_layer = tail(raw, self._size(x), self.combine)
+        maps, per_layer = tail(raw, self.map_size(x), self.combine)
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps

@@ -50,17 +50,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkd_lite.atcam import ATCam
+from atkd_lite.atcam import ATCam, resize_weights, traceable_maps_from_raw
 from atkd_lite.data import UNLABELLED
 from atkd_lite.losses.at import at_loss, at_vector, pair_layers
 from atkd_lite.losses.attention import attention_loss
 from atkd_lite.losses.kd import kd_loss
-from atkd_lite.runtime import autocast_context, compile_function, eval_mode, model_logits
+from atkd_lite.runtime import (
+    autocast_context,
+    compile_function,
+    cuda_graph_mode,
+    eval_mode,
+    model_logits,
+)
 from atkd_lite.saliency import saliency_map
 
 __all__ = [
@@ -108,8 +115,8 @@ class Distiller(nn.Module):
         cache (TeacherCache, optional): teacher logits and maps by dataset index.
         amp (bool, optional): autocast on CUDA (None = on there).
         compile_maps (bool or str): FMA and MIP: compile both networks' map computation
-            (``ATCam(..., compile=)``) and the attention loss; off by default (equal to
-            rounding, not bit for bit, and the first steps compile). The
+            (``ATCam(..., compile=)``) and the attention loss, as one graph; off by default
+            (equal to rounding, not bit for bit, and the first steps compile). The
             :class:`~atkd_lite.engine.DistillConfig` setting of the same name.
     """
 
@@ -238,25 +245,35 @@ class ATCamDistiller(Distiller):
             needs.update(first=self.first, last=self.last)
         return needs
 
+    # With compile_maps, the teacher's and the student's signals are their raw per-layer
+    # maps (ATCam.raw_maps), and attention_term makes both maps and the loss in one
+    # compiled call (_compiled_attention): one graph instead of three (the teacher's map,
+    # the student's, the loss), each of which costs ~0.3 ms of guards and wrappers on the
+    # CPU, and the teacher's map fused with the rest (benchmarks/RESULTS.md).
     def teacher_signals(self, x, y, idx):
         if self.cache is not None:
             return self.teacher_logits(x, idx), self.cache.maps(self.kind, idx,
                                                                 device=self.device)
         with torch.no_grad(), autocast_context(self.device, self.amp):
-            t_logits, t_maps = self.teacher_cam(x)
+            if self.student_cam.compile is not None:
+                t_logits, t_maps = self.teacher_cam.raw_maps(x)
+                t_maps = _RawMaps(t_maps, self.teacher_cam.map_size(x))
+            else:
+                t_logits, t_maps = self.teacher_cam(x)
         return t_logits.float(), t_maps
 
     def student_forward(self, x, y):
         with autocast_context(self.device, self.amp):
+            if self.student_cam.compile is not None:
+                logits, raw = self.student_cam.raw_maps(x)
+                return logits, _RawMaps(raw, self.student_cam.map_size(x))
             return self.student_cam(x)
 
     def attention_term(self, s_att, t_att) -> torch.Tensor:
         mode = self.student_cam.compile
         if mode is None:
             return super().attention_term(s_att, t_att)
-        # with the maps compiled, the loss on them too: eager, its ~25 small operations
-        # forward and backward cost about as much as the compiled map tail on the CPU
-        return _compiled_attention_loss(mode)(s_att, t_att, form=self.attention_form)
+        return _compiled_attention(mode)(s_att, t_att, self.kind, self.attention_form)
 
 
 class FMADistiller(ATCamDistiller):
@@ -418,10 +435,39 @@ class ATDistiller(Distiller):
         return at_loss(s_feats, t_q)
 
 
+class _RawMaps(NamedTuple):
+    """A network's raw per-layer maps (:meth:`ATCam.raw_maps`) and the size of its map."""
+
+    maps: list
+    size: tuple
+
+
+def _maps_and_loss(s_raw, s_weights, teacher, t_weights, size, combine: str, form: str):
+    """The attention loss from the student's raw maps and the teacher's raw maps (or its
+    map, from a cache): what ``compile_maps`` compiles, as one graph."""
+    s_map = traceable_maps_from_raw(s_raw, size, combine, s_weights)[0]
+    if t_weights is not None:
+        teacher = traceable_maps_from_raw(teacher, size, combine, t_weights)[0]
+    return attention_loss(s_map, teacher, form=form)
+
+
 @functools.cache
-def _compiled_attention_loss(mode: str):
-    """:func:`~atkd_lite.losses.attention_loss` compiled once per ``torch.compile`` mode."""
-    return compile_function(attention_loss, mode)
+def _compiled_attention(mode: str):
+    """:func:`_maps_and_loss` compiled once per ``torch.compile`` mode, called with the
+    two :class:`_RawMaps` (the teacher's may be a cached map)."""
+    compiled = compile_function(_maps_and_loss, mode)
+
+    def loss(s_att: _RawMaps, t_att, combine: str, form: str) -> torch.Tensor:
+        raw, size = s_att.maps, s_att.size
+        if isinstance(t_att, _RawMaps):  # online: the same size as the student's
+            teacher, t_weights = t_att.maps, resize_weights(t_att.maps, size)
+        else:
+            teacher, t_weights = t_att, None
+        out = compiled(raw, resize_weights(raw, size), teacher, t_weights, size, combine, form)
+        # a CUDA graph's output is overwritten by the graph's next replay
+        return out.clone() if cuda_graph_mode(mode) and out.is_cuda else out
+
+    return loss
 
 
 def _at_map(features: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,7 @@ __all__ = [
     "check_output_dir",
     "check_output_file",
     "compile_function",
+    "cuda_graph_mode",
     "eval_mode",
     "float32_math",
     "frozen",
@@ -244,6 +245,13 @@ def compile_function(fn: Callable, mode: str) -> Callable:
     extra = ({"recompile_limit": 64}
              if "recompile_limit" in inspect.signature(torch.compile).parameters else {})
     return torch.compile(fn, mode=mode, **extra)
+
+
+def cuda_graph_mode(mode: str | None) -> bool:
+    """Whether a compile mode replays CUDA graphs on a GPU: their outputs live in the
+    graph's memory pool and are overwritten by its next replay, so what must outlive
+    that replay is copied out."""
+    return mode in ("reduce-overhead", "max-autotune")
 
 
 # ---------------------------------------------------------------------------------------

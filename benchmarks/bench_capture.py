@@ -53,13 +53,13 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> d
 
     with torch.no_grad():
         cam(x)  # fixes the capture order; the raw maps of one call, for the tail alone
-        raw = cam._raw_maps(x)[1]
+        raw = cam.raw_maps(x)[1]
     size = tuple(x.shape[-2:])
     fns = {
         "plain": lambda: model(x),
         "floor": lambda: cam.features(x, reduce=read_once),
-        "abs-mean eager": lambda: cam._raw_maps(x),  # the capture half of cam(x)
-        "abs-mean compiled": lambda: cam_compiled._raw_maps(x),
+        "abs-mean eager": lambda: cam.raw_maps(x),  # the capture half of cam(x)
+        "abs-mean compiled": lambda: cam_compiled.raw_maps(x),
         "ATCam": lambda: cam(x),
         "ATCam compiled": lambda: cam_compiled(x),
         "tail alone": lambda: atcam._maps_from_raw(raw, size, cam.combine),

@@ -10,9 +10,9 @@ of paired ratios), and checks first that both compute the same loss and gradient
 
 - ``eager`` — the package's code (``atcam._maps_from_raw`` with its hand-written
   min-max backward, then :func:`atkd_lite.losses.attention_loss`);
-- ``compiled`` — what ``ATCam(..., compile=MODE)`` runs: the same formulas in plain
-  operations (``atcam._plain_maps_from_raw``), compiled with ``torch.compile`` (inductor;
-  on the CPU it needs a C++ compiler), then the same loss.
+- ``compiled`` — what a distiller with ``compile_maps=MODE`` runs: the same formulas in
+  plain operations (``atcam.traceable_maps_from_raw``) and the same loss, compiled together
+  with ``torch.compile`` (inductor; on the CPU it needs a C++ compiler).
 
 It prints the two times, their ratio, the compile time and the largest differences.
 ``ATCam`` compiles nothing by default; this is the measurement that decides it
@@ -39,11 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, median, paired, parse_timing_args, provenance  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.atcam import (  # noqa: E402
-    _compiled_tail,
-    _maps_from_raw,
-    _plain_maps_from_raw,
-)
+from atkd_lite.atcam import _maps_from_raw, traceable_maps_from_raw  # noqa: E402
+from atkd_lite.distillers import _compiled_attention, _RawMaps  # noqa: E402
 from atkd_lite.losses import attention_loss  # noqa: E402
 from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 
@@ -66,15 +63,16 @@ def eager_tail(raw, target, size, combine):
 
 def plain_tail(raw, target, size, combine):
     """The same formulas in plain operations (what the compiler traces and fuses)."""
-    return attention_loss(_plain_maps_from_raw(raw, size, combine)[0], target)
+    return attention_loss(traceable_maps_from_raw(raw, size, combine)[0], target)
 
 
 def compiled_tail(mode: str):
-    """The tail as ``ATCam(..., compile=mode)`` computes it: compiled maps, eager loss."""
-    maps = _compiled_tail(mode)
+    """The tail as a distiller with ``compile_maps=mode`` computes it from a cached teacher
+    map: the student's map and the loss, compiled together as one graph."""
+    maps_and_loss = _compiled_attention(mode)
 
     def tail(raw, target, size, combine):
-        return attention_loss(maps(raw, size, combine)[0], target)
+        return maps_and_loss(_RawMaps(raw, size), target, combine, "l2")
 
     return tail
 

@@ -505,9 +505,8 @@ def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
             return make(mode)
         return spy
 
-    for module, name in ((atcam_module, "_compiled_tail"),
-                         (distillers_module, "_compiled_attention_loss")):
-        monkeypatch.setattr(module, name, spying(name, getattr(module, name)))
+    monkeypatch.setattr(distillers_module, "_compiled_attention",
+                        spying("_compiled_attention", distillers_module._compiled_attention))
     train = ak.load_dataset("mnist5k", "train").per_class(4)
     torch.manual_seed(0)
     teacher = ak.teacher_cnn().eval()
@@ -522,13 +521,55 @@ def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
                                 batch_size=20, compile_maps=compile_maps, progress=False,
                                 device="cpu")
             assert result.params["compile_maps"] is compile_maps
-            expect = {"_compiled_tail", "_compiled_attention_loss"}
+            expect = {"_compiled_attention"}  # both maps and the loss: one graph
             assert set(used) == (expect if compile_maps and method == "mip" else set()), used
             used.clear()
             losses.append(torch.tensor(result.history["loss"]))
         eager, compiled = losses
         assert len(eager) == 2 and eager[0] > 0
         assert torch.allclose(compiled, eager, rtol=1e-4), (method, compiled, eager)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("g++") is None and
+                    __import__("shutil").which("cc") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_a_compiled_step_has_the_eager_loss_and_gradients_online_and_cached(monkeypatch):
+    """``compile_maps``: the teacher's raw maps (online) or its cached map, the student's
+    raw maps and the loss in one compiled graph give the eager step's loss terms and
+    parameter gradients, to rounding."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
+    import copy
+
+    from atkd_lite.cache import TeacherCache
+    from atkd_lite.distillers import _RawMaps, make_distiller
+
+    data = ak.load_dataset("mnist5k", "train").subset(range(16))
+    x, y, idx = data.float_images(), data.labels, torch.arange(16)
+    torch.manual_seed(0)
+    teacher = ak.teacher_cnn().eval()
+    cache = TeacherCache.build(teacher, data, progress=False)
+    torch.manual_seed(1)
+    student0 = ak.student_cnn("small").train()
+    for method, cached in (("mip", False), ("fma", True)):
+        results = []
+        for compile_maps in (False, True):
+            student = copy.deepcopy(student0)
+            d = make_distiller(method, student, teacher, alpha=0.5, beta=1.0,
+                               cache=cache if cached else None, compile_maps=compile_maps)
+            d.setup(x[:2])
+            _, t_att = d.teacher_signals(x, y, idx)
+            assert isinstance(t_att, _RawMaps) == (compile_maps and not cached)
+            _, terms = d.forward_train(x, y, idx)
+            terms["loss"].backward()
+            results.append((terms, [q.grad for q in student.parameters()]))
+        (eager, g_eager), (compiled, g_compiled) = results
+        assert eager["loss_att"] > 1e-3  # the maps differ: the term is not trivially 0
+        for name in eager:
+            assert torch.allclose(compiled[name], eager[name], rtol=1e-5), (name, compiled, eager)
+        assert len(g_compiled) == len(g_eager) >= 6
+        for a, b in zip(g_compiled, g_eager):
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (method, (a - b).abs().max())
 
 
 def test_compile_maps_is_refused_where_no_atcam_map_is_used():
