@@ -14,9 +14,12 @@ of paired ratios), and checks first that both compute the same loss and gradient
   plain operations (``atcam.traceable_maps_from_raw``) and the same loss, compiled together
   with ``torch.compile`` (inductor; on the CPU it needs a C++ compiler).
 
-It prints the two times, their ratio, the compile time and the largest differences.
-``ATCam`` compiles nothing by default; this is the measurement that decides it
-(``benchmarks/RESULTS.md``).
+It prints the two times, their ratio, the compile time, the number of training steps
+after which compiling has paid for itself (compile time ÷ time saved per step) and the
+largest differences. The compile time is a first compile on the machine: the script
+compiles into an empty inductor cache of its own (``--warm-cache``: the user's cache,
+as a second run of a notebook finds it). ``ATCam`` and ``compile_maps`` compile nothing
+by default; this is the measurement that decides it (``benchmarks/RESULTS.md``).
 
 Usage::
 
@@ -28,7 +31,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,32 +116,43 @@ def main(argv=None) -> int:
                     help="torch.compile mode (default: default; reduce-overhead = CUDA graphs)")
     ap.add_argument("--no-compile", action="store_true",
                     help="time the eager tail only (e.g. where no C++ compiler is installed)")
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="compile with the user's inductor cache (default: an empty one)")
     args, dev, clock = parse_timing_args(ap, argv)
+    if not args.no_compile and not args.warm_cache:  # a first compile, as on a fresh machine
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_compile_")
     print(f"small student's map tail, forward + backward; batch {args.batch}, "
           f"{args.rounds} rounds; compile mode {args.mode}; {provenance(dev)}")
     raw, size = student_raw_maps(args.batch, dev)
     torch.manual_seed(1)
     target = torch.rand(args.batch, *size, device=dev)
     print("| combine | eager (ms) | compiled (ms) | compiled ÷ eager | compile time (s) | "
-          "max abs diff |\n|---|---|---|---|---|---|")
+          "pays after (steps) | max abs diff |\n|---|---|---|---|---|---|---|")
     for combine in args.combine.split(","):
         eager = make_step(eager_tail, raw, target, size, combine)
         steps = {"eager": eager}
-        row = ["-", "-", "-", "-"]
+        row = ["-"] * 5
         if not args.no_compile:
             t0 = time.perf_counter()
             compiled = make_step(compiled_tail(args.mode), raw, target, size, combine)
             first = compiled()  # compiles
-            row[2] = f"{time.perf_counter() - t0:.1f}"
-            row[3] = f"{check_same(combine, eager(), first):.1e}"
+            compile_s = time.perf_counter() - t0
+            row[2] = f"{compile_s:.1f}"
+            row[4] = f"{check_same(combine, eager(), first):.1e}"
             steps["compiled"] = compiled
         times = interleaved(steps, args.rounds, warmup=args.warmup, device=dev, clock=clock)
         if "compiled" in times:
             row[0] = f"{1000 * median(times['compiled']):.3f}"
             row[1] = f"{paired(times, 'compiled', 'eager'):.2f}"
-        print(f"| {combine} | {1000 * median(times['eager']):.3f} | {row[0]} | {row[1]} | "
-              f"{row[2]} | {row[3]} |")
+            row[3] = pays_after(compile_s, median(times["eager"]) - median(times["compiled"]))
+        print(f"| {combine} | {1000 * median(times['eager']):.3f} | {' | '.join(row)} |")
     return 0
+
+
+def pays_after(compile_s: float, saved_s: float) -> str:
+    """Steps after which compiling has paid for itself: ``compile_s / saved_s``, rounded up
+    ("never" when a step saves nothing)."""
+    return "never" if saved_s <= 0 else f"{-(-compile_s // saved_s):.0f}"
 
 
 if __name__ == "__main__":

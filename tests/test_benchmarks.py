@@ -152,6 +152,13 @@ def test_bench_compile_times_the_eager_tail(capsys):
     assert len(rows) == 2 and all(float(r.split("|")[2]) > 0 for r in rows)
 
 
+def test_bench_compile_says_when_compiling_pays():
+    pays_after = _module("bench_compile").pays_after
+    assert pays_after(3.0, 0.002) == "1500"  # 3 s to compile, 2 ms saved a step
+    assert pays_after(1.0, 0.003) == "334"  # rounded up: 333 steps do not pay yet
+    assert pays_after(1.0, 0.0) == pays_after(1.0, -0.001) == "never"
+
+
 def test_bench_compile_tails_agree_and_a_different_result_is_refused():
     """The plain-operations tail (what gets compiled) computes the eager tail's loss and
     gradients; a result that differs is refused, not timed."""
