@@ -777,12 +777,15 @@ class ATCam:
             on a GPU); on the CPU also each signed captured map's ``mean_c |A|`` (one
             fused pass instead of forming ``|A|`` first: the capture of the generic CNN
             of ``benchmarks/bench_atcam.py`` went from 1.11-1.16x to 1.08-1.11x a plain
-            forward). On the CPU the compiled tail, forward and backward, takes
-            0.7-0.85x the eager one's time for the book's small student
+            forward). On the CPU the compiled tail and attention loss, forward and
+            backward, take 0.5-0.6x the eager ones' time for the book's small student
             (``benchmarks/bench_compile.py``, ``benchmarks/RESULTS.md``); on a GPU it is
             the way to fewer launches. Off by default: the compiled maps equal the eager
             ones to rounding (~1e-6), not bit for bit; the first call of each input shape
-            and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU).
+            and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU;
+            a first compile took 15-17 s on two cores, which the small student's faster
+            steps pay back only after thousands of steps, where a student of the book
+            trains at most 960 on the CPU profile).
             Compiled maps support one backward pass (a student's training), not a double
             backward through them.
 
