@@ -309,6 +309,24 @@ def test_normalize_maps_gradient_equals_autograd_bit_for_bit():
     assert torch.equal(fast.grad[0], torch.zeros(6, 7))
 
 
+def test_the_traceable_tail_computes_the_eager_maps_in_capture_order():
+    """``traceable_maps_from_raw`` (what compiled code runs) normalises each size group
+    where it lies and stacks the results back in capture order: the eager tail's combined
+    and per-layer maps, with sizes interleaved, with and without given resize weights."""
+    torch.manual_seed(0)
+    raw = [torch.rand(3, 28, 28), torch.rand(3, 14, 14), torch.rand(3, 28, 28) * 5,
+           torch.rand(3, 7, 7), torch.rand(3, 14, 14) - 2]
+    size = (28, 28)
+    for combine in ("fma", "mip"):
+        ref_maps, ref_layers = atcam_module._maps_from_raw(raw, size, combine)
+        for weights in (None, atcam_module.resize_weights(raw, size)):
+            maps, layers = atcam_module.traceable_maps_from_raw(raw, size, combine, weights)
+            assert layers.shape == ref_layers.shape == (5, 3, 28, 28)
+            assert torch.allclose(layers, ref_layers, atol=1e-6)
+            assert torch.allclose(maps, ref_maps, atol=1e-6)
+    assert set(atcam_module.resize_weights(raw, size)) == {(14, 14), (7, 7)}
+
+
 def test_the_compiled_codes_normalisation_and_mip_have_the_eager_gradients_bit_for_bit():
     """What ``ATCam(compile=...)`` traces (tie masks in float arithmetic, so that compiled
     code saves no bool masks) computes, run eagerly, the eager code's numbers: the
