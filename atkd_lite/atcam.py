@@ -571,29 +571,25 @@ def attention_from_features(
     return (maps, per_layer) if return_layers else maps
 
 
-def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int],
-                  weights: dict | None = None) -> torch.Tensor:
-    """Raw per-layer maps (B, h_l, w_l) -> one (L, B, H, W) stack at ``size``, in order.
-
-    Layers that share a size are stacked and resized together (one pair of matrix
-    products per size, not per layer): fewer, larger kernels. ``weights``: the resize
-    matrices ``(R_h, R_w)`` by input size, given (for compiled code, which should take
-    them as inputs rather than trace their construction); else :func:`resize_maps`.
-    """
+def _size_groups(raw: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    """The indices of the raw maps of each size (H_l, W_l), in capture order."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, m in enumerate(raw):
         groups.setdefault((int(m.shape[-2]), int(m.shape[-1])), []).append(i)
+    return groups
+
+
+def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Raw per-layer maps (B, h_l, w_l) -> one (L, B, H, W) stack at ``size``, in order.
+
+    Layers that share a size are stacked and resized together (one pair of matrix
+    products per size, not per layer): fewer, larger kernels.
+    """
     parts, order = [], []
     with _float32(raw[0].device):
-        for shape, idx in groups.items():
+        for shape, idx in _size_groups(raw).items():
             group = torch.stack([raw[i] for i in idx]) if len(idx) > 1 else raw[idx[0]][None]
-            if shape == size:
-                parts.append(group)
-            elif weights is not None:
-                r_h, r_w = weights[shape]
-                parts.append(r_h @ group @ r_w.t())  # what resize_maps computes
-            else:
-                parts.append(resize_maps(group, size))
+            parts.append(group if shape == size else resize_maps(group, size))
             order += idx
     stack = parts[0] if len(parts) == 1 else torch.cat(parts)
     if order != sorted(order):  # back to capture order
@@ -696,28 +692,24 @@ def traceable_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], comb
     and only the normalised maps are stacked: normalising one stack of all the layers
     would first copy every raw map into it (inductor does not fuse a concatenation into
     the min-max reduction that reads it), 10 % of the compiled tail's time here."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, m in enumerate(raw):
-        groups.setdefault((int(m.shape[-2]), int(m.shape[-1])), []).append(i)
     per = [None] * len(raw)
-    for shape, idx in groups.items():
+    for shape, idx in _size_groups(raw).items():
         if shape == tuple(size):
             for i in idx:
                 per[i] = _TracedMinMaxNorm.apply(raw[i], EPS)
             continue
         group = torch.stack([raw[i] for i in idx])
-        if weights is not None:
-            r_h, r_w = weights[shape]
-            group = r_h @ group @ r_w.t()  # what resize_maps computes
-        else:
-            group = resize_maps(group, size)
+        with _float32(group.device):  # the products in float32, also under autocast
+            if weights is not None:
+                r_h, r_w = weights[shape]
+                group = r_h @ group @ r_w.t()  # what resize_maps computes
+            else:
+                group = resize_maps(group, size)
         normed = _TracedMinMaxNorm.apply(group.flatten(0, 1), EPS).view_as(group)
         for j, i in enumerate(idx):
             per[i] = normed[j]
     per_layer = torch.stack(per)
     return _TracedMinMaxNorm.apply(_TRACED_COMBINE[combine](per_layer), EPS), per_layer
-
-
 
 
 def _abs_mean(a: torch.Tensor) -> torch.Tensor:
@@ -805,7 +797,7 @@ class ATCam:
             the way to fewer launches. Off by default: the compiled maps equal the eager
             ones to rounding (~1e-6), not bit for bit; the first call of each input shape
             and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU;
-            a first compile took 15-17 s on two cores, which the small student's faster
+            a first compile took 15-24 s on two cores, which the small student's faster
             steps pay back only after thousands of steps, where a student of the book
             trains at most 960 on the CPU profile).
             Compiled maps support one backward pass (a student's training), not a double

@@ -324,6 +324,9 @@ def test_the_traceable_tail_computes_the_eager_maps_in_capture_order():
             assert layers.shape == ref_layers.shape == (5, 3, 28, 28)
             assert torch.allclose(layers, ref_layers, atol=1e-6)
             assert torch.allclose(maps, ref_maps, atol=1e-6)
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # the resize stays float32
+                amp_maps, _ = atcam_module.traceable_maps_from_raw(raw, size, combine, weights)
+            assert amp_maps.dtype == torch.float32 and torch.equal(amp_maps, maps)
     assert set(atcam_module.resize_weights(raw, size)) == {(14, 14), (7, 7)}
 
 
