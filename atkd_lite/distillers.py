@@ -255,9 +255,8 @@ class ATCamDistiller(Distiller):
             return self.teacher_logits(x, idx), self.cache.maps(self.kind, idx,
                                                                 device=self.device)
         with torch.no_grad(), autocast_context(self.device, self.amp):
-            if self.student_cam.compile is not None:
+            if self.student_cam.compile is not None:  # raw maps, a list
                 t_logits, t_maps = self.teacher_cam.raw_maps(x)
-                t_maps = _RawMaps(t_maps, self.teacher_cam.map_size(x))
             else:
                 t_logits, t_maps = self.teacher_cam(x)
         return t_logits.float(), t_maps
@@ -454,15 +453,15 @@ def _maps_and_loss(s_raw, s_weights, teacher, t_weights, size, combine: str, for
 @functools.cache
 def _compiled_attention(mode: str):
     """:func:`_maps_and_loss` compiled once per ``torch.compile`` mode, called with the
-    two :class:`_RawMaps` (the teacher's may be a cached map)."""
+    student's :class:`_RawMaps` and the teacher's raw maps (a list) or cached map."""
     compiled = compile_function(_maps_and_loss, mode)
 
     def loss(s_att: _RawMaps, t_att, combine: str, form: str) -> torch.Tensor:
         raw, size = s_att.maps, s_att.size
-        if isinstance(t_att, _RawMaps):  # online: the same size as the student's
-            teacher, t_weights = t_att.maps, resize_weights(t_att.maps, size)
-        else:
+        if isinstance(t_att, torch.Tensor):  # from a cache
             teacher, t_weights = t_att, None
+        else:  # online: raw maps, resized to the student's size
+            teacher, t_weights = t_att, resize_weights(t_att, size)
         out = compiled(raw, resize_weights(raw, size), teacher, t_weights, size, combine, form)
         # a CUDA graph's output is overwritten by the graph's next replay
         return out.clone() if cuda_graph_mode(mode) and out.is_cuda else out
