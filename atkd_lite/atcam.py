@@ -734,21 +734,32 @@ def _compiled_tail(mode: str):
     graphs = cuda_graph_mode(mode)
 
     def tail(raw, size, combine):
-        maps, per_layer = compiled(raw, size, combine, resize_weights(raw, size))
-        if graphs and maps.is_cuda:
-            # a CUDA graph's outputs live in its memory pool and are overwritten by the
-            # next replay (e.g. the student's maps after the teacher's): hand out copies
-            # (not run on a GPU yet: no GPU was lent when this was written)
-            maps, per_layer = maps.clone(), per_layer.clone()
-        return maps, per_layer
+        out = compiled(raw, size, combine, resize_weights(raw, size))
+        return _out_of_graph_pool(out) if graphs else out
 
     return tail
+
+
+def _out_of_graph_pool(tensors: tuple) -> tuple:
+    """Copies of a CUDA-graph replay's outputs: they live in the graph's memory pool and
+    are overwritten by its next replay (e.g. the student's maps after the teacher's).
+    CPU tensors pass as they are. (Not run on a GPU yet: no GPU was lent when this was
+    written.)"""
+    return tuple(t.clone() if t.is_cuda else t for t in tensors)
 
 
 def _normalize_(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """:func:`normalize_maps` in place (same operations, same numbers); no autograd."""
     lo, _, ok, inv = _min_max(maps, eps)
     return maps.sub_(lo).mul_(inv * ok)
+
+
+def _store_output(store: dict, name: str, reduce: Callable | None, module, args,
+                  output) -> None:
+    """A forward hook of ``compile_model``: keep the capture point's output, reduced to
+    its raw map unless ``reduce`` is None (the last run wins if a module runs twice, as
+    in the eager capture)."""
+    store[name] = output if reduce is None else reduce(output)
 
 
 class _Reduced(NamedTuple):
@@ -802,6 +813,20 @@ class ATCam:
             trains at most 960 on the CPU profile).
             Compiled maps support one backward pass (a student's training), not a double
             backward through them.
+        compile_model (bool): compile the network's forward pass together with the
+            capture and the maps, into one graph (implies ``compile=True`` when
+            ``compile`` is not given). The eager capture must read every captured
+            feature map once more after the network wrote it, a floor of 1.06-1.08x a
+            plain eager forward for the generic CNN of ``benchmarks/bench_atcam.py`` on
+            two CPU cores; compiled with the network, each ``mean_c |A|`` is read inside
+            the network's own fused kernels (the batch norm and ReLU that follow a conv
+            read the same tensor). Compare with the network compiled alone
+            (``torch.compile(model)``, what a user who compiles gets): ATCam then costs
+            ~1.04x that forward (``benchmarks/RESULTS.md``). The first call of each
+            train/eval mode and input size runs eagerly (it fixes and checks the capture
+            points), the next one compiles (tens of seconds on two cores); the logits
+            and maps equal the eager ones to rounding. Off by default, for the reasons
+            given under ``compile``.
 
     Examples::
 
@@ -835,6 +860,7 @@ class ATCam:
         p: float = 1,
         size: Sequence[int] | None = None,
         compile: bool | str = False,
+        compile_model: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -859,6 +885,11 @@ class ATCam:
         self.p = p
         self.size = _check_size(size)
         self.compile = check_compile_mode(compile)
+        if not isinstance(compile_model, bool):
+            raise ValueError(f"compile_model must be True or False; got {compile_model!r}")
+        self.compile_model = compile_model
+        if compile_model and self.compile is None:
+            self.compile = check_compile_mode(True)
         self._named = dict(model.named_modules())
 
         self.keep_all = isinstance(layers, str) and layers == "all"
@@ -892,6 +923,11 @@ class ATCam:
         # CPU scratch for |A|, kept from call to call (a fresh one per call is a large new
         # buffer whose pages are faulted in every time); one per thread
         self._scratch = threading.local()
+        # compile_model: the resize weights per (train/eval mode, input size, map size)
+        # that an eager call has checked, and the compiled graph (made lazily)
+        self._whole_weights: dict[tuple, dict] = {}
+        self._whole = None
+        self._whole_lock = threading.Lock()
 
     def _select(self, names: list[str]) -> list[str]:
         return list(names) if self.keep_all else select_layers(names, self.first, self.last)
@@ -1041,14 +1077,17 @@ class ATCam:
             ws = self._scratch.ws = {}
         return ws
 
-    def __getstate__(self):  # copy/pickle: scratch buffers and thread-locals stay behind
+    def __getstate__(self):  # copy/pickle: scratch buffers, locks, compiled code stay behind
         state = dict(self.__dict__)
-        state.pop("_scratch", None)
+        for name in ("_scratch", "_whole_lock", "_whole"):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._scratch = threading.local()
+        self._whole_lock = threading.Lock()
+        self._whole = None
 
     def _raw_map(self, a: torch.Tensor, name: str, as_hooked: bool = True,
                  workspace: dict | None = None) -> torch.Tensor:
@@ -1058,8 +1097,11 @@ class ATCam:
         module ends in an ``nn.ReLU`` (:func:`_relu_output`) ``|A| = A`` needs no pass.
         """
         nonneg = as_hooked and _relu_output(self._named[name])
+        # with compile_model the eager calls are the few that check a new input size:
+        # compiling the capture's |A| for them would only add a graph
+        compiled = None if self.compile_model else self.compile
         with _float32(a.device):
-            return _channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=self.compile)
+            return _channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=compiled)
 
     def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and each kept layer's raw map ``mean_c |A|^p`` (B, H_l, W_l), in capture
@@ -1090,12 +1132,75 @@ class ATCam:
         """
         # the same maths as attention_from_features(self.features(x)[1], ...), with each
         # layer reduced to its raw map inside the forward pass
-        logits, raw = self.raw_maps(x)
-        tail = _maps_from_raw if self.compile is None else _compiled_tail(self.compile)
-        maps, per_layer = tail(raw, self.map_size(x), self.combine)
+        out = self._whole_graph_call(x) if self.compile_model else None
+        if out is None:
+            logits, raw = self.raw_maps(x)
+            if self.compile_model:  # checked: the compiled graph may take this size now
+                self._whole_weights[self._whole_key(x)] = resize_weights(raw, self.map_size(x))
+                tail = _maps_from_raw
+            else:
+                tail = _maps_from_raw if self.compile is None else _compiled_tail(self.compile)
+            maps, per_layer = tail(raw, self.map_size(x), self.combine)
+        else:
+            logits, maps, per_layer = out
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps
+
+    # ------------------------------------------------------- compile_model: one graph
+    def _whole_key(self, x: torch.Tensor) -> tuple:
+        return bool(self.model.training), tuple(x.shape[-2:]), self.map_size(x)
+
+    def _whole_graph_call(self, x: torch.Tensor):
+        """``(logits, maps, per_layer)`` from the network, capture and maps compiled as one
+        graph (``compile_model``); None while this train/eval mode and input size have not
+        yet had the eager call that fixes and checks the capture points (and the shapes
+        of their outputs, which the resize weights depend on)."""
+        check_model_input(x, self.model)
+        weights = self._whole_weights.get(self._whole_key(x))
+        if weights is None:
+            return None
+        with self._whole_lock:  # the hooks write to one store per ATCam
+            if self._whole is None:
+                self._whole = compile_function(self._whole_graph, self.compile)
+            store: dict[str, torch.Tensor] = {}
+            # reduced inside its hook, each capture point's mean |A| fuses into the
+            # network's kernel that reads the same output (its batch norm, ReLU);
+            # reduced after the forward, the output is kept (and copied to another
+            # layout): 1.27x instead of 1.05x the compiled network for the generic CNN.
+            # An output modified in place after its hook (learnt by the eager call; all of
+            # them where it could not tell, under inference mode) is read at the end.
+            late = self._late[bool(self.model.training)]
+            late = set(self.layer_names) if late is None else late
+            handles = []
+            try:
+                for name in self.layer_names:
+                    reduce = None if name in late else self._traced_raw_map
+                    handles.append(self.model.get_submodule(name).register_forward_hook(
+                        functools.partial(_store_output, store, name, reduce)))
+                out = self._whole(x, store, weights)
+            finally:
+                for h in handles:
+                    h.remove()
+        return _out_of_graph_pool(out) if cuda_graph_mode(self.compile) else out
+
+    def _whole_graph(self, x: torch.Tensor, store: dict, weights: dict):
+        """What ``compile_model`` compiles: the forward pass, whose hooks put each capture
+        point's output in ``store``, then ``mean_c |A|^p`` of each and the map tail. The
+        outputs are read after the forward as the eager ``features`` keeps them (a capture
+        point's output modified in place later is read modified), which
+        ``attention_from_features`` defines the maps from."""
+        logits = model_logits(self.model(x))
+        raw = [store[name] if store[name].dim() == 3 else self._traced_raw_map(store[name])
+               for name in self.layer_names]
+        maps, per_layer = traceable_maps_from_raw(raw, self.map_size(x), self.combine, weights)
+        return logits, maps, per_layer
+
+    def _traced_raw_map(self, a: torch.Tensor) -> torch.Tensor:
+        """``mean_c |A|^p`` as compiled code computes it (out of place, float32)."""
+        with _float32(a.device):
+            a = at_least_float32(a).abs()
+            return (a if self.p == 1 else a.pow(self.p)).mean(dim=1)
 
     def layer_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The normalised per-layer maps, name -> (B, H, W), in capture order (for figures)."""
@@ -1126,5 +1231,6 @@ class ATCam:
         return (
             f"ATCam(model={type(self.model).__name__}, layers={self.layer_names}, "
             f"first={self.first}, last={self.last}, combine={self.combine!r}, p={self.p}, "
-            f"size={self.size}" + (f", compile={self.compile!r})" if self.compile else ")")
+            f"size={self.size}" + (f", compile={self.compile!r}" if self.compile else "")
+            + (", compile_model=True)" if self.compile_model else ")")
         )

@@ -38,7 +38,13 @@ from torch import nn
 
 from atkd_lite.atcam import ATCam
 from atkd_lite.models import teacher_cnn
-from atkd_lite.runtime import check_int, eval_mode, get_device, synchronize
+from atkd_lite.runtime import (
+    check_int,
+    compile_function,
+    eval_mode,
+    get_device,
+    synchronize,
+)
 from atkd_lite.saliency import saliency_map
 
 __all__ = [
@@ -352,7 +358,8 @@ def interleaved_times(fns: Mapping[str, object], rounds: int, warmup: int = 2,
 def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: int = 5,
                        size: int = 28, model: nn.Module | None = None,
                        in_channels: int = 1, variants: Sequence[str] = VARIANTS,
-                       clock: str = "wall", compile: bool | str = False
+                       clock: str = "wall", compile: bool | str = False,
+                       compile_model: bool = False
                        ) -> tuple[dict[str, float], dict[str, float]]:
     """Median time of a plain forward, ATCam FMA/MIP and SALS, and their paired ratios.
 
@@ -387,6 +394,13 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
         compile (bool or str): ATCam's ``compile`` (its map computation compiled with
             ``torch.compile``; see :class:`~atkd_lite.ATCam`). The first warm-up call
             compiles, so it needs ``warmup >= 1``.
+        compile_model (bool): ATCam's ``compile_model`` (the network, capture and maps in
+            one compiled graph), timed against the network compiled alone
+            (``torch.compile(model)`` in the same mode): the plain forward a user who
+            compiles runs. Its first call is eager and its second compiles, so it needs
+            ``warmup >= 2``; only ``"plain"``, ``"fma"`` and ``"mip"`` are timed then
+            (the floor and SALS run eagerly, so their ratio to a compiled forward would
+            compare two regimes).
 
     Returns:
         (dict, dict): ``medians`` — variant -> median seconds per call; ``ratios`` —
@@ -410,6 +424,13 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     if compile and warmup < 1:
         raise ValueError("with compile, give warmup >= 1: the first call compiles, and "
                          "compiling is not what the ratios should time")
+    if compile_model and warmup < 2:
+        raise ValueError("with compile_model, give warmup >= 2: the first call is eager and "
+                         "the second compiles, and neither is what the ratios should time")
+    if compile_model and not set(variants) <= {"plain", "fma", "mip"}:
+        raise ValueError(f"with compile_model only 'plain', 'fma' and 'mip' are timed (the "
+                         f"floor and SALS run eagerly, not against a compiled forward); "
+                         f"got {list(variants)}")
     known = VARIANTS + (FLOOR,)
     unknown = [v for v in variants if v not in known]
     if isinstance(variants, str) or unknown:
@@ -426,12 +447,13 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = model.to(dev).eval()
     x = torch.randn(batch, in_channels, size, size, device=dev)
-    fma = ATCam(model, combine="fma", compile=compile)
-    mip = ATCam(model, combine="mip", compile=compile)
+    fma = ATCam(model, combine="fma", compile=compile, compile_model=compile_model)
+    mip = ATCam(model, combine="mip", compile=compile, compile_model=compile_model)
+    forward = compile_function(model, fma.compile) if compile_model else model
 
     def plain():
         with torch.no_grad():
-            model(x)
+            forward(x)
 
     def with_fma():
         with torch.no_grad():

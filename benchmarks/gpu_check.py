@@ -19,7 +19,8 @@ Usage::
 
     python benchmarks/gpu_check.py                 # on CUDA when present, else CPU
     python benchmarks/gpu_check.py --quick         # reduced sizes (CI runs this on CPU)
-    python benchmarks/gpu_check.py --compile       # also the compiled teacher, ATCam and steps
+    python benchmarks/gpu_check.py --compile       # also the compiled teacher, ATCam, steps
+                                                   # and ATCam(compile_model=True)
 """
 
 from __future__ import annotations
@@ -238,6 +239,17 @@ def main(argv=None) -> int:
                 print(f"{model}: {k.upper()} (compiled) ÷ plain forward: {ratios[k]:.2f}")
                 table.append((f"{k.upper()} ÷ plain {model} forward, compile={mode}",
                               f"{ratios[k]:.2f}", f"goal <= {bench_atcam.goal(device):.2f}"))
+        print(f"\n== ATCam cost, network and maps one graph (compile_model, {mode!r}) "
+              f"÷ the network compiled alone ==")
+        for model in bench_atcam.MODELS:
+            _, ratios = bench_atcam.bench(device, batch, reps, max(warm, 3), 28, model,
+                                          variants=("plain", "fma", "mip"), compile=mode,
+                                          compile_model=True)
+            for k in ("fma", "mip"):
+                print(f"{model}: {k.upper()} ÷ compiled forward: {ratios[k]:.2f}")
+                table.append((f"{k.upper()} ÷ compiled {model} forward, compile_model, "
+                              f"{mode}", f"{ratios[k]:.2f}",
+                              f"goal <= {bench_atcam.goal(device):.2f}"))
 
     print("\n== distillation steps (bench_distill) ==")
     import bench_distill

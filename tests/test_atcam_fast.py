@@ -512,6 +512,88 @@ def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
 @pytest.mark.skipif(__import__("shutil").which("g++") is None and
                     __import__("shutil").which("cc") is None,
                     reason="torch.compile on the CPU needs a C++ compiler")
+def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(monkeypatch):
+    """``ATCam(compile_model=True)``: after one eager call per train/eval mode and input
+    size, the network, capture and maps run as one compiled graph (no eager capture), with
+    the eager ATCam's logits, maps, per-layer maps and parameter gradients to rounding: for
+    a conv output overwritten by ``ReLU(inplace=True)`` (read modified, as the eager
+    capture reads it), a conv that runs twice (its last output) with ``p=2``, and a
+    batch-norm network in training (its running statistics updated as eagerly)."""
+    import copy
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
+    for name, combine, p, train in (("vgg_like", "fma", 1, False), ("twice", "mip", 2, False),
+                                    ("generic", "mip", 1, True)):
+        model, x = build(name)
+        twin = copy.deepcopy(model)
+        model.train(train), twin.train(train)
+        cam = ATCam(model, combine=combine, p=p, compile_model=True)
+        ref = ATCam(twin, combine=combine, p=p)
+        eager_calls = []
+        real = cam.raw_maps
+        monkeypatch.setattr(cam, "raw_maps", lambda x: eager_calls.append(1) or real(x))
+        weight = torch.linspace(-1, 1, x[0, 0].numel()).view(x.shape[-2:])
+        for call in range(3):
+            results = []
+            for c, net in ((cam, model), (ref, twin)):
+                net.zero_grad()
+                with torch.set_grad_enabled(train):
+                    logits, maps, per_layer = c(x, return_layers=True)
+                if train:
+                    (maps * weight).sum().backward()
+                grads = [None if q.grad is None else q.grad.clone() for q in net.parameters()]
+                results.append((logits.detach(), maps.detach(),
+                                torch.stack(list(per_layer.values())).detach(), grads))
+            assert len(eager_calls) == 1, (name, call)  # only the first call is eager
+            (logits, maps, layers, grads), (r_logits, r_maps, r_layers, r_grads) = results
+            assert torch.allclose(logits, r_logits, atol=1e-5), (name, call)
+            assert torch.allclose(maps, r_maps, atol=1e-5), (name, call, (maps - r_maps).abs().max())
+            assert torch.allclose(layers, r_layers, atol=1e-5), (name, call)
+            assert maps.amax() == 1 and layers.shape[0] == len(ref.layer_names) >= 2
+            assert (sum(g is not None for g in r_grads) >= 6) == train, name
+            for a, b in zip(grads, r_grads):
+                if b is None:  # compiled autograd may give zeros where eager gives None
+                    assert a is None or not a.any(), name
+                else:
+                    assert (a - b).abs().max() <= 1e-4 * b.abs().max(), (name, (a - b).abs().max())
+        if name == "vgg_like":  # inference mode: no version counter tells which outputs
+            fresh = ATCam(model, compile_model=True)  # are modified later: all read at the end
+            with torch.inference_mode():
+                for call in range(3):
+                    maps, r_maps = fresh(x)[1], ref(x)[1]
+                    assert torch.allclose(maps, r_maps, atol=1e-5), ("inference", call)
+            assert fresh._late[False] is None and fresh._whole is not None
+        if train:  # batch norm's running statistics moved the same way
+            for a, b in zip(model.buffers(), twin.buffers()):
+                assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+        # the model is left as it was: no hook stays behind
+        assert not any(m._forward_hooks for m in model.modules()), name
+
+
+def test_compile_model_settings_and_copies():
+    import copy
+
+    from atkd_lite.cost import attention_overhead
+
+    model, _ = build("generic")
+    with pytest.raises(ValueError, match="compile_model must be True or False"):
+        ATCam(model, compile_model="yes")
+    cam = ATCam(model, compile_model=True)
+    assert cam.compile == "default" and repr(cam).endswith("compile_model=True)")
+    assert ATCam(model, compile="reduce-overhead", compile_model=True).compile == "reduce-overhead"
+    twin = copy.deepcopy(cam)  # the lock and the compiled graph stay behind, made afresh
+    assert twin._whole is None and twin._whole_lock is not cam._whole_lock
+    with pytest.raises(ValueError, match="warmup >= 2"):
+        attention_overhead(device="cpu", batch=2, reps=1, warmup=1, compile_model=True)
+    with pytest.raises(ValueError, match="only 'plain', 'fma' and 'mip'"):
+        attention_overhead(device="cpu", batch=2, reps=1, warmup=2, compile_model=True,
+                           variants=("plain", "fma", "read"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("g++") is None and
+                    __import__("shutil").which("cc") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
 def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
     """``DistillConfig(compile_maps=True)``: FMA/MIP compile both networks' maps and the
     attention loss, and train as the eager code does, to rounding; a method without maps

@@ -72,6 +72,25 @@ def test_bench_atcam_prints_a_row_per_network(capsys):
     assert "load average" in text and "commit" in text
 
 
+def test_bench_atcam_compile_model_times_fma_and_mip_against_the_compiled_network(
+        monkeypatch, capsys):
+    bench = _module("bench_atcam")
+    seen = []
+
+    def attention_overhead(**kwargs):  # records the settings; no compiling in this test
+        seen.append(kwargs)
+        return {"plain": 0.01}, {"plain": 1.0, "fma": 1.05, "mip": 1.2}
+
+    monkeypatch.setattr(bench, "attention_overhead", attention_overhead)
+    bench.main(["--quick", "--cpu-only", "--compile-model", "--models", "generic"])
+    text = capsys.readouterr().out
+    assert [(k["compile_model"], k["variants"], k["warmup"]) for k in seen] == [
+        (True, ("plain", "fma", "mip"), 2)]
+    assert "compile_model=True" in text and "the network compiled alone" in text
+    row = next(line for line in text.splitlines() if line.startswith("| generic |"))
+    assert row.strip("| ").split(" | ")[2:] == ["1.050", "1.200", "-", "-", "no"]
+
+
 def test_bench_distill_prints_the_goal_ratios(capsys):
     _module("bench_distill").main(["--batch-size", "4", "--rounds", "1", "--warmup", "0"])
     text = capsys.readouterr().out
