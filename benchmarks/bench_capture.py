@@ -14,7 +14,12 @@ times, interleaved in one run (median of paired ratios to the plain forward, und
   signed capture points; skipped with ``--no-compile``);
 - ``ATCam`` and ``ATCam compiled`` — whole calls, ``cam(x)``;
 - ``tail alone`` — the tail on the raw maps of one call, timed in the same rounds (in a
-  loop, so on data already in cache; compare with the whole call minus the capture).
+  loop, so on data already in cache; compare with the whole call minus the capture);
+- ``plain compiled`` and ``ATCam compile_model`` — the network compiled alone
+  (``torch.compile(model)``), and compiled with the capture and the maps in one graph
+  (``ATCam(compile_model=True)``), where each ``mean_c |A|`` is read inside the network's
+  own fused kernels, so the eager floor no longer bounds it (skipped with
+  ``--no-compile``).
 
 For a network whose capture points are ReLU outputs (the book's teacher) ``|A| = A`` and
 the three capture rows coincide; the generic CNN's and ResNet-18's are signed conv
@@ -43,6 +48,7 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 
 import atkd_lite as ak  # noqa: E402
 import atkd_lite.atcam as atcam  # noqa: E402
+from atkd_lite.runtime import compile_function  # noqa: E402
 from atkd_lite.cost import read_once, settle_heap  # noqa: E402
 
 
@@ -50,6 +56,8 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> d
     """The timed callables (see the module docstring), each run under ``torch.no_grad()``."""
     cam = ak.ATCam(model)
     cam_compiled = ak.ATCam(model, compile=True) if compile else None
+    cam_whole = ak.ATCam(model, compile_model=True) if compile else None
+    model_compiled = compile_function(model, "default") if compile else None
 
     with torch.no_grad():
         cam(x)  # fixes the capture order; the raw maps of one call, for the tail alone
@@ -63,9 +71,13 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> d
         "ATCam": lambda: cam(x),
         "ATCam compiled": lambda: cam_compiled(x),
         "tail alone": lambda: atcam._maps_from_raw(raw, size, cam.combine),
+        "plain compiled": lambda: model_compiled(x),
+        "ATCam compile_model": lambda: cam_whole(x),
     }
     if not compile:
-        del fns["abs-mean compiled"], fns["ATCam compiled"]
+        for name in ("abs-mean compiled", "ATCam compiled", "plain compiled",
+                     "ATCam compile_model"):
+            del fns[name]
     return {name: _no_grad(fn) for name, fn in fns.items()}
 
 
@@ -91,8 +103,9 @@ def main(argv=None) -> int:
     x = torch.randn(args.batch, channels, side, side, device=dev)
     fns = variants(model, x, compile=not args.no_compile)
     with torch.no_grad():  # compile (and fill the caches) before anything is timed
-        for fn in fns.values():
-            fn()
+        for _ in range(2):  # compile_model: the first call is eager, the second compiles
+            for fn in fns.values():
+                fn()
     settle_heap()
     print(f"{args.model}, batch {args.batch}, {args.rounds} rounds, clock {clock}; "
           f"{provenance(dev)}")
@@ -100,6 +113,9 @@ def main(argv=None) -> int:
     print("\n| step | median (ms) | ÷ plain forward |\n|---|---|---|")
     for name in fns:
         print(f"| {name} | {1e3 * median(times[name]):.2f} | {paired(times, name, 'plain'):.3f} |")
+    if "plain compiled" in fns:
+        print(f"\nATCam compile_model ÷ plain compiled: "
+              f"{paired(times, 'ATCam compile_model', 'plain compiled'):.3f}")
     return 0
 
 
