@@ -30,6 +30,9 @@ cache, and without keeping it alive), forms ``|A|`` without a fresh full-size bu
 resizes layers of one size together, normalises all layers in one call, and gives
 :func:`normalize_maps` a hand-written backward. None of this changes a number: maps and
 gradients equal, bit for bit, the plain formulas above (``tests/test_atcam_fast.py``).
+Optionally compiled (``ATCam(compile=...)``, equal to rounding), and compiled together with
+the network (``compile_model=True``), where each channel mean is read inside the
+network's own fused kernels rather than in a pass of its own.
 
 Defined in the book's chapter "Attention maps", which derives every step.
 """
@@ -822,7 +825,8 @@ class ATCam:
             the network's own fused kernels (the batch norm and ReLU that follow a conv
             read the same tensor). Compare with the network compiled alone
             (``torch.compile(model)``, what a user who compiles gets): ATCam then costs
-            ~1.04x that forward (``benchmarks/RESULTS.md``). The first call of each
+            1.02-1.08x that forward for the three networks of ``bench_atcam.py``
+            (``benchmarks/RESULTS.md``). The first call of each
             train/eval mode and input size runs eagerly (it fixes and checks the capture
             points), the next one compiles (tens of seconds on two cores); the logits
             and maps equal the eager ones to rounding. Off by default, for the reasons
@@ -1186,11 +1190,11 @@ class ATCam:
 
     def _whole_graph(self, x: torch.Tensor, store: dict, weights: dict):
         """What ``compile_model`` compiles: the forward pass, whose hooks put each capture
-        point's output in ``store``, then ``mean_c |A|^p`` of each and the map tail. The
-        outputs are read after the forward as the eager ``features`` keeps them (a capture
-        point's output modified in place later is read modified), which
-        ``attention_from_features`` defines the maps from."""
+        point's raw map ``mean_c |A|^p`` in ``store`` (or, for an output modified in place
+        after its hook, the output itself, reduced here from its final value, as the
+        eager capture reads it), then the map tail."""
         logits = model_logits(self.model(x))
+        # a raw map is (B, H, W); a kept output (B, C, H, W), as the eager call checked
         raw = [store[name] if store[name].dim() == 3 else self._traced_raw_map(store[name])
                for name in self.layer_names]
         maps, per_layer = traceable_maps_from_raw(raw, self.map_size(x), self.combine, weights)
