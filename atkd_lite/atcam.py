@@ -817,8 +817,8 @@ class ATCam:
             Compiled maps support one backward pass (a student's training), not a double
             backward through them.
         compile_model (bool): compile the network's forward pass together with the
-            capture and the maps, into one graph (implies ``compile=True`` when
-            ``compile`` is not given). The eager capture must read every captured
+            capture and the maps, into one graph, in ``compile``'s mode (``"default"``
+            when ``compile`` is False). The eager capture must read every captured
             feature map once more after the network wrote it, a floor of 1.06-1.08x a
             plain eager forward for the generic CNN of ``benchmarks/bench_atcam.py`` on
             two CPU cores; compiled with the network, each ``mean_c |A|`` is read inside
@@ -828,9 +828,11 @@ class ATCam:
             1.02-1.08x that forward for the three networks of ``bench_atcam.py``
             (``benchmarks/RESULTS.md``). The first call of each
             train/eval mode and input size runs eagerly (it fixes and checks the capture
-            points), the next one compiles (tens of seconds on two cores); the logits
-            and maps equal the eager ones to rounding. Off by default, for the reasons
-            given under ``compile``.
+            points and which of them the network modifies in place afterwards: that
+            call decides it for the compiled ones), the next one compiles (tens of
+            seconds on two cores); the logits and maps equal the eager ones to rounding
+            (in training, a dropout layer draws other masks when compiled). Measured
+            with torch 2.14. Off by default, for the reasons given under ``compile``.
 
     Examples::
 
@@ -1153,7 +1155,12 @@ class ATCam:
 
     # ------------------------------------------------------- compile_model: one graph
     def _whole_key(self, x: torch.Tensor) -> tuple:
-        return bool(self.model.training), tuple(x.shape[-2:]), self.map_size(x)
+        """What an eager call must have checked before the compiled graph takes ``x``: the
+        resize weights live on the input's device in its precision, and the capture
+        points modified in place later are learnt per train/eval mode, outside inference
+        mode (inference tensors have no version counter: all are then read at the end)."""
+        return (bool(self.model.training), torch.is_inference_mode_enabled(), x.device,
+                x.dtype, tuple(x.shape[-2:]), self.map_size(x))
 
     def _whole_graph_call(self, x: torch.Tensor):
         """``(logits, maps, per_layer)`` from the network, capture and maps compiled as one

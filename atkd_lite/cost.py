@@ -400,7 +400,7 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
             compiles runs. Its first call is eager and its second compiles, so it needs
             ``warmup >= 2``; only ``"plain"``, ``"fma"`` and ``"mip"`` are timed then
             (the floor and SALS run eagerly, so their ratio to a compiled forward would
-            compare two regimes).
+            compare two regimes), and they are what the default ``variants`` means.
 
     Returns:
         (dict, dict): ``medians`` — variant -> median seconds per call; ``ratios`` —
@@ -424,10 +424,13 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     if compile and warmup < 1:
         raise ValueError("with compile, give warmup >= 1: the first call compiles, and "
                          "compiling is not what the ratios should time")
+    if compile_model and not isinstance(variants, str) and tuple(variants) == VARIANTS:
+        variants = ("plain", "fma", "mip")  # the default: what this regime can time
     if compile_model and warmup < 2:
         raise ValueError("with compile_model, give warmup >= 2: the first call is eager and "
                          "the second compiles, and neither is what the ratios should time")
-    if compile_model and not set(variants) <= {"plain", "fma", "mip"}:
+    if compile_model and not isinstance(variants, str) and \
+            not set(variants) <= {"plain", "fma", "mip"}:
         raise ValueError(f"with compile_model only 'plain', 'fma' and 'mip' are timed (the "
                          f"floor and SALS run eagerly, not against a compiled forward); "
                          f"got {list(variants)}")

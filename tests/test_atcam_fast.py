@@ -531,7 +531,7 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
         ref = ATCam(twin, combine=combine, p=p)
         eager_calls = []
         real = cam.raw_maps
-        monkeypatch.setattr(cam, "raw_maps", lambda x: eager_calls.append(1) or real(x))
+        cam.raw_maps = lambda x: eager_calls.append(1) or real(x)  # a spy on this ATCam
         weight = torch.linspace(-1, 1, x[0, 0].numel()).view(x.shape[-2:])
         for call in range(3):
             results = []
@@ -545,6 +545,11 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
                 results.append((logits.detach(), maps.detach(),
                                 torch.stack(list(per_layer.values())).detach(), grads))
             assert len(eager_calls) == 1, (name, call)  # only the first call is eager
+            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            if call == 1:
+                compiled_graphs = graphs
+            elif call == 2:  # the hooks, registered afresh each call, cost no recompile
+                assert graphs == compiled_graphs, (name, graphs, compiled_graphs)
             (logits, maps, layers, grads), (r_logits, r_maps, r_layers, r_grads) = results
             assert torch.allclose(logits, r_logits, atol=1e-5), (name, call)
             assert torch.allclose(maps, r_maps, atol=1e-5), (name, call, (maps - r_maps).abs().max())
@@ -563,6 +568,19 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
                     maps, r_maps = fresh(x)[1], ref(x)[1]
                     assert torch.allclose(maps, r_maps, atol=1e-5), ("inference", call)
             assert fresh._late[False] is None and fresh._whole is not None
+            # another precision (or device): checked eagerly again, then compiled for it
+            model.double(), twin.double()
+            with torch.no_grad():
+                for call in range(2):
+                    maps, r_maps = cam(x.double())[1], ref(x.double())[1]
+                    assert maps.dtype == torch.float64
+                    assert torch.allclose(maps, r_maps, atol=1e-9), ("float64", call)
+            assert len(eager_calls) == 2
+            del cam.raw_maps  # the spy (a local function) would not pickle
+            for twin_cam in (copy.deepcopy(cam), __import__("pickle").loads(
+                    __import__("pickle").dumps(cam))):  # compiled code stays behind
+                assert twin_cam._whole is None and cam._whole is not None
+                assert twin_cam._whole_weights.keys() == cam._whole_weights.keys()
         if train:  # batch norm's running statistics moved the same way
             for a, b in zip(model.buffers(), twin.buffers()):
                 assert torch.allclose(a.float(), b.float(), atol=1e-5), name
