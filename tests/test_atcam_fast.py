@@ -531,7 +531,8 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
         ref = ATCam(twin, combine=combine, p=p)
         eager_calls = []
         real = cam.raw_maps
-        cam.raw_maps = lambda x: eager_calls.append(1) or real(x)  # a spy on this ATCam
+        cam.raw_maps = (lambda x, calls=eager_calls, real=real:  # a spy on this ATCam
+                        calls.append(1) or real(x))
         weight = torch.linspace(-1, 1, x[0, 0].numel()).view(x.shape[-2:])
         for call in range(3):
             results = []
