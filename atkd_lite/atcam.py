@@ -426,8 +426,14 @@ def _channel_mean(features: torch.Tensor, p: float = 1,
         if compiled is not None and not nonneg:
             return _compiled_abs_mean(compiled)(features)
         return _ChannelMeanAbs.apply(features, workspace, nonneg)
-    a = at_least_float32(features)
-    return (a.abs() if p == 1 else a.abs().pow(p)).mean(dim=1)
+    return _plain_channel_mean(features, p)
+
+
+def _plain_channel_mean(features: torch.Tensor, p: float = 1) -> torch.Tensor:
+    """``mean_c |A|^p`` in plain operations, float32 or wider: the eager fallback of
+    :func:`_channel_mean`, and what compiled code traces (``compile``, ``compile_model``)."""
+    a = at_least_float32(features).abs()
+    return (a if p == 1 else a.pow(p)).mean(dim=1)
 
 
 def _relu_output(module: nn.Module) -> bool:
@@ -715,10 +721,6 @@ def traceable_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], comb
     return _TracedMinMaxNorm.apply(_TRACED_COMBINE[combine](per_layer), EPS), per_layer
 
 
-def _abs_mean(a: torch.Tensor) -> torch.Tensor:
-    return a.abs().mean(dim=1)
-
-
 @functools.cache
 def _compiled_abs_mean(mode: str):
     """``mean_c |A|`` compiled once per mode: one fused pass that reads A and sums ``|A|``,
@@ -727,7 +729,7 @@ def _compiled_abs_mean(mode: str):
     read). Measured on the generic CNN of ``benchmarks/bench_atcam.py``
     (``benchmarks/bench_capture.py``, four runs): the capture with ``|A|`` formed 1.11-1.16 x
     a plain forward, compiled 1.08-1.11, the bare read 1.04-1.08."""
-    return compile_function(_abs_mean, mode)
+    return compile_function(_plain_channel_mean, mode)
 
 
 @functools.cache
@@ -1210,8 +1212,7 @@ class ATCam:
     def _traced_raw_map(self, a: torch.Tensor) -> torch.Tensor:
         """``mean_c |A|^p`` as compiled code computes it (out of place, float32)."""
         with _float32(a.device):
-            a = at_least_float32(a).abs()
-            return (a if self.p == 1 else a.pow(self.p)).mean(dim=1)
+            return _plain_channel_mean(a, self.p)
 
     def layer_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The normalised per-layer maps, name -> (B, H, W), in capture order (for figures)."""

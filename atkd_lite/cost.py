@@ -424,16 +424,19 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     if compile and warmup < 1:
         raise ValueError("with compile, give warmup >= 1: the first call compiles, and "
                          "compiling is not what the ratios should time")
-    if compile_model and not isinstance(variants, str) and tuple(variants) == VARIANTS:
-        variants = ("plain", "fma", "mip")  # the default: what this regime can time
-    if compile_model and warmup < 2:
-        raise ValueError("with compile_model, give warmup >= 2: the first call is eager and "
-                         "the second compiles, and neither is what the ratios should time")
-    if compile_model and not isinstance(variants, str) and \
-            not set(variants) <= {"plain", "fma", "mip"}:
-        raise ValueError(f"with compile_model only 'plain', 'fma' and 'mip' are timed (the "
-                         f"floor and SALS run eagerly, not against a compiled forward); "
-                         f"got {list(variants)}")
+    if compile_model:
+        if warmup < 2:
+            raise ValueError("with compile_model, give warmup >= 2: the first call is eager "
+                             "and the second compiles, and neither is what the ratios should "
+                             "time")
+        compiled_variants = ("plain", "fma", "mip")
+        if not isinstance(variants, str):  # (a string is refused below)
+            if tuple(variants) == VARIANTS:
+                variants = compiled_variants  # the default: what this regime can time
+            elif not set(variants) <= set(compiled_variants):
+                raise ValueError(f"with compile_model only 'plain', 'fma' and 'mip' are timed "
+                                 f"(the floor and SALS run eagerly, not against a compiled "
+                                 f"forward); got {list(variants)}")
     known = VARIANTS + (FLOOR,)
     unknown = [v for v in variants if v not in known]
     if isinstance(variants, str) or unknown:

@@ -12,6 +12,8 @@ hook would see the wrong values if ATCam did not notice).
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,9 @@ from torch import nn
 import atkd_lite as ak
 import atkd_lite.atcam as atcam_module
 from atkd_lite.atcam import ATCam, attention_from_features, layer_map
+
+needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
+                               reason="torch.compile on the CPU needs a C++ compiler")
 
 
 # ----------------------------------------------------------------------------- reference
@@ -479,9 +484,7 @@ def test_compile_rejects_an_unknown_mode():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("shutil").which("g++") is None and
-                    __import__("shutil").which("cc") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
     """``ATCam(compile=True)``: the same maps and parameter gradients as the eager code, to
     rounding (the compiled code fuses the same formulas in another order)."""
@@ -509,9 +512,7 @@ def test_compiled_maps_and_gradients_agree_with_the_eager_ones(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("shutil").which("g++") is None and
-                    __import__("shutil").which("cc") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(monkeypatch):
     """``ATCam(compile_model=True)``: after one eager call per train/eval mode and input
     size, the network, capture and maps run as one compiled graph (no eager capture), with
@@ -610,9 +611,7 @@ def test_compile_model_settings_and_copies():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("shutil").which("g++") is None and
-                    __import__("shutil").which("cc") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
     """``DistillConfig(compile_maps=True)``: FMA/MIP compile both networks' maps and the
     attention loss, and train as the eager code does, to rounding; a method without maps
@@ -653,9 +652,7 @@ def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("shutil").which("g++") is None and
-                    __import__("shutil").which("cc") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 def test_a_compiled_step_has_the_eager_loss_and_gradients_online_and_cached(monkeypatch):
     """``compile_maps``: the teacher's raw maps (online) or its cached map, the student's
     raw maps and the loss in one compiled graph give the eager step's loss terms and
