@@ -63,12 +63,14 @@ PIP_MAGICS = {"pip", "conda", "mamba", "uv"}
 #: same; this one is the reference the tests run.
 INSTALL_CELL = f"""import sys
 
-if "google.colab" in sys.modules:  # on Colab only: install the release these outputs came from
+# on Colab only: install the release these outputs came from
+if "google.colab" in sys.modules:
     %pip install -q "atkd-lite @ {INSTALL_URL}"
 
 import atkd_lite as ak
 
-USE_DRIVE = False  # Colab: True keeps the trained teacher in your Google Drive for every chapter
+# Colab: True keeps the trained teacher in your Google Drive for every chapter
+USE_DRIVE = False
 if USE_DRIVE:
     ak.config.drive_cache()
 P = ak.profile()
@@ -617,7 +619,7 @@ def profile_problems(nb) -> list[str]:
     profile setting to the function's default; a profile dataset's name typed as a
     string (``"mnist5k"``, ``"mnist"``); ``.per_class(<number>)`` on a training set;
     and ``for epoch in range(<number>)``. A line with ``# not from the profile: <why>``
-    is accepted.
+    (on any line of the flagged call, or in the comment just above it) is accepted.
     """
     from atkd_lite.config import Profile
 
@@ -654,7 +656,13 @@ def profile_problems(nb) -> list[str]:
 
         def flag(node, message, lines=lines, index=index):
             line = lines[node.lineno - 1] if node.lineno <= len(lines) else ""
-            if not OPT_OUT.search(line):
+            # the opt-out may stand on any line of a call written over several lines, or
+            # in the comment lines just above it
+            first = node.lineno - 1
+            while first > 0 and lines[first - 1].lstrip().startswith("#"):
+                first -= 1
+            span = lines[first:getattr(node, "end_lineno", None) or node.lineno]
+            if not any(OPT_OUT.search(text) for text in span):
                 problems.append(f"cell {index}, line {node.lineno}: {message}: "
                                 f"{line.strip()[:90]}")
 
@@ -727,7 +735,12 @@ def test_profile_check_accepts_settings_from_the_profile():
             "teacher, meta = ak.pretrained_teacher(P.dataset, epochs=P.teacher_epochs)\n"
             "for epoch in range(P.student_epochs):\n    pass\n"
             "ak.distill(t, s, train, epochs=2, batch_size=P.batch_size)  "
-            "# not from the profile: a timing run, two epochs suffice\n")
+            "# not from the profile: a timing run, two epochs suffice\n"
+            "ak.distill(t, s, train,\n"
+            "           epochs=2,  # not from the profile: the opt-out inside the call\n"
+            "           batch_size=P.batch_size)\n"
+            "# not from the profile: a comment above the call\n"
+            "ak.distill(t, s, train, epochs=3, batch_size=P.batch_size)\n")
     nb = new_notebook(cells=[new_code_cell("P = ak.profile()"), new_code_cell(code)])
     assert profile_problems(nb) == []
 

@@ -9,7 +9,9 @@ reader would notice:
 
 - the page loads (HTTP 200) with its title as the heading, and nothing it loads from the
   site fails (stylesheets, scripts, images);
-- every image is drawn (``naturalWidth > 0``);
+- every image is drawn (``naturalWidth > 0``), and a chapter page draws as many figures in
+  its cell outputs as its notebook holds image outputs (at least one), and never the text
+  ``<Figure size …>`` in their place;
 - every link into the book points at a page that exists, and at an anchor on it;
 - every formula is typeset by MathJax without a TeX error;
 - the Colab and Binder entries of the launch (rocket) menu open the chapter's student
@@ -438,6 +440,8 @@ def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
         if not width:
             why = "" if src.startswith(visit.base) else " (outside the book: no network)"
             problems.append(f"image not drawn: {src}{why}")
+    if source and source.suffix == ".ipynb":
+        problems += _check_figures(page, source, screenshot)
     if screenshot:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.evaluate("window.scrollTo(0, 0)")
@@ -458,6 +462,61 @@ def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
         problems += _check_toggles(page, source)
 
     problems += [f"could not load {f}" for f in visit.failed]
+    return problems
+
+
+IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
+#: cells whose outputs the book does not show
+_HIDDEN_OUTPUT_TAGS = {"remove-cell", "remove-output"}
+
+
+def notebook_figures(source: Path) -> int:
+    """How many of the notebook's outputs the page should show as pictures."""
+    nb = nbformat.read(source, as_version=4)
+    return sum(1 for cell in nb.cells if cell.cell_type == "code"
+               and not _HIDDEN_OUTPUT_TAGS & set(cell.metadata.get("tags", []))
+               for out in cell.get("outputs", [])
+               if any(m in out.get("data", {}) for m in IMAGE_MIMES))
+
+
+#: a figure shown at less than this share of its size has text too small to read
+MIN_FIGURE_SCALE = 0.5
+
+
+def _check_figures(page, source: Path, screenshot: Path | None = None) -> list[str]:
+    """The page draws every figure its notebook holds (at least one), and no figure text.
+
+    Each figure is shown at no less than ``MIN_FIGURE_SCALE`` of its size in the page's
+    column; with ``screenshot``, each is saved as it is seen, beside the page's
+    screenshot (``<page>-figures/figure-NN.png``).
+    """
+    problems = []
+    expected = notebook_figures(source)
+    images = page.locator(".cell_output img")
+    sizes = images.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.clientWidth])")
+    drawn = sum(1 for natural, _ in sizes if natural > 0)
+    for k, (natural, shown) in enumerate(sizes, start=1):
+        if natural and shown and shown / natural < MIN_FIGURE_SCALE:  # 0: in a fold
+            problems.append(f"figure {k} is shown at {shown / natural:.0%} of its size "
+                            f"({shown} of {natural} px): too small to read in the column")
+    if screenshot:
+        folder = screenshot.with_name(screenshot.stem + "-figures")
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(images.count()):
+            if images.nth(k).is_visible():  # not inside a folded solution
+                images.nth(k).screenshot(path=str(folder / f"figure-{k + 1:02d}.png"),
+                                         timeout=10000)
+    if drawn != expected:
+        problems.append(f"{drawn} figures drawn in the cell outputs, {expected} image "
+                        "outputs in the notebook")
+    if expected == 0:
+        problems.append("a chapter without a single figure (the notebook has no image "
+                        "outputs)")
+    stranded = [t for t in page.locator(".cell_output").all_inner_texts()
+                if re.search(r"<Figure size [\d.]+x[\d.]+ with \d+ Axes>", t)]
+    if stranded:
+        problems.append(f"{len(stranded)} outputs show the text '<Figure size …>' "
+                        "instead of the figure")
     return problems
 
 
@@ -635,6 +694,8 @@ OLD_CHAPTER_PAGE = """<!doctype html><html><head><title>Chapter — a test page<
 <div class="cell"><div class="cell_input"><pre>widgets.explore(draw, i=range(3))</pre></div>
 <div class="cell_output"><pre>HBox(children=(IntSlider(value=0),))</pre>
 <script type="application/vnd.jupyter.widget-view+json">{"model_id": "x"}</script></div></div>
+<div class="cell"><div class="cell_input"><pre>viz.bar_chart(values)</pre></div>
+<div class="cell_output"><pre>&lt;Figure size 640x480 with 1 Axes&gt;</pre></div></div>
 </main></body></html>"""
 
 
@@ -665,15 +726,19 @@ def test_page_checks_catch_a_broken_page(browser, tmp_path):
 def test_launch_and_widget_checks_catch_an_old_chapter_page(browser, tmp_path):
     (tmp_path / "ch.html").write_text(OLD_CHAPTER_PAGE)
     source = tmp_path / "ch.ipynb"
+    figure = nbformat.v4.new_output("execute_result", execution_count=2, data={
+        "text/plain": "<Figure size 640x480 with 1 Axes>", "image/png": "iVBORw0KGgo="})
     nbformat.write(nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# Chapter"),
-        nbformat.v4.new_code_cell("widgets.explore(draw, i=range(3))")]), source)
+        nbformat.v4.new_code_cell("widgets.explore(draw, i=range(3))"),
+        nbformat.v4.new_code_cell("viz.bar_chart(values)", outputs=[figure])]), source)
     with serve(tmp_path) as base:
         visit = PageVisit(browser, base, None)
         try:
             visit.page.goto(f"{base}ch.html")
             problems = "\n".join(_check_launch(visit.page, source, visit)
-                                  + _check_static_widgets(visit.page, source))
+                                  + _check_static_widgets(visit.page, source)
+                                  + _check_figures(visit.page, source))
         finally:
             visit.close()
     assert f"Colab link is https://colab.research.google.com/github/atkd-lite/atkd-lite/" \
@@ -683,6 +748,8 @@ def test_launch_and_widget_checks_catch_an_old_chapter_page(browser, tmp_path):
     assert "0 download-instructor-button entries" in problems
     assert "a live widget is left on the page (script[type^=" in problems
     assert "shows no figure" in problems and "shows a widget's text" in problems
+    assert "0 figures drawn in the cell outputs, 1 image outputs in the notebook" in problems
+    assert "1 outputs show the text '<Figure size …>' instead of the figure" in problems
 
 
 # ------------------------------------------------------------------------ the diagrams

@@ -58,11 +58,13 @@ def test_filter_grid_uses_a_symmetric_signed_colour_scale():
     w[0, 0, 0, 0] = 2.0
     w[0, 0, 2, 2] = -0.5
     fig = viz.filter_grid(w, ncols=2)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 4 + 1  # four filters and the colour bar
     lo, hi = fig.axes[0].images[0].get_clim()
     assert (lo, hi) == (-2.0, 2.0)  # zero stays white, whatever the range
-    assert len(viz.filter_grid(torch.randn(3, 3)).axes) == 1
-    assert len(viz.filter_grid(torch.randn(6, 3, 5, 5), channel=2).axes) == 6
+    # the bar says that each filter has its own range, centred on zero
+    assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == ["−max", "0", "+max"]
+    assert len(viz.filter_grid(torch.randn(3, 3)).axes) == 1 + 1
+    assert len(viz.filter_grid(torch.randn(6, 3, 5, 5), channel=2).axes) == 6 + 1
     with pytest.raises(ValueError, match="input channels"):
         viz.filter_grid(torch.randn(6, 3, 5, 5), channel=3)
 
@@ -72,8 +74,9 @@ def test_feature_map_grid_orders_by_energy():
     a[0, 3] = 10.0
     a[0, 1] = 5.0
     fig = viz.feature_map_grid(a, max_maps=2, order="energy")
-    assert [ax.get_title() for ax in fig.axes] == ["#3", "#1"]
-    assert len(viz.feature_map_grid(a[0], max_maps=16).axes) == 5
+    assert [ax.get_title() for ax in fig.axes[:-1]] == ["channel 3", "channel 1"]
+    assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == ["min", "max"]
+    assert len(viz.feature_map_grid(a[0], max_maps=16).axes) == 5 + 1
     with pytest.raises(ValueError, match="index the batch"):
         viz.feature_map_grid(torch.rand(2, 5, 7, 7))
 
@@ -81,18 +84,19 @@ def test_feature_map_grid_orders_by_energy():
 def test_filter_responses_show_what_conv2d_computes():
     images = torch.rand(3, 1, 10, 10)
     fig = viz.filter_responses(images, {"v": VERTICAL, "blur": torch.full((3, 3), 1 / 9)})
-    assert len(fig.axes) == 3 * 3
+    assert len(fig.axes) == 3 * 3 + 1  # and the colour bar
     shown = fig.axes[3].images[0].get_array()  # first response row, first image
     want = F.conv2d(images[:1], VERTICAL[None, None], padding=1)[0, 0].numpy()
     np.testing.assert_allclose(np.asarray(shown), want, atol=1e-6)
-    assert len(viz.filter_responses(images, {"v": VERTICAL}, show_kernels=True).axes) == 2 * 4
+    assert len(viz.filter_responses(images, {"v": VERTICAL}, show_kernels=True).axes) == 2 * 4 + 1
     with pytest.raises(ValueError, match="2-D"):
         viz.filter_responses(images, {"bad": torch.ones(3)})
 
 
 def test_filter_response_panels():
     fig = viz.filter_response(torch.rand(1, 12, 12), VERTICAL, "vertical edge")
-    assert [ax.get_title() for ax in fig.axes] == ["input", "vertical edge", "response"]
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "vertical edge", "response"]
+    assert fig.axes[3].get_ylabel().startswith("kernel, response")  # the colour bar
     pixels(fig)
 
 

@@ -5,6 +5,12 @@ Every function draws with matplotlib only and **returns the** :class:`~matplotli
 cell, or through ``display(fig)``; a script saves it with ``fig.savefig(path)``). Inputs
 may be torch tensors (on any device, with or without gradients), NumPy arrays or lists.
 
+Importing this module in a notebook (IPython kernel) makes every matplotlib Figure that is
+a cell's value display as a PNG image, whatever backend the kernel runs
+(:func:`show_figures_inline`): a kernel started with ``MPLBACKEND=Agg`` in its
+environment, as a test run or a headless build sets it, would otherwise record only the
+text ``<Figure size ...>``.
+
 Images are shown in their natural orientation with ``imshow``; grayscale images in
 ``gray``, signed quantities (filters, filter responses) in a diverging colour map centred
 on zero, so that positive and negative weights are easy to tell apart. Every attention,
@@ -26,11 +32,12 @@ Examples::
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
-import matplotlib.pyplot as plt  # also wires notebooks' inline display of Figure objects
+import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -39,6 +46,7 @@ from atkd_lite.metrics import curve_area
 __all__ = [
     "ATTENTION_CMAP",
     "bar_chart",
+    "figure_png",
     "feature_map_grid",
     "filter_grid",
     "filter_response",
@@ -46,6 +54,7 @@ __all__ = [
     "image_grid",
     "learning_curves",
     "map_overlays",
+    "show_figures_inline",
     "to_image",
     # chapter "Attention maps"
     "attribution_grid",
@@ -60,6 +69,8 @@ __all__ = [
     # chapters "Do the maps look at the right place?" and "Efficiency"
     "score_bars",
     "tradeoff_plot",
+    # chapters "Efficiency" and "Conclusions": verdicts as one figure
+    "difference_plot",
 ]
 
 #: colour map for signed values (filters, filter responses): blue < 0 < red
@@ -69,6 +80,61 @@ MAP_CMAP = "viridis"
 #: the one colour map of attention, saliency and attribution maps across the book
 #: (perceptually uniform, readable in grey and by colour-blind readers)
 ATTENTION_CMAP = MAP_CMAP
+
+
+#: the output types under which IPython can show a Figure as a picture
+_IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")
+
+
+def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes, trimmed as a notebook shows it (``bbox_inches="tight"``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def show_figures_inline(shell=None) -> bool:
+    """Make a notebook show every :class:`~matplotlib.figure.Figure` value as a PNG image.
+
+    Jupyter's kernel shows figures through matplotlib's *inline* backend, which it
+    selects only when the environment names no other: a kernel started from a shell with
+    ``MPLBACKEND=Agg`` (as test runs and headless builds set it) runs Agg, and a figure
+    returned by a cell is then recorded as the text ``<Figure size 640x480 with 1 Axes>``
+    alone — the book's pages would show that text where the figure should be. This
+    registers a PNG formatter for Figure objects with the kernel's display system, which
+    works under any backend, so chapters executed by Jupyter, ``jupyter execute``, nbval
+    or Colab all record the picture. Called when this module is imported.
+
+    Nothing changes where the kernel can already show figures (the inline backend, or a
+    user's own ``%config InlineBackend.figure_formats``), or outside IPython.
+
+    Args:
+        shell: the IPython shell (default: the running one, if any).
+
+    Returns:
+        bool: True if a formatter was registered now.
+
+    Examples::
+
+        >>> from atkd_lite.book.viz import show_figures_inline
+        >>> show_figures_inline(shell=object())   # no IPython display system: nothing to do
+        False
+        >>> show_figures_inline()   # doctest: +SKIP
+        False                       # in a notebook: done already when viz was imported
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # no IPython: figures are saved, never displayed
+            return False
+        shell = get_ipython()
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None)
+    if not formatters or "image/png" not in formatters:
+        return False  # a plain terminal IPython has no image formatters to extend
+    if any(mime in formatters and Figure in formatters[mime] for mime in _IMAGE_MIMES):
+        return False
+    formatters["image/png"].for_type(Figure, figure_png)
+    return True
 
 
 def to_image(x) -> np.ndarray:
@@ -134,7 +200,12 @@ def _grid(n: int, ncols: int | None, size: float, extra_height: float = 0.0,
 
 
 def _finish(fig: Figure, title: str | None, colorbar=None) -> Figure:
-    """Title and layout; ``colorbar=(mappable, label)`` adds one bar at the right."""
+    """Title and layout; ``colorbar=(mappable, label)`` adds one bar at the right.
+
+    ``colorbar=(mappable, label, {value: tick text})`` writes those ticks on the bar
+    (a bar whose colours mean "relative to each panel's own range", see
+    :func:`_relative_colorbar`).
+    """
     if title:
         fig.suptitle(title)
     if colorbar is None:
@@ -147,11 +218,30 @@ def _finish(fig: Figure, title: str | None, colorbar=None) -> Figure:
     total = width + strip
     fig.tight_layout(rect=(0, 0, width / total, 1))
     cax = fig.add_axes((width / total + 0.08 / total, 0.15, 0.14 / total, 0.7))
-    mappable, label = colorbar
+    mappable, label, *ticks = colorbar
     bar = fig.colorbar(mappable, cax=cax)
+    if ticks:
+        bar.set_ticks(list(ticks[0]), labels=list(ticks[0].values()))
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
     return fig
+
+
+def _relative_colorbar(signed: bool, label: str):
+    """A colour bar for panels that each use their own colour range.
+
+    Signed panels (filters, filter responses) are centred on zero, each scaled to its own
+    largest ``|value|``; non-negative ones (feature maps) run from each panel's minimum to
+    its maximum. One bar with the ticks "−max / 0 / +max" or "min / max" says so.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    if signed:
+        norm, ticks = Normalize(-1, 1), {-1: "−max", 0: "0", 1: "+max"}
+    else:
+        norm, ticks = Normalize(0, 1), {0: "min", 1: "max"}
+    return ScalarMappable(norm=norm, cmap=SIGNED_CMAP if signed else MAP_CMAP), label, ticks
 
 
 def _shared_limits(arrays, vmin, vmax) -> tuple[float, float]:
@@ -240,14 +330,15 @@ def filter_grid(weights, ncols: int = 8, title: str | None = None, size: float =
             mean over input channels; grayscale first layers have only one).
 
     Returns:
-        Figure: one axis per filter, each with its own symmetric colour range.
+        Figure: one axis per filter, each with its own symmetric colour range, and a
+        colour bar that says so (red positive, blue negative).
 
     Examples::
 
         >>> import torch
         >>> from atkd_lite.book.viz import filter_grid
-        >>> len(filter_grid(torch.nn.Conv2d(1, 16, 3).weight).axes)
-        16
+        >>> len(filter_grid(torch.nn.Conv2d(1, 16, 3).weight).axes)  # and the colour bar
+        17
     """
     w = _numpy(weights)
     if w.ndim == 2:
@@ -269,7 +360,8 @@ def filter_grid(weights, ncols: int = 8, title: str | None = None, size: float =
         ax.imshow(k, cmap=SIGNED_CMAP, vmin=-lim, vmax=lim)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _finish(fig, title)
+    return _finish(fig, title, colorbar=_relative_colorbar(
+        True, "weight (each filter\nto its largest |w|)"))
 
 
 def feature_map_grid(features, max_maps: int = 16, ncols: int = 8, title: str | None = None,
@@ -286,7 +378,8 @@ def feature_map_grid(features, max_maps: int = 16, ncols: int = 8, title: str | 
             largest mean ``|A|`` first, i.e. the most active ones).
 
     Returns:
-        Figure: one axis per shown channel, titled with its channel index.
+        Figure: one axis per shown channel, titled with its channel index, and a colour
+        bar (each map is drawn from its own minimum to its own maximum).
     """
     a = _numpy(features)
     if a.ndim == 4 and a.shape[0] == 1:
@@ -306,10 +399,11 @@ def feature_map_grid(features, max_maps: int = 16, ncols: int = 8, title: str | 
     fig, axes = _grid(len(idx), ncols, size, extra_height=0.4 if title else 0.0, titled=True)
     for ax, c in zip(axes, idx):
         ax.imshow(a[c], cmap=MAP_CMAP)
-        ax.set_title(f"#{int(c)}", fontsize=8)
+        ax.set_title(f"channel {int(c)}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _finish(fig, title)
+    return _finish(fig, title, colorbar=_relative_colorbar(
+        False, "activation (each map\nfrom its min to its max)"))
 
 
 def filter_responses(images, kernels: Mapping[str, object], titles: Sequence[str] | None = None,
@@ -336,8 +430,8 @@ def filter_responses(images, kernels: Mapping[str, object], titles: Sequence[str
         >>> import torch
         >>> from atkd_lite.book.viz import filter_responses
         >>> k = {"vertical edge": torch.tensor([[1., 0, -1]] * 3)}
-        >>> len(filter_responses(torch.rand(4, 1, 28, 28), k).axes)
-        8
+        >>> len(filter_responses(torch.rand(4, 1, 28, 28), k).axes)  # and the colour bar
+        9
     """
     import torch
     import torch.nn.functional as F
@@ -386,7 +480,8 @@ def filter_responses(images, kernels: Mapping[str, object], titles: Sequence[str
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _finish(fig, title)
+    return _finish(fig, title, colorbar=_relative_colorbar(
+        True, "response (each panel\nto its largest |value|)"))
 
 
 def filter_response(image, kernel, name: str = "kernel", size: float = 2.0,
@@ -411,7 +506,7 @@ def filter_response(image, kernel, name: str = "kernel", size: float = 2.0,
         >>> import torch
         >>> from atkd_lite.book.viz import filter_response
         >>> fig = filter_response(torch.rand(28, 28), torch.tensor([[1., 0, -1]] * 3), "vertical")
-        >>> [ax.get_title() for ax in fig.axes]
+        >>> [ax.get_title() for ax in fig.axes[:3]]
         ['input', 'vertical', 'response']
     """
     import torch
@@ -443,7 +538,8 @@ def filter_response(image, kernel, name: str = "kernel", size: float = 2.0,
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _finish(fig, title)
+    return _finish(fig, title, colorbar=_relative_colorbar(
+        True, "kernel, response\n(each to its largest |value|)"))
 
 
 def map_overlays(images, maps, titles: Sequence[str] | None = None, ncols: int | None = 8,
@@ -520,6 +616,11 @@ def map_overlays(images, maps, titles: Sequence[str] | None = None, ncols: int |
     return _finish(fig, title, bar)
 
 
+#: axis labels for the metrics of a training history
+_METRIC_WORDS = {"test_acc": "test accuracy", "train_acc": "training accuracy",
+                 "val_acc": "validation accuracy", "train_loss": "training loss"}
+
+
 def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
                     ylabel: str | None = None, title: str | None = None,
                     size: tuple[float, float] = (5.5, 3.2), percent: bool | None = None) -> Figure:
@@ -529,7 +630,7 @@ def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
         histories: run name -> a :class:`~atkd_lite.engine.History` (``history[key]``), a
             dict of lists, or a plain list of values (one per epoch).
         key: the metric to plot, e.g. ``"test_acc"`` or ``"train_loss"``.
-        ylabel: axis label (default: ``key``).
+        ylabel: axis label (default: ``key`` in words, e.g. "test accuracy (%)").
         title: figure title.
         size: figure size in inches.
         percent: show values as percentages (default: when ``key`` ends in ``acc``).
@@ -556,7 +657,8 @@ def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
             values = 100 * values
         ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=str(name))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel or (f"{key} (%)" if percent else key))
+    words = _METRIC_WORDS.get(key, key.replace("_", " "))
+    ax.set_ylabel(ylabel or (f"{words} (%)" if percent else words))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, title)
@@ -565,7 +667,8 @@ def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
 def bar_chart(values: Mapping[str, float], errors: Mapping[str, float] | None = None,
               ylabel: str = "", title: str | None = None, fmt: str = "{:.3g}",
               size: tuple[float, float] | None = None, ylim: tuple[float, float] | None = None,
-              highlight: Sequence[str] = ()) -> Figure:
+              highlight: Sequence[str] = (),
+              reference: Mapping[str, float] | None = None) -> Figure:
     """Bars with their values written on top (e.g. accuracy per method).
 
     Args:
@@ -577,6 +680,8 @@ def bar_chart(values: Mapping[str, float], errors: Mapping[str, float] | None = 
         size: figure size (default grows with the number of bars).
         ylim: y-axis limits (default: from zero, or fitted when all values are negative).
         highlight: labels whose bars are drawn in a second colour.
+        reference: optional name -> value of horizontal dashed lines to compare the bars
+            with (e.g. ``{"plain forward": 1.0}``), named in a legend.
 
     Returns:
         Figure: a single axis.
@@ -601,6 +706,10 @@ def bar_chart(values: Mapping[str, float], errors: Mapping[str, float] | None = 
     bars = ax.bar(labels, heights, yerr=err, color=colors, capsize=3)
     ax.bar_label(bars, labels=[fmt.format(v) for v in heights], fontsize=8, padding=2)
     ax.set_ylabel(ylabel)
+    for i, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, color=f"C{3 + i}", linestyle="--", linewidth=1, label=str(name))
+    if reference:
+        ax.legend(fontsize=8, loc="upper left")
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.margins(y=0.15)
@@ -814,7 +923,8 @@ def footprint_bars(footprints: Mapping[str, Mapping[str, float]],
             :func:`atkd_lite.cost.footprint`.
         metrics: which metrics to draw (default: all of the first model's, in order).
         log: logarithmic y axes (the models differ by orders of magnitude).
-        size: figure size (default: 2.6 inches per panel).
+        size: figure size (default: 2.6 inches per panel, more for more than three
+            models).
         title: figure title.
 
     Returns:
@@ -835,7 +945,9 @@ def footprint_bars(footprints: Mapping[str, Mapping[str, float]],
     missing = [(n, m) for n in names for m in metrics if m not in footprints[n]]
     if missing:
         raise ValueError(f"missing values (model, metric): {missing}")
-    fig, axes = plt.subplots(1, len(metrics), figsize=size or (2.6 * len(metrics), 3.0),
+    # wide enough per panel that the models' names do not run into each other
+    panel = max(2.6, 0.55 + 0.62 * len(names))
+    fig, axes = plt.subplots(1, len(metrics), figsize=size or (panel * len(metrics), 3.0),
                              squeeze=False)
     plt.close(fig)
     for ax, metric in zip(axes[0], metrics):
@@ -858,7 +970,8 @@ def footprint_bars(footprints: Mapping[str, Mapping[str, float]],
 
 def confusion_heatmap(cm, classes: Sequence[str] | None = None, title: str | None = None,
                       percent: bool | None = None, hide_diagonal: bool = False,
-                      size: float = 4.2, cmap: str = "Blues") -> Figure:
+                      size: float = 4.2, cmap: str = "Blues",
+                      xlabel: str = "predicted class") -> Figure:
     """A confusion matrix (rows: true class, columns: predicted class) with its numbers.
 
     Args:
@@ -871,6 +984,8 @@ def confusion_heatmap(cm, classes: Sequence[str] | None = None, title: str | Non
             so that the (small) confusions are visible next to a large diagonal.
         size: figure width and height in inches.
         cmap: colour map.
+        xlabel: what the columns are (e.g. "soft target's class" for soft targets);
+            " (%)" is added when the cells are percentages.
 
     Returns:
         Figure: a single axis; zero cells are left blank.
@@ -911,7 +1026,7 @@ def confusion_heatmap(cm, classes: Sequence[str] | None = None, title: str | Non
                     color="white" if v > 0.6 * vmax else "black")
     ax.set_xticks(range(k), classes, fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set_xlabel("predicted class" + (" (%)" if percent else ""))
+    ax.set_xlabel(xlabel + (" (%)" if percent else ""))
     ax.set_ylabel("true class")
     return _finish(fig, title)
 
@@ -978,6 +1093,9 @@ def temperature_bars(logits, temperatures: Sequence[float], image=None, label: i
         entropy = -(p * np.log2(np.clip(p, 1e-300, None))).sum()
         _prob_bars(ax, p, classes, label)
         ax.set_title(f"T = {t:g}  (entropy {entropy:.2f} bits)", fontsize=8)
+        ax.set_xlabel("class", fontsize=7)
+    axes[0].set_ylabel("probability" + ("\n(orange: label)" if label is not None else ""),
+                       fontsize=8)
     return _finish(fig, title)
 
 
@@ -1020,6 +1138,9 @@ def class_probabilities(images, probs, labels: Sequence[int] | None = None,
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
         _prob_bars(axes[1, i], p[i], classes, None if labels is None else int(labels[i]), ymax)
+        axes[1, i].set_xlabel("class", fontsize=7)
+    axes[1, 0].set_ylabel("probability" + ("\n(orange: label)" if labels is not None else ""),
+                          fontsize=8)
     return _finish(fig, title)
 
 
@@ -1195,3 +1316,90 @@ def tradeoff_plot(points: Sequence[Mapping[str, object]], x: str = "latency_ms",
     if len(groups) > 1:
         ax.legend(fontsize=8, loc="lower right")
     return _finish(fig, title)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapters "Efficiency" and "Conclusions": a family of verdicts as one figure
+
+#: colour of each verdict of :mod:`atkd_lite.experiments.stats`
+VERDICT_COLOURS = {"better": "C2", "worse": "C3"}
+
+
+def difference_plot(rows, scale: float = 100.0, unit: str = "points",
+                    title: str | None = None, width: float = 7.5,
+                    xlabel: str | None = None) -> Figure:
+    """Paired differences with their intervals, one line per comparison (a forest plot).
+
+    Each comparison is a dot at its mean paired difference with a bar for its confidence
+    interval, coloured by its verdict (green "better", red "worse", grey otherwise), the
+    verdict written at the right; a vertical line marks zero. Rows come from
+    :func:`atkd_lite.experiments.stats.compare_methods` or ``compare_pairs``, which
+    decide the family, the interval and the verdict: this only draws them.
+
+    Args:
+        rows: a list of comparison rows (keys ``method``, ``baseline``, ``diff``,
+            ``ci_low``, ``ci_high``, ``verdict``), or a mapping ``heading -> rows`` to
+            draw several families one under the other, each under its heading.
+        scale: multiplies differences (100: fractions shown as percentage points).
+        unit: the unit of the scaled differences, for the axis label.
+        title: figure title.
+        width: figure width in inches (the height grows with the number of rows).
+        xlabel: axis label (default: the difference and its interval, in ``unit``).
+
+    Returns:
+        Figure: one axis; rows from top to bottom in the given order.
+
+    Examples::
+
+        >>> from atkd_lite.book.viz import difference_plot
+        >>> row = {"method": "kd", "baseline": "student", "diff": 0.027,
+        ...        "ci_low": 0.021, "ci_high": 0.033, "verdict": "better"}
+        >>> fig = difference_plot({"low data": [row]})
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        ['kd vs student']
+    """
+    groups = dict(rows) if isinstance(rows, Mapping) else {None: list(rows)}
+    if not any(groups.values()):
+        raise ValueError("no comparisons to draw; give the rows of compare_methods()")
+    lines: list[tuple[str, dict | None]] = []  # (text, row) from the top; row None: heading
+    for heading, group in groups.items():
+        if heading is not None:
+            lines.append((str(heading), None))
+        for r in group:
+            missing = {"method", "baseline", "diff", "ci_low", "ci_high", "verdict"} - set(r)
+            if missing:
+                raise ValueError(f"a comparison row lacks {sorted(missing)}; give the rows "
+                                 "of atkd_lite.experiments.stats.compare_methods()")
+            lines.append((f"{r['method']} vs {r['baseline']}", r))
+    fig, ax = plt.subplots(figsize=(width, 0.8 + 0.32 * len(lines)))
+    plt.close(fig)
+    ticks, labels = [], []
+    for i, (text, r) in enumerate(lines):
+        y = len(lines) - 1 - i
+        if r is None:
+            ax.text(0.01, y, text, transform=ax.get_yaxis_transform(), ha="left",
+                    va="center", fontsize=8, fontweight="bold", zorder=5,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+            continue
+        colour = VERDICT_COLOURS.get(r["verdict"], "0.45")
+        d, lo, hi = (scale * float(r[k]) for k in ("diff", "ci_low", "ci_high"))
+        ax.errorbar(d, y, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3,
+                    markersize=5)
+        verdict = r["verdict"] if r["verdict"] in VERDICT_COLOURS else "no detectable diff."
+        ax.text(1.01, y, verdict, transform=ax.get_yaxis_transform(), va="center",
+                fontsize=7, color=colour)
+        ticks.append(y)
+        labels.append(text)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.set_ylim(-0.7, len(lines) - 0.3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(xlabel or f"difference ({unit}): mean over pairs, bar = 95 % CI")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return fig
+
+
+show_figures_inline()  # a figure returned by a chapter cell is recorded as a picture

@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from atkd_lite.book import viz
+from atkd_lite.book.viz import figure_png  # re-exported: the explorers' frames are PNGs
 
 __all__ = ["MAX_FRAMES", "WIDGET_VIEW_MIME", "Explorer", "explore", "figure_png",
            "filter_explorer", "frames_figure", "temperature_explorer", "widgets_available"]
@@ -66,13 +67,6 @@ def widgets_available() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
-    """The figure as PNG bytes, trimmed as a notebook shows it (``bbox_inches="tight"``)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def frames_figure(figures: Sequence[Figure], ncols: int | None = None) -> Figure:
