@@ -11,7 +11,7 @@ reader would notice:
   site fails (stylesheets, scripts, images);
 - every image is drawn (``naturalWidth > 0``), and a chapter page draws as many figures in
   its cell outputs as its notebook holds image outputs (at least one), and never the text
-  ``<Figure size …>`` in their place;
+  ``<Figure size …>`` in their place; no code cell scrolls sideways;
 - every link into the book points at a page that exists, and at an anchor on it;
 - every formula is typeset by MathJax without a TeX error;
 - the Colab and Binder entries of the launch (rocket) menu open the chapter's student
@@ -442,6 +442,7 @@ def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
             problems.append(f"image not drawn: {src}{why}")
     if source and source.suffix == ".ipynb":
         problems += _check_figures(page, source, screenshot)
+        problems += _check_code_fits(page)
     if screenshot:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.evaluate("window.scrollTo(0, 0)")
@@ -518,6 +519,16 @@ def _check_figures(page, source: Path, screenshot: Path | None = None) -> list[s
         problems.append(f"{len(stranded)} outputs show the text '<Figure size …>' "
                         "instead of the figure")
     return problems
+
+
+def _check_code_fits(page) -> list[str]:
+    """No code cell is wider than the column (the reader would scroll sideways)."""
+    wide = page.eval_on_selector_all(
+        ".cell_input pre",
+        "pres => pres.filter(p => p.scrollWidth > p.clientWidth + 1).map(p => "
+        "p.textContent.split('\\n').reduce((a, l) => l.length > a.length ? l : a, ''))")
+    return [f"a code cell scrolls sideways at {page.viewport_size['width']} px: "
+            f"{line.strip()[:70]!r}" for line in wide]
 
 
 def _open_menu(page, group: str):
@@ -694,7 +705,7 @@ OLD_CHAPTER_PAGE = """<!doctype html><html><head><title>Chapter — a test page<
 <div class="cell"><div class="cell_input"><pre>widgets.explore(draw, i=range(3))</pre></div>
 <div class="cell_output"><pre>HBox(children=(IntSlider(value=0),))</pre>
 <script type="application/vnd.jupyter.widget-view+json">{"model_id": "x"}</script></div></div>
-<div class="cell"><div class="cell_input"><pre>viz.bar_chart(values)</pre></div>
+<div class="cell"><div class="cell_input"><pre style="overflow-x: auto; width: 300px">viz.bar_chart(values)  # a comment that runs far past the column of this page, far far away</pre></div>
 <div class="cell_output"><pre>&lt;Figure size 640x480 with 1 Axes&gt;</pre></div></div>
 </main></body></html>"""
 
@@ -738,7 +749,8 @@ def test_launch_and_widget_checks_catch_an_old_chapter_page(browser, tmp_path):
             visit.page.goto(f"{base}ch.html")
             problems = "\n".join(_check_launch(visit.page, source, visit)
                                   + _check_static_widgets(visit.page, source)
-                                  + _check_figures(visit.page, source))
+                                  + _check_figures(visit.page, source)
+                                  + _check_code_fits(visit.page))
         finally:
             visit.close()
     assert f"Colab link is https://colab.research.google.com/github/atkd-lite/atkd-lite/" \
@@ -750,6 +762,8 @@ def test_launch_and_widget_checks_catch_an_old_chapter_page(browser, tmp_path):
     assert "shows no figure" in problems and "shows a widget's text" in problems
     assert "0 figures drawn in the cell outputs, 1 image outputs in the notebook" in problems
     assert "1 outputs show the text '<Figure size …>' instead of the figure" in problems
+    assert "a code cell scrolls sideways at 1280 px: 'viz.bar_chart(values)  # a comment" \
+        in problems
 
 
 # ------------------------------------------------------------------------ the diagrams

@@ -86,7 +86,7 @@ def test_without_a_kernel_the_output_is_the_static_figure_alone():
     assert widgets.WIDGET_VIEW_MIME not in bundle
     # every temperature at once (plus the image): the point without a slider
     static = ex.static_figure()
-    assert [ax.get_title().split("  (")[0] for ax in static.axes[1:]] == \
+    assert [ax.get_title().splitlines()[0] for ax in static.axes[1:]] == \
         ["T = 1", "T = 4", "T = 16"]
     assert ex.figure.axes[1].get_title().startswith("T = 1") and len(ex.figure.axes) == 2
 

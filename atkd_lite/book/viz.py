@@ -1092,7 +1092,7 @@ def temperature_bars(logits, temperatures: Sequence[float], image=None, label: i
         p /= p.sum()
         entropy = -(p * np.log2(np.clip(p, 1e-300, None))).sum()
         _prob_bars(ax, p, classes, label)
-        ax.set_title(f"T = {t:g}  (entropy {entropy:.2f} bits)", fontsize=8)
+        ax.set_title(f"T = {t:g}\nentropy {entropy:.2f} bits", fontsize=8)
         ax.set_xlabel("class", fontsize=7)
     axes[0].set_ylabel("probability" + ("\n(orange: label)" if label is not None else ""),
                        fontsize=8)
@@ -1230,7 +1230,8 @@ def score_bars(scores: Mapping[str, Mapping[str, float]],
     models = list(scores)
     groups = list(dict.fromkeys(g for m in models for g in scores[m]))
     k = 100.0 if percent else 1.0
-    fig, ax = plt.subplots(figsize=size or (1.6 + 1.25 * len(groups), 3.4))
+    # narrow enough per group that ten groups fit the book's column at a readable scale
+    fig, ax = plt.subplots(figsize=size or (1.6 + 0.9 * len(groups), 3.4))
     plt.close(fig)
     width = 0.8 / len(models)
     xs = np.arange(len(groups))

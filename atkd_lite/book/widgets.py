@@ -436,7 +436,7 @@ def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 
     def static() -> Figure:
         return viz.temperature_bars(z[image], temps, image=arrays[image],
                                     label=None if labels is None else labels[image],
-                                    classes=classes, size=2.2)
+                                    classes=classes, size=1.6)
 
     options = {"image": range(len(arrays)), "T": t_option}
     return Explorer(draw, options, {"image": image, "T": T}, interactive=interactive,
