@@ -59,8 +59,11 @@ def test_public_names_resolve():
 
 
 def test_ruff_is_clean():
+    # the chapters too (book/CONVENTIONS.md); their student copies' stubs leave names
+    # undefined on purpose
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "atkd_lite", "tests",
-                           "benchmarks", "tools"], cwd=ROOT, capture_output=True, text=True)
+                           "benchmarks", "tools", "book", "--extend-exclude", "book/student"],
+                          cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
