@@ -183,6 +183,19 @@ def test_book_builds_with_zero_warnings(built_book):
                     pytrace=False)
 
 
+def test_chapters_are_listed_in_the_order_of_their_numbers():
+    numbers = [int(m.group(1)) for doc in toc_files()
+               if (m := re.match(r"book/(\d+)_", doc))]
+    assert numbers == sorted(numbers), f"_toc.yml lists the chapters as {numbers}"
+
+
+def test_the_intro_names_every_chapter():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    missing = [doc for doc in toc_files() if re.match(r"book/\d+_", doc)
+               and f"**{expected_title(source_path(doc))}**" not in intro]
+    assert not missing, f"book/intro.md's 'What you will build' does not name {missing}"
+
+
 def test_every_toc_page_is_built(built_book):
     missing = [doc for doc in toc_files() if not (built_book.html / f"{doc}.html").exists()]
     assert not missing, f"pages of _toc.yml missing from the build: {missing}"
@@ -458,9 +471,10 @@ def check_page(visit: PageVisit, url: str, root: Path, source: Path | None,
         problems += _check_launch(page, source, visit)
         problems += _check_static_widgets(page, source)
 
-    # exercises shown, solutions folded and opening on a click
+    # exercises shown, solutions folded and opening on a click; answers only in folds
     if source:
         problems += _check_toggles(page, source)
+        problems += _check_answers_folded(page)
 
     problems += [f"could not load {f}" for f in visit.failed]
     return problems
@@ -648,6 +662,39 @@ def _check_toggles(page, source: Path) -> list[str]:
     return problems
 
 
+#: what an exercise check prints: it gives the answer away
+_CHECK_OUTPUT = re.compile(r"✅ Correct|❌ Not yet")
+
+
+def is_check_cell(cell) -> bool:
+    """A code cell that checks an exercise's answer (and prints it when right)."""
+    return cell.cell_type == "code" and ("exercises.check_" in cell.source
+                                         or "❌" in cell.source)
+
+
+def checks_outside_folds(nb) -> list[str]:
+    """The check cells of a notebook that are not between a solution's start and end."""
+    inside, found = False, []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and "{solution-start}" in cell.source:
+            inside = True
+        elif cell.cell_type == "markdown" and "{solution-end}" in cell.source:
+            inside = False
+        elif is_check_cell(cell) and not inside:
+            found.append(cell.source.strip().splitlines()[-1][:70])
+    return found
+
+
+def _check_answers_folded(page) -> list[str]:
+    """No exercise check and no check message is shown outside a folded solution."""
+    shown = page.eval_on_selector_all(
+        "div.cell", "cells => cells.filter(c => !c.closest('div.solution')).map(c => "
+        "c.innerText)")
+    return [f"an exercise's check is visible outside its folded solution: "
+            f"{text.strip().splitlines()[0][:70]!r}"
+            for text in shown if _CHECK_OUTPUT.search(text) or "exercises.check_" in text]
+
+
 def _screenshot_name(doc: str) -> str:
     return doc.replace("/", "__") + ".png"
 
@@ -673,6 +720,25 @@ def test_page_in_a_real_browser(doc, site):
         pytest.fail(f"{doc}.html:\n  " + "\n  ".join(problems), pytrace=False)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_every_exercise_check_is_inside_its_folded_solution(path):
+    outside = checks_outside_folds(nbformat.read(path, as_version=4))
+    assert not outside, (f"{path.name}: these check cells print the answer outside the "
+                         f"folded solution (move each above its {{solution-end}}): {outside}")
+
+
+def test_the_fold_check_finds_a_check_after_its_solution():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell(":::{solution-start} e\n:class: dropdown\n:::"),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("exercises.check_a(x)"),
+        nbformat.v4.new_markdown_cell(":::{solution-end}\n:::"),
+        nbformat.v4.new_code_cell("exercises.check_b(x)"),
+        nbformat.v4.new_code_cell("assert y, '❌ Not yet: y'")])
+    assert checks_outside_folds(nb) == ["exercises.check_b(x)", "assert y, '❌ Not yet: y'"]
+
+
 # ------------------------------------------------- the checks themselves can fail
 
 
@@ -684,6 +750,8 @@ BROKEN_PAGE = """<!doctype html><html><head><title>Broken — a test page</title
 <a href="ok.html#there">a good link</a> <a href="https://example.org/">outside</a>
 <div class="solution admonition"><p class="admonition-title">Solution to Exercise 1</p>
 <section><p>The answer, not folded.</p></section></div>
+<div class="cell"><div class="cell_input"><pre>exercises.check_answer(answer)</pre></div>
+<div class="cell_output"><pre>✅ Correct: the answer is 42</pre></div></div>
 </main></body></html>"""
 
 # a chapter page as the book built it before: launch links to the instructor notebook on
@@ -731,6 +799,8 @@ def test_page_checks_catch_a_broken_page(browser, tmp_path):
     assert "the page loads no MathJax" in problems
     assert "0 exercises on the page, 1 in the source" in problems
     assert "'Solution to Exercise 1' is not folded" in problems
+    assert "an exercise's check is visible outside its folded solution: " \
+           "'exercises.check_answer(answer)'" in problems
 
 
 @pytest.mark.slow
