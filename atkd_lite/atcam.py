@@ -726,9 +726,8 @@ def _compiled_abs_mean(mode: str):
     """``mean_c |A|`` compiled once per mode: one fused pass that reads A and sums ``|A|``,
     where eager PyTorch on the CPU must form ``|A|`` before summing it (even in the
     cache-sized chunks of :func:`_sum_abs_cpu`, that costs about as much again as the
-    read). Measured on the generic CNN of ``benchmarks/bench_atcam.py``
-    (``benchmarks/bench_capture.py``, four runs): the capture with ``|A|`` formed 1.11-1.16 x
-    a plain forward, compiled 1.08-1.11, the bare read 1.04-1.08."""
+    read; ``benchmarks/bench_capture.py`` measures the three, figures in
+    ``benchmarks/RESULTS.md``)."""
     return compile_function(_plain_channel_mean, mode)
 
 
@@ -748,8 +747,8 @@ def _compiled_tail(mode: str):
 def _out_of_graph_pool(tensors: tuple) -> tuple:
     """Copies of a CUDA-graph replay's outputs: they live in the graph's memory pool and
     are overwritten by its next replay (e.g. the student's maps after the teacher's).
-    CPU tensors pass as they are. (Not run on a GPU yet: no GPU was lent when this was
-    written.)"""
+    CPU tensors pass as they are (``benchmarks/gpu_check.py --compile --compile-mode
+    reduce-overhead`` runs this path on a GPU)."""
     return tuple(t.clone() if t.is_cuda else t for t in tensors)
 
 
@@ -805,30 +804,27 @@ class ATCam:
             normalisations, combination: some 40 small operations) with
             ``torch.compile``, True or a mode such as ``"reduce-overhead"`` (CUDA graphs
             on a GPU); on the CPU also each signed captured map's ``mean_c |A|`` (one
-            fused pass instead of forming ``|A|`` first: the capture of the generic CNN
-            of ``benchmarks/bench_atcam.py`` went from 1.11-1.16x to 1.08-1.11x a plain
-            forward). On the CPU the compiled tail and attention loss, forward and
-            backward, take 0.5-0.6x the eager ones' time for the book's small student
-            (``benchmarks/bench_compile.py``, ``benchmarks/RESULTS.md``); on a GPU it is
-            the way to fewer launches. Off by default: the compiled maps equal the eager
+            fused pass instead of forming ``|A|`` first). On the CPU the compiled tail
+            and attention loss take less time than the eager ones; on a GPU it is the
+            way to fewer launches (``benchmarks/bench_compile.py`` and
+            ``benchmarks/bench_capture.py`` measure both; figures in
+            ``benchmarks/RESULTS.md``). Off by default: the compiled maps equal the eager
             ones to rounding (~1e-6), not bit for bit; the first call of each input shape
-            and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU;
-            a first compile took 15-24 s on two cores, which the small student's faster
-            steps pay back only after thousands of steps, where a student of the book
-            trains at most 960 on the CPU profile).
+            and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU),
+            which a book student's faster steps pay back only after thousands of steps,
+            more than a student of the book trains on the CPU profile.
             Compiled maps support one backward pass (a student's training), not a double
             backward through them.
         compile_model (bool): compile the network's forward pass together with the
             capture and the maps, into one graph, in ``compile``'s mode (``"default"``
             when ``compile`` is False). The eager capture must read every captured
-            feature map once more after the network wrote it, a floor of 1.06-1.08x a
-            plain eager forward for the generic CNN of ``benchmarks/bench_atcam.py`` on
-            two CPU cores; compiled with the network, each ``mean_c |A|`` is read inside
-            the network's own fused kernels (the batch norm and ReLU that follow a conv
-            read the same tensor). Compare with the network compiled alone
-            (``torch.compile(model)``, what a user who compiles gets): ATCam then costs
-            1.02-1.08x that forward for the three networks of ``bench_atcam.py``
-            (``benchmarks/RESULTS.md``). The first call of each
+            feature map once more after the network wrote it (a floor that
+            ``benchmarks/bench_capture.py`` measures); compiled with the network, each
+            ``mean_c |A|`` is read inside the network's own fused kernels (the batch norm
+            and ReLU that follow a conv read the same tensor), below that floor. Compare
+            with the network compiled alone (``torch.compile(model)``, what a user who
+            compiles gets): ``benchmarks/bench_atcam.py --compile-model``, figures in
+            ``benchmarks/RESULTS.md``. The first call of each
             train/eval mode and input size runs eagerly (it fixes and checks the capture
             points and which of them the network modifies in place afterwards: that
             call decides it for the compiled ones), the next one compiles (tens of

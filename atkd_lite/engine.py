@@ -555,12 +555,12 @@ class DistillConfig:
             attention loss with ``torch.compile`` (False; True or a mode, see
             :class:`~atkd_lite.ATCam`). Equal to the eager numbers to rounding, not bit
             for bit; the first steps compile (seconds to a minute, again for each new
-            batch shape), and on the CPU it needs a C++ compiler. On two CPU cores it made
-            the small student's cached FMA step 1.20-1.26x a plain step instead of
-            1.29-1.34x, and an online FMA step 1.05-1.10x a KD step instead of 1.09-1.11x
-            (``benchmarks/RESULTS.md``); a first compile (15-17 s there) pays for itself
-            only after thousands of steps. Other methods have no maps to compile and
-            ignore it.
+            batch shape), and on the CPU it needs a C++ compiler. It makes a step cheaper
+            on two CPU cores, but a first compile pays for itself only after thousands of
+            steps (``benchmarks/bench_distill.py --compile default`` and
+            ``benchmarks/bench_compile.py`` measure both; figures in
+            ``benchmarks/RESULTS.md``). Other methods have no maps to compile and ignore
+            it.
 
     Examples::
 

@@ -115,14 +115,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, words", CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_3_4_every_error_is_one_line_exit_2_before_any_work(argv, words, paths, no_work,
+def test_every_error_is_one_line_exit_2_before_any_work(argv, words, paths, no_work,
                                                            capsys):
     argv = [a.format(**paths) for a in argv]
     code, err = _run(argv, capsys)  # WorkStarted would escape: the check came too late
     _one_line_error(code, err, *words)
 
 
-def test_3_an_unavailable_dataset_offline_is_one_line(no_network, capsys, tmp_path,
+def test_an_unavailable_dataset_offline_is_one_line(no_network, capsys, tmp_path,
                                                       monkeypatch):
     monkeypatch.setenv("ATKD_LITE_CACHE", str(tmp_path))
     code, err = _run(["train-teacher", "--dataset", "mnist", "-o", str(tmp_path / "t.pt"),
@@ -130,7 +130,7 @@ def test_3_an_unavailable_dataset_offline_is_one_line(no_network, capsys, tmp_pa
     _one_line_error(code, err, "could not load 'mnist'", "mnist5k")
 
 
-def test_3_a_non_finite_loss_is_one_line(capsys, tmp_path):
+def test_a_non_finite_loss_is_one_line(capsys, tmp_path):
     teacher = checkpoints.save_checkpoint(tmp_path / "t.pt", ak.teacher_cnn())
     code, err = _run(["distill", "--teacher", str(teacher), "--method", "student",
                       "--per-class", "2", "--epochs", "1", "--lr", "1e30", "--batch-size", "4",
@@ -142,7 +142,7 @@ def test_3_a_non_finite_loss_is_one_line(capsys, tmp_path):
 
 @pytest.mark.parametrize("error", [KeyError("runs"), IndexError("list index out of range"),
                                    AssertionError("bug")])
-def test_3_unexpected_errors_are_one_line_too(error, monkeypatch, capsys):
+def test_unexpected_errors_are_one_line_too(error, monkeypatch, capsys):
     import atkd_lite.cli as cli
 
     def boom(args):
@@ -161,7 +161,7 @@ def _with_func(parser, command, func):
     return parser
 
 
-def test_3_ctrl_c_is_exit_130_without_traceback(monkeypatch, capsys):
+def test_ctrl_c_is_exit_130_without_traceback(monkeypatch, capsys):
     import atkd_lite.cli as cli
 
     def interrupted(args):
@@ -174,7 +174,7 @@ def test_3_ctrl_c_is_exit_130_without_traceback(monkeypatch, capsys):
     assert code == 130 and err == ["atkd-lite datasets: interrupted"]
 
 
-def test_3_sigterm_cleans_up_and_exits_143(tmp_path):
+def test_sigterm_cleans_up_and_exits_143(tmp_path):
     target = tmp_path / "out.pt"
     script = textwrap.dedent(f"""
         import time, atkd_lite.cli as cli
@@ -206,7 +206,7 @@ def test_3_sigterm_cleans_up_and_exits_143(tmp_path):
 # ---------------------------------------------------------------------------------------
 # 5: train-teacher without -o keeps the teacher where pretrained_teacher finds it
 
-def test_5_train_teacher_without_output_fills_the_cache(monkeypatch, capsys, tmp_path):
+def test_train_teacher_without_output_fills_the_cache(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("ATKD_LITE_CACHE", str(tmp_path))
     calls = []
 
@@ -233,7 +233,7 @@ def test_5_train_teacher_without_output_fills_the_cache(monkeypatch, capsys, tmp
     assert len(calls) == 2
 
 
-def test_5_the_cached_teacher_is_what_train_teacher_would_train(monkeypatch, tmp_path):
+def test_the_cached_teacher_is_what_train_teacher_would_train(monkeypatch, tmp_path):
     """Same recipe, same start: train-teacher -o and the cache train from the same initial
     weights with the same settings."""
     monkeypatch.setenv("ATKD_LITE_CACHE", str(tmp_path / "c"))
@@ -260,7 +260,7 @@ def test_5_the_cached_teacher_is_what_train_teacher_would_train(monkeypatch, tmp
 # ---------------------------------------------------------------------------------------
 # 11: a results folder another process writes
 
-def test_11_a_results_folder_held_by_another_process_is_refused(tmp_path, no_work, capsys):
+def test_a_results_folder_held_by_another_process_is_refused(tmp_path, no_work, capsys):
     out = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen(

@@ -68,7 +68,7 @@ def tiny():
 # 1. saving destroys what is at the output path
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "folder", "trailing-separator"])
-def test_1_atomic_write_refuses_what_is_not_a_regular_file(tmp_path, kind):
+def test_atomic_write_refuses_what_is_not_a_regular_file(tmp_path, kind):
     if kind == "device":
         target, check = Path("/dev/null"), lambda p: stat.S_ISCHR(p.stat().st_mode)
     elif kind == "fifo":
@@ -88,7 +88,7 @@ def test_1_atomic_write_refuses_what_is_not_a_regular_file(tmp_path, kind):
     assert _temps(tmp_path) == []  # no temporary file in the parent either
 
 
-def test_1_atomic_write_follows_a_symlink_and_keeps_it(tmp_path):
+def test_atomic_write_follows_a_symlink_and_keeps_it(tmp_path):
     real = tmp_path / "real.pt"
     real.write_bytes(b"old")
     link = tmp_path / "link.pt"
@@ -97,7 +97,7 @@ def test_1_atomic_write_follows_a_symlink_and_keeps_it(tmp_path):
     assert link.is_symlink() and real.read_bytes() == b"new"
 
 
-def test_1_written_files_get_ordinary_permissions(tmp_path):
+def test_written_files_get_ordinary_permissions(tmp_path):
     # mkstemp creates 0600 files: a checkpoint others cannot read would be a surprise
     mask = os.umask(0o022)
     os.umask(mask)
@@ -108,7 +108,7 @@ def test_1_written_files_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE(new.stat().st_mode) == 0o640
 
 
-def test_1_concurrent_threads_never_collide(tmp_path):
+def test_concurrent_threads_never_collide(tmp_path):
     target = tmp_path / "ckpt.bin"
     errors = []
 
@@ -130,7 +130,7 @@ def test_1_concurrent_threads_never_collide(tmp_path):
     assert _temps(tmp_path) == []
 
 
-def test_1_fsync_before_rename_and_cleanup_on_error(tmp_path, monkeypatch):
+def test_fsync_before_rename_and_cleanup_on_error(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
@@ -150,7 +150,7 @@ def test_1_fsync_before_rename_and_cleanup_on_error(tmp_path, monkeypatch):
     assert torch.load(target) == {"a": 1} and _temps(tmp_path) == []
 
 
-def test_1_a_killed_writers_leftover_is_swept(tmp_path):
+def test_a_killed_writers_leftover_is_swept(tmp_path):
     target = tmp_path / "teacher.pt"
     script = textwrap.dedent(f"""
         import time
@@ -195,7 +195,7 @@ def _damage_largest_tensor(path: Path, state: dict) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_2_a_damaged_checkpoint_is_refused(tmp_path):
+def test_a_damaged_checkpoint_is_refused(tmp_path):
     model = ak.teacher_cnn()
     path = save_checkpoint(tmp_path / "t.pt", model, dataset="mnist5k")
     _damage_largest_tensor(path, model.state_dict())
@@ -218,7 +218,7 @@ def _fake_train(calls):
     return train
 
 
-def test_2_pretrained_teacher_retrains_a_damaged_cached_teacher(tmp_path, monkeypatch,
+def test_pretrained_teacher_retrains_a_damaged_cached_teacher(tmp_path, monkeypatch,
                                                                  capsys):
     calls = []
     monkeypatch.setattr(checkpoints, "train_model", _fake_train(calls))
@@ -234,7 +234,7 @@ def test_2_pretrained_teacher_retrains_a_damaged_cached_teacher(tmp_path, monkey
     load_checkpoint(path)  # the new file is whole
 
 
-def test_2_a_damaged_teacher_cache_is_refused(tmp_path):
+def test_a_damaged_teacher_cache_is_refused(tmp_path):
     data = ak.load_dataset("mnist5k", "val").per_class(2)
     cache = TeacherCache.build(ak.teacher_cnn().eval(), data, maps=("fma",), at=False,
                                progress=False, device="cpu")
@@ -262,7 +262,7 @@ def _ddp_group(tmp_path):
     return dist
 
 
-def test_6_wrapped_models_give_the_networks_maps(tmp_path):
+def test_wrapped_models_give_the_networks_maps(tmp_path):
     torch.manual_seed(0)
     net = ak.teacher_cnn().eval()
     x = torch.rand(3, 1, 28, 28)
@@ -287,7 +287,7 @@ def test_6_wrapped_models_give_the_networks_maps(tmp_path):
         dist.destroy_process_group()
 
 
-def test_6_distill_takes_a_wrapped_student(tiny):
+def test_distill_takes_a_wrapped_student(tiny):
     train, test = tiny
     torch.manual_seed(0)
     student = ak.student_cnn("tiny")
@@ -302,19 +302,19 @@ def test_6_distill_takes_a_wrapped_student(tiny):
 # 7. NaN and infinity pass silently
 
 @pytest.mark.parametrize("T", [float("nan"), float("inf"), 1e30, 0.0, -1.0])
-def test_7_kd_loss_refuses_a_non_finite_or_absurd_temperature(T):
+def test_kd_loss_refuses_a_non_finite_or_absurd_temperature(T):
     z = torch.randn(2, 3)
     with pytest.raises(ValueError, match="temperature T"):
         kd_loss(z, z.flip(0), T=T)
 
 
 @pytest.mark.parametrize("p", [float("nan"), float("inf"), 1000, 0, -1])
-def test_7_atcam_refuses_a_non_finite_or_overflowing_power(p):
+def test_atcam_refuses_a_non_finite_or_overflowing_power(p):
     with pytest.raises(ValueError, match="p must be a positive number up to 16"):
         ak.ATCam(ak.teacher_cnn(), p=p)
 
 
-def test_7_nan_and_infinite_images_are_rejected():
+def test_nan_and_infinite_images_are_rejected():
     net = ak.teacher_cnn().eval()
     for bad in (torch.full((2, 1, 28, 28), float("nan")), torch.rand(2, 1, 28, 28)):
         bad[0, 0, 3, 3] = float("inf")
@@ -324,14 +324,14 @@ def test_7_nan_and_infinite_images_are_rejected():
             ak.ATCam(net)(bad)
 
 
-def test_7_distill_refuses_an_absurd_temperature_before_training(tiny):
+def test_distill_refuses_an_absurd_temperature_before_training(tiny):
     train, test = tiny
     with pytest.raises(ValueError, match="T must be in"):
         distill(ak.teacher_cnn(), ak.student_cnn("tiny"), train, test, method="kd",
                 T=1e30, epochs=1, device="cpu", progress=False)
 
 
-def test_7_a_non_finite_loss_stops_training_naming_epoch_and_term(tiny):
+def test_a_non_finite_loss_stops_training_naming_epoch_and_term(tiny):
     train, _ = tiny
     model = ak.student_cnn("tiny")
     batches = make_batches(train, 8, device="cpu")
@@ -353,7 +353,7 @@ def test_7_a_non_finite_loss_stops_training_naming_epoch_and_term(tiny):
 @pytest.mark.parametrize("dtype, hint", [(torch.uint8, r"float\(\) / 255"),
                                          (torch.float64, r"to\(torch.float32\)"),
                                          (torch.float16, r"to\(torch.float32\)")])
-def test_8_input_dtype_is_checked_against_the_model(dtype, hint):
+def test_input_dtype_is_checked_against_the_model(dtype, hint):
     net = ak.teacher_cnn().eval()
     x = (torch.rand(2, 1, 28, 28) * 255).to(dtype)
     with pytest.raises(TypeError, match=hint):
@@ -365,13 +365,13 @@ def test_8_input_dtype_is_checked_against_the_model(dtype, hint):
     assert ak.ATCam(net)(good)[1].shape == (2, 28, 28)
 
 
-def test_8_float64_model_and_input_still_work():
+def test_float64_model_and_input_still_work():
     net = ak.teacher_cnn().double().eval()
     _, maps = ak.ATCam(net)(torch.rand(2, 1, 28, 28, dtype=torch.float64))
     assert maps.dtype == torch.float64
 
 
-def test_8_images_too_small_for_the_network(tiny):
+def test_images_too_small_for_the_network(tiny):
     net = ak.teacher_cnn().eval()
     with pytest.raises(ValueError, match=r"cannot take images shaped \(1, 2, 2\)"):
         ak.saliency_map(net, torch.rand(2, 1, 2, 2))
@@ -382,7 +382,7 @@ def test_8_images_too_small_for_the_network(tiny):
                 epochs=1, device="cpu", progress=False)
 
 
-def test_8_imageset_labels_must_be_integer_classes_in_range():
+def test_imageset_labels_must_be_integer_classes_in_range():
     images = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
     with pytest.raises(TypeError, match="integer class indices"):
         ImageSet(images, torch.tensor([0.0, 1.7, 2.0]))
@@ -396,13 +396,13 @@ def test_8_imageset_labels_must_be_integer_classes_in_range():
 
 
 @pytest.mark.parametrize("n", [-1, 0, 2.5, None])
-def test_8_per_class_needs_a_positive_integer(n):
+def test_per_class_needs_a_positive_integer(n):
     data = ak.load_dataset("mnist5k", "val")
     with pytest.raises(ValueError, match="images per class"):
         data.per_class(n)
 
 
-def test_8_counts_seeds_and_names_are_checked(tiny):
+def test_counts_seeds_and_names_are_checked(tiny):
     train, test = tiny
     with pytest.raises(ValueError, match="augment must be an integer >= 0"):
         make_batches(train, 8, augment=-3)
@@ -433,7 +433,7 @@ class _WorkStarted(BaseException):
                                            ({"methods": []}, "methods is empty"),
                                            ({"seeds": [0, -1]}, "seed"),
                                            ({"alpha": 2.0}, "alpha")])
-def test_8_reproduce_refuses_empty_or_zero_settings_before_work(kwargs, match, monkeypatch,
+def test_reproduce_refuses_empty_or_zero_settings_before_work(kwargs, match, monkeypatch,
                                                                 tmp_path):
     from atkd_lite.experiments import lowdata
 
@@ -474,7 +474,7 @@ def silent_server():
     srv.close()
 
 
-def test_9_a_silent_server_fails_the_whole_load_by_the_deadline(silent_server, tmp_path,
+def test_a_silent_server_fails_the_whole_load_by_the_deadline(silent_server, tmp_path,
                                                                 monkeypatch):
     pytest.importorskip("torchvision")
     from torchvision.datasets import MNIST
@@ -507,7 +507,7 @@ def _results_blob():
     (lambda b: b["runs"][0].pop("test_acc"), "test_acc"),
     (lambda b: b["runs"].append(3), "run 1"),
 ])
-def test_10_damaged_results_give_a_clear_error(tmp_path, damage, match):
+def test_damaged_results_give_a_clear_error(tmp_path, damage, match):
     blob = _results_blob()
     assert load_results(_write_json(tmp_path, blob)).runs  # whole: loads
     damage(blob)
@@ -521,7 +521,7 @@ def _write_json(folder: Path, blob) -> Path:
     return path
 
 
-def test_10_binary_results_file_gives_a_clear_error(tmp_path):
+def test_binary_results_file_gives_a_clear_error(tmp_path):
     (tmp_path / "results.json").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_results(tmp_path)
@@ -533,7 +533,7 @@ def test_10_binary_results_file_gives_a_clear_error(tmp_path):
     (lambda b: b.update(at=b["at"][:1]), "AT tensors"),
     (lambda b: b["meta"].update(length="ten"), "length"),
 ])
-def test_10_a_cache_with_a_broken_structure_is_refused_on_load(tmp_path, damage, match):
+def test_a_cache_with_a_broken_structure_is_refused_on_load(tmp_path, damage, match):
     data = ak.load_dataset("mnist5k", "val").per_class(1)
     cache = TeacherCache.build(ak.teacher_cnn().eval(), data, maps=("fma",), progress=False,
                                device="cpu")
@@ -546,7 +546,7 @@ def test_10_a_cache_with_a_broken_structure_is_refused_on_load(tmp_path, damage,
         TeacherCache.load(path)
 
 
-def test_10_a_checkpoint_with_a_broken_state_dict_is_refused(tmp_path):
+def test_a_checkpoint_with_a_broken_state_dict_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", ak.student_cnn("tiny"))
     blob = torch.load(path, weights_only=True)
     blob["state_dict"]["features.0.0.weight"] = [1, 2, 3]
@@ -558,7 +558,7 @@ def test_10_a_checkpoint_with_a_broken_state_dict_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------
 # 11. two processes on one cache both train; two writers of one results folder
 
-def test_11_concurrent_pretrained_teacher_calls_train_once(tmp_path):
+def test_concurrent_pretrained_teacher_calls_train_once(tmp_path):
     log = tmp_path / "trained.log"
     script = textwrap.dedent(f"""
         import sys, time, torch
@@ -585,7 +585,7 @@ def test_11_concurrent_pretrained_teacher_calls_train_once(tmp_path):
     assert any("another process is training this teacher" in o[0] for o in outs)
 
 
-def test_11_a_results_folder_has_one_writer(tmp_path):
+def test_a_results_folder_has_one_writer(tmp_path):
     out = tmp_path / "results"
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
@@ -608,7 +608,7 @@ def test_11_a_results_folder_has_one_writer(tmp_path):
     release_output_dir(out)
 
 
-def test_11_file_lock_is_exclusive_between_processes(tmp_path):
+def test_file_lock_is_exclusive_between_processes(tmp_path):
     lock_path = tmp_path / ".x.lock"
     with FileLock(lock_path):
         code = ("import sys; from atkd_lite.runtime import FileLock, LockHeldError\n"
@@ -619,7 +619,7 @@ def test_11_file_lock_is_exclusive_between_processes(tmp_path):
     assert out.startswith("held") and str(os.getpid()) in out
 
 
-def test_11_claiming_checks_the_folder_before_any_work(tmp_path):
+def test_claiming_checks_the_folder_before_any_work(tmp_path):
     afile = tmp_path / "file.txt"
     afile.write_text("x")
     with pytest.raises(NotADirectoryError, match="not a folder"):
@@ -633,7 +633,7 @@ def test_11_claiming_checks_the_folder_before_any_work(tmp_path):
 # ---------------------------------------------------------------------------------------
 # 12. same seed, same result on the CPU: at the same thread count (documented, recorded)
 
-def test_12_same_seed_same_weights_at_the_same_thread_count(tiny, tmp_path):
+def test_same_seed_same_weights_at_the_same_thread_count(tiny, tmp_path):
     train, _ = tiny
     threads = torch.get_num_threads()
 
