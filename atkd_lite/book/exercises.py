@@ -440,7 +440,7 @@ def check_distill_loop(loop, teacher, train, method: str = "kd", batch_size: int
     """Check a hand-written distillation loop (chapters 3 and 5): any correct loop passes.
 
     Runs :func:`distill_loop_distance` and accepts a distance up to
-    :data:`LOOP_TOLERANCE`: the image order does not matter, a loop that computes
+    ``LOOP_TOLERANCE`` (0.03): the image order does not matter, a loop that computes
     another loss (its terms, their weights, ``T²``, the direction of the KL), leaves the
     teacher in train mode, forgets the student's ``train()`` or the scheduler, is
     refused. Arguments as :func:`distill_loop_distance`.

@@ -50,8 +50,9 @@ from atkd_lite.experiments.runner import (
 )
 from atkd_lite.runtime import check_int
 
-__all__ = ["ALL_METHODS", "CONTROLS", "TUNED_LABEL_SMOOTHING", "control_cells",
-           "matched_label_smoothing", "reproduce", "run_experiment"]
+__all__ = ["ALL_METHODS", "CONTROLS", "KD_CONTROLS", "TUNED_LABEL_SMOOTHING",
+           "control_cells", "kd_controls", "kd_controls_reading", "matched_label_smoothing",
+           "reproduce", "run_experiment"]
 
 #: every method, in the order of the book's tables
 ALL_METHODS = tuple(METHODS)
@@ -59,6 +60,10 @@ ALL_METHODS = tuple(METHODS)
 #: the controls of :func:`control_cells`, in the order of the book's tables
 CONTROLS = ("ls", "ls-matched", "kd-transfer", "kd-small-teacher", "fma-shuffled",
             "sals-shuffled", "fma-untrained")
+
+#: the family of KD's controls, each against KD itself (one family wherever it is shown:
+#: chapters 3 and 10 print the same adjusted p-values)
+KD_CONTROLS = ("ls", "ls-matched", "kd-small-teacher", "kd-transfer")
 
 #: label smoothing's ε chosen on the validation split with the same budget as every
 #: method's weight (``atkd-lite tune``, committed as ``mnist5k-tuning``)
@@ -238,3 +243,60 @@ def reproduce(output_dir="results/mnist5k-lowdata", profile: str | None = None,
         student_size=student_size, teacher=teacher, teacher_epochs=prof.teacher_epochs,
         output_dir=output_dir, device=device, progress=progress, command=command,
         controls=controls, batch_size=kwargs.pop("batch_size", prof.batch_size), **kwargs)
+
+
+def kd_controls(results) -> list[dict]:
+    """KD against each of its controls (:data:`KD_CONTROLS`), Holm-adjusted as one family.
+
+    The rows of :func:`atkd_lite.experiments.stats.compare_methods`, each control as the
+    method and ``kd`` as the baseline; controls without runs are left out.
+    """
+    from atkd_lite.experiments.stats import compare_methods, paired_values
+
+    have = paired_values(results)
+    return compare_methods(results, baseline="kd",
+                           methods=[m for m in KD_CONTROLS if m in have])
+
+
+def kd_controls_reading(rows) -> str:
+    """What KD's controls say about its gain, in one sentence chosen by their verdicts.
+
+    ``rows``: :func:`kd_controls`. Matched label smoothing not detectably worse than KD
+    means that the soft targets' gain can be explained by their smoothing alone (the runs
+    cannot tell dark knowledge apart from it); a teacher trained on the student's labels
+    only that gives less means part of the gain is the teacher's extra labels; the
+    unlabelled transfer set either adds to KD or not. Defined in the book's chapter
+    "Knowledge distillation"; chapter "Conclusions" prints the same sentence.
+
+    Examples::
+
+        >>> rows = [{"method": "ls-matched", "verdict": "no detectable difference at "
+        ...          "this sample size"}, {"method": "kd-small-teacher", "verdict": "worse"}]
+        >>> kd_controls_reading(rows)[:60]
+        'Label smoothing with the matched ε is not detectably worse t'
+    """
+    by = {r["method"]: r["verdict"] for r in rows}
+    readings = []
+    if "ls-matched" in by:
+        readings.append(
+            "label smoothing with the matched ε is not detectably worse than KD, so on "
+            "these digits the soft targets' gain can be explained by their smoothing "
+            "alone: this experiment cannot tell dark knowledge apart from it"
+            if by["ls-matched"] != "worse" else
+            "KD beats label smoothing with the matched ε, so its soft targets carry more "
+            "than their smoothing")
+    if "kd-small-teacher" in by:
+        readings.append(
+            "a teacher that saw only the student's labels gives less, so part of the "
+            "gain is the teacher's three times more labels"
+            if by["kd-small-teacher"] == "worse" else
+            "a teacher that saw only the student's labels gives as much, so the gain is "
+            "not borrowed labels")
+    if "kd-transfer" in by:
+        readings.append("the unlabelled transfer set adds to KD"
+                        if by["kd-transfer"] == "better" else
+                        "the unlabelled transfer set adds nothing detectable")
+    if not readings:
+        return "No control of KD has runs here."
+    reading = "; ".join(readings)
+    return reading[0].upper() + reading[1:] + "."
