@@ -71,6 +71,9 @@ __all__ = [
     "tradeoff_plot",
     # chapters "Efficiency" and "Conclusions": verdicts as one figure
     "difference_plot",
+    # appendix "Reading the verdicts"
+    "paired_plot",
+    "pvalue_plot",
 ]
 
 #: colour map for signed values (filters, filter responses): blue < 0 < red
@@ -1328,7 +1331,8 @@ VERDICT_COLOURS = {"better": "C2", "worse": "C3"}
 
 def difference_plot(rows, scale: float = 100.0, unit: str = "points",
                     title: str | None = None, width: float = 7.5,
-                    xlabel: str | None = None) -> Figure:
+                    xlabel: str | None = None, margin: float | None = None,
+                    margin_label: str = "equivalence margin") -> Figure:
     """Paired differences with their intervals, one line per comparison (a forest plot).
 
     Each comparison is a dot at its mean paired difference with a bar for its confidence
@@ -1346,6 +1350,9 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
         title: figure title.
         width: figure width in inches (the height grows with the number of rows).
         xlabel: axis label (default: the difference and its interval, in ``unit``).
+        margin: an equivalence margin ``m`` (unscaled, like the rows' differences):
+            the band ``−m … +m`` is shaded and named in a legend.
+        margin_label: the band's name in the legend.
 
     Returns:
         Figure: one axis; rows from top to bottom in the given order.
@@ -1394,6 +1401,10 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
     ax.set_yticks(ticks, labels, fontsize=8)
     ax.set_ylim(-0.7, len(lines) - 0.3)
     ax.axvline(0, color="black", linewidth=0.8)
+    if margin is not None:
+        ax.axvspan(-scale * margin, scale * margin, color="C0", alpha=0.12, zorder=0,
+                   label=f"{margin_label} ±{scale * margin:g} {unit}")
+        ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel(xlabel or f"difference ({unit}): mean over pairs, bar = 95 % CI")
     fig.tight_layout(rect=(0, 0, 0.86, 1))
@@ -1401,6 +1412,125 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
         fig.suptitle(title)
         fig.tight_layout(rect=(0, 0, 0.86, 1))
     return fig
+
+
+
+def paired_plot(a: Mapping, b: Mapping, names: tuple[str, str] = ("a", "b"),
+                scale: float = 100.0, unit: str = "points", confidence: float = 0.95,
+                title: str | None = None, size: tuple[float, float] = (8.0, 3.4)) -> Figure:
+    """Two methods run on the same seeds: the pairs, and their differences.
+
+    Left: each seed's value for both methods, joined by a line (the slope shows how much
+    of the spread the seed explains). Right: the per-seed differences ``a − b``, their
+    mean and its confidence interval (Student t), with zero marked: what
+    :func:`atkd_lite.experiments.stats.paired_comparison` computes.
+
+    Args:
+        a, b: ``seed -> value`` for each method (the same seeds).
+        names: the two methods' names.
+        scale: multiplies the values (100: fractions drawn as percentages).
+        unit: the unit of the scaled differences.
+        confidence: the interval's level.
+        title: figure title.
+        size: figure size in inches.
+
+    Returns:
+        Figure: two axes.
+
+    Examples::
+
+        >>> from atkd_lite.book.viz import paired_plot
+        >>> fig = paired_plot({0: 0.90, 1: 0.92, 2: 0.91}, {0: 0.88, 1: 0.91, 2: 0.88},
+        ...                   names=("kd", "student"))
+        >>> len(fig.axes)
+        2
+    """
+    from scipy import stats
+
+    seeds = sorted(a, key=str)
+    if set(seeds) != set(b) or len(seeds) < 2:
+        raise ValueError("give both methods' values for the same seeds, at least two")
+    xa = scale * np.array([float(a[k]) for k in seeds])
+    xb = scale * np.array([float(b[k]) for k in seeds])
+    d = xa - xb
+    n, mean, sd = len(d), float(d.mean()), float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    fig, (left, right) = plt.subplots(1, 2, figsize=size,
+                                      gridspec_kw={"width_ratios": [1.2, 1]})
+    plt.close(fig)
+    for va, vb in zip(xa, xb):
+        left.plot([0, 1], [vb, va], color="0.6", linewidth=0.8, marker="o", markersize=4)
+    left.set_xticks([0, 1], [names[1], names[0]])
+    left.set_xlim(-0.4, 1.4)
+    left.set_ylabel("value per seed" + (" (%)" if scale == 100 else ""))
+    left.set_title("one line per seed", fontsize=9)
+    left.grid(axis="y", alpha=0.3)
+    jitter = np.linspace(-0.08, 0.08, n)
+    right.scatter(jitter, d, color="0.4", s=14, label="one seed's difference")
+    right.errorbar([0.3], [mean], yerr=[[half], [half]], fmt="o", color="C0", capsize=4,
+                   label=f"mean, {confidence:.0%} CI")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set_xlim(-0.3, 0.6)
+    right.set_xticks([])
+    right.set_ylabel(f"{names[0]} − {names[1]} ({unit})")
+    right.set_title("the paired differences", fontsize=9)
+    right.legend(fontsize=7, loc="best")
+    right.grid(axis="y", alpha=0.3)
+    return _finish(fig, title)
+
+
+
+def pvalue_plot(rows, alpha: float = 0.05, title: str | None = None,
+                width: float = 7.0) -> Figure:
+    """Each comparison's p-value before and after the Holm adjustment of its family.
+
+    One line per comparison of ``rows`` (:func:`~atkd_lite.experiments.stats.compare_methods`
+    rows, keys ``p`` and ``p_holm``), sorted by the raw p-value: a hollow dot for the raw
+    p, a filled one for the adjusted p, joined by an arrow, on a logarithmic axis with
+    ``alpha`` marked. A comparison is "detected" when its filled dot is left of the line.
+
+    Args:
+        rows: comparison rows of one family.
+        alpha: the family's level.
+        title: figure title.
+        width: figure width in inches.
+
+    Returns:
+        Figure: one axis.
+
+    Examples::
+
+        >>> from atkd_lite.book.viz import pvalue_plot
+        >>> rows = [{"method": "kd", "baseline": "student", "p": 0.001, "p_holm": 0.002},
+        ...         {"method": "fma", "baseline": "student", "p": 0.04, "p_holm": 0.04}]
+        >>> [t.get_text() for t in pvalue_plot(rows).axes[0].get_yticklabels()]  # from the top
+        ['kd vs student', 'fma vs student']
+    """
+    rows = sorted(rows, key=lambda r: r["p"])
+    if not rows:
+        raise ValueError("no comparisons to draw; give the rows of compare_methods()")
+    fig, ax = plt.subplots(figsize=(width, 0.9 + 0.3 * len(rows)))
+    plt.close(fig)
+    floor = 1e-6  # p-values below this are drawn at it
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        raw, adj = max(r["p"], floor), max(r["p_holm"], floor)
+        colour = "C2" if adj < alpha else "0.45"
+        ax.annotate("", xy=(adj, y), xytext=(raw, y),
+                    arrowprops={"arrowstyle": "->", "color": colour, "lw": 0.8})
+        ax.plot(raw, y, "o", markerfacecolor="white", markeredgecolor=colour, markersize=5)
+        ax.plot(adj, y, "o", color=colour, markersize=5)
+    ax.set_yticks(range(len(rows))[::-1], [f"{r['method']} vs {r['baseline']}" for r in rows],
+                  fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(floor / 2, 2)
+    ax.axvline(alpha, color="C3", linestyle="--", linewidth=1, label=f"α = {alpha:g}")
+    ax.plot([], [], "o", markerfacecolor="white", markeredgecolor="0.45", label="raw p")
+    ax.plot([], [], "o", color="0.45", label="Holm-adjusted p")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_xlabel("p-value (log scale; left of the dashed line: detected)")
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, title)
 
 
 show_figures_inline()  # a figure returned by a chapter cell is recorded as a picture
