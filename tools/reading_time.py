@@ -37,7 +37,6 @@ MINUTES_PER_FIGURE = 0.5
 ROUND_TO = 5
 #: the sentence of the goals box that states the time
 STATED = re.compile(r"(\*\*Time\*\*: about )(\d+)( minutes to read)")
-_HIDDEN = {"remove-cell", "remove-input", "remove-output"}
 _IMAGES = ("image/png", "image/svg+xml", "image/jpeg")
 
 
@@ -67,9 +66,9 @@ def measure(nb: dict) -> dict:
             continue
         if cell["cell_type"] != "code" or "remove-cell" in tags:
             continue
-        if not tags & {"remove-input"}:
+        if "remove-input" not in tags:
             code += sum(1 for line in source.splitlines() if line.strip())
-        if tags & {"remove-output"}:
+        if "remove-output" in tags:
             continue
         for out in cell.get("outputs", []):
             data = out.get("data", {})
