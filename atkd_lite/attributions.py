@@ -45,16 +45,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkd_lite.atcam import ATCam, normalize_maps
+from atkd_lite.atcam import normalize_maps
 from atkd_lite.runtime import LogitsOnly, check_images, eval_mode, model_logits
-from atkd_lite.saliency import class_targets, saliency_map
+from atkd_lite.saliency import class_targets
+from atkd_lite.signals import MAPS
 
-__all__ = ["BASELINES", "MAP_METHODS", "attribution_maps", "model_randomisation"]
+__all__ = ["BASELINES", "CAPTUM_METHODS", "MAP_METHODS", "attribution_maps", "model_randomisation"]
 
 #: the baselines, maps that do not depend on the model
 BASELINES = ("random", "intensity", "edges", "centre")
-#: the map kinds :func:`attribution_maps` knows
-MAP_METHODS = ("fma", "mip", "sals", "saliency", "ig", "gradcam", *BASELINES)
+#: Captum's maps, by the names :func:`attribution_maps` knows them
+CAPTUM_METHODS = ("saliency", "ig", "gradcam")
+#: the map kinds :func:`attribution_maps` knows: the map signals (ATCam's FMA and MIP,
+#: SALS: :data:`atkd_lite.signals.MAPS`, where your own registered map joins them),
+#: Captum's and the baselines
+MAP_METHODS = (*MAPS, *CAPTUM_METHODS, *BASELINES)
 
 
 def _last_capture_point(model: nn.Module) -> str:
@@ -107,8 +112,9 @@ def attribution_maps(model: nn.Module, x: torch.Tensor, method: str = "fma", tar
         >>> torch.allclose(a, b, atol=1e-5)     # the package's SALS is Captum's Saliency
         True
     """
-    if not isinstance(method, str) or method.lower() not in MAP_METHODS:
-        raise ValueError(f"unknown map kind {method!r}; choose one of {', '.join(MAP_METHODS)}")
+    known = (*MAPS, *CAPTUM_METHODS, *BASELINES)  # with any map registered since import
+    if not isinstance(method, str) or method.lower() not in known:
+        raise ValueError(f"unknown map kind {method!r}; choose one of {', '.join(known)}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module returning logits; got "
                         f"{type(model).__name__}")
@@ -119,11 +125,12 @@ def attribution_maps(model: nn.Module, x: torch.Tensor, method: str = "fma", tar
 
 
 def _maps(model, x, method, target, first, last, layer, n_steps, internal_batch_size, seed):
-    if method in ("fma", "mip"):
-        with torch.no_grad():
-            return ATCam(model, first=first, last=last, combine=method)(x)[1]
-    if method == "sals":
-        return saliency_map(model, x, target=target)
+    if method in MAPS:  # a map signal computes itself
+        signal = MAPS[method]
+        if signal.uses_features:  # from activations: no graph needed
+            with torch.no_grad():
+                return signal.compute(model, x, target, first=first, last=last)
+        return signal.compute(model, x, target)
     if method in BASELINES:
         return _baseline(x, method, seed)
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from atkd_lite import distributed
-from atkd_lite.atcam import ATCam, attention_from_features, select_layers
+from atkd_lite.atcam import ATCam, select_layers
 from atkd_lite.data import ImageSet, make_batches
 from atkd_lite.datasets import as_dataset, sample_fingerprint
 from atkd_lite.losses.at import at_vector
@@ -58,7 +58,7 @@ from atkd_lite.runtime import (
     progress_bar,
     tensor_digest,
 )
-from atkd_lite.saliency import saliency_map
+from atkd_lite.signals import MAPS, ATMaps, Logits, Signal, map_signal
 
 __all__ = ["CACHE_FORMAT", "MAP_KINDS", "SHARDED_FORMAT", "CacheMismatchError",
            "ShardedRows", "ShardedTeacherCache", "TeacherCache", "dataset_fingerprint",
@@ -66,8 +66,9 @@ __all__ = ["CACHE_FORMAT", "MAP_KINDS", "SHARDED_FORMAT", "CacheMismatchError",
 
 CACHE_FORMAT = "atkd_lite.teacher_cache/1"
 
-#: the attention maps a cache can hold
-MAP_KINDS = ("fma", "mip", "sals")
+#: the built-in attention maps a cache holds by default (any registered map signal,
+#: :data:`atkd_lite.signals.MAPS`, can be stored)
+MAP_KINDS = tuple(MAPS)
 
 _MAP_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
 
@@ -240,18 +241,20 @@ class TeacherCache:
         if layers is not None:
             layers = [layers] if isinstance(layers, str) else list(layers)
         kinds = [maps] if isinstance(maps, str) else list(maps)
-        bad = [k for k in kinds if k not in MAP_KINDS]
+        bad = [k for k in kinds if k not in MAPS]
         if bad:
-            raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAP_KINDS)}")
+            raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAPS)}")
+        signals = {k: map_signal(k) for k in kinds}
         if map_dtype not in _MAP_DTYPES:
             raise ValueError(f"map_dtype must be one of {list(_MAP_DTYPES)}, got {map_dtype!r}")
         check_number("p", p, positive=True)
         check_int("batch_size", batch_size, minimum=1)
         dev = distributed.setup(device)  # under torchrun: this rank's device
         size = tuple(size) if size is not None else image_size
-        if "sals" in kinds and size != image_size:
-            raise ValueError(f"SALS maps have the input's size {image_size}; build "
-                             f"the cache with size=None or {image_size}")
+        at_input_size = [k for k, sig in signals.items() if not sig.uses_features]
+        if at_input_size and size != image_size:
+            raise ValueError(f"{', '.join(at_input_size)} maps have the input's size "
+                             f"{image_size}; build the cache with size=None or {image_size}")
         qdtype = _MAP_DTYPES[map_dtype]
         world, rank = distributed.world_size(), distributed.rank()
         if world > 1:
@@ -293,19 +296,19 @@ class TeacherCache:
                 with autocast_context(dev, amp):
                     logits, feats = cam_all.features(x)
                 logits_out[idx] = logits.float().to(torch.float16)
-                for kind in ("fma", "mip"):
-                    if kind in kinds:
-                        chosen = [f for name, f in zip(cam_all.layer_names, feats)
-                                  if name in selected]
-                        maps = attention_from_features(chosen, size, p=p, combine=kind)
+                chosen = [f for name, f in zip(cam_all.layer_names, feats) if name in selected]
+                for kind, sig in signals.items():  # the maps made from the capture first
+                    if sig.uses_features:
+                        maps = sig.from_features(chosen, size, p=p)
                         maps_out[kind][idx] = _quantise(maps, qdtype)
                 if at:
                     for store, f in zip(at_out, feats):
                         store[idx] = at_vector(f).view(f.shape[0], *f.shape[-2:]).to(torch.float16)
-                if "sals" in kinds:
-                    with autocast_context(dev, amp):
-                        s = saliency_map(teacher, x, target=y)
-                    maps_out["sals"][idx] = _quantise(s, qdtype)
+                for kind, sig in signals.items():  # then those that run the teacher again
+                    if not sig.uses_features:
+                        with autocast_context(dev, amp):
+                            s = sig.compute(teacher, x, y)
+                        maps_out[kind][idx] = _quantise(s, qdtype)
         if world > 1:  # every process gets the whole cache
             for t in (logits_out, *maps_out.values(), *at_out):
                 distributed.all_reduce(t)
@@ -443,8 +446,25 @@ class TeacherCache:
         out = self._logits[self._index(idx)].float()
         return out if device is None else out.to(device, non_blocking=True)
 
+    def read(self, signal: Signal, idx: torch.Tensor, device=None):
+        """The teacher's ``signal`` (:mod:`atkd_lite.signals`) for dataset indices ``idx``:
+        its logits, a map signal's maps, or the AT maps of the signal's layers (by name)."""
+        if isinstance(signal, Logits):
+            return self.logits(idx, device=device)
+        if isinstance(signal, ATMaps):
+            stored = self.meta["at_layers"]
+            missing = [n for n in signal.layers if n not in stored]
+            if missing:
+                raise CacheMismatchError(
+                    f"this teacher cache holds AT vectors of {stored}, not of {missing}; "
+                    f"rebuild it with TeacherCache.build(..., at=True, layers={missing})")
+            chosen = [stored.index(n) for n in signal.layers] if signal.layers else None
+            return self.at_maps(idx, chosen, device=device)
+        return self.maps(signal.key, idx, device=device)
+
     def maps(self, kind: str, idx: torch.Tensor, device=None) -> torch.Tensor:
-        """The teacher's ``kind`` maps ("fma", "mip" or "sals"), float32 (B, H, W) in [0, 1]."""
+        """The teacher's ``kind`` maps (the key of a map signal, e.g. "fma", "mip" or
+        "sals"), float32 (B, H, W) in [0, 1]."""
         if kind not in self._maps:
             raise CacheMismatchError(
                 f"this teacher cache holds no {kind!r} maps (it has {sorted(self._maps)}); "
@@ -520,14 +540,14 @@ class TeacherCache:
         if at and not m["at_layers"]:
             raise CacheMismatchError("this teacher cache holds no AT vectors; rebuild it "
                                      "with at=True")
-        if any(k in ("fma", "mip") for k in kinds):
+        from_capture = any(map_signal(k).uses_features for k in kinds)
+        if from_capture:
             for key, want in (("first", first), ("last", last), ("p", p)):
                 if want is not None and float(m[key]) != float(want):
                     raise CacheMismatchError(
                         f"this teacher cache was built with {key}={m[key]}, but {key}={want} "
                         f"was asked for; rebuild it with TeacherCache.build(..., {key}={want})")
-        if layers is not None and kinds and any(k in ("fma", "mip") for k in kinds) and \
-                list(layers) != list(m.get("layers", [])):
+        if layers is not None and from_capture and list(layers) != list(m.get("layers", [])):
             raise CacheMismatchError(
                 f"this teacher cache holds maps of the teacher layers {m.get('layers')}, but "
                 f"{list(layers)} are needed; rebuild it with "

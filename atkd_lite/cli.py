@@ -314,7 +314,7 @@ def _cmd_distill(args) -> int:
 def _prepare_grid(args, methods, dataset: bool = True):
     """Every check of a grid command, before any work: methods, dataset, seeds, settings,
     device, teacher checkpoint, output folder. Returns ``(settings, teacher)``."""
-    from atkd_lite.distillers import METHODS
+    from atkd_lite.methods import METHODS
     from atkd_lite.runtime import get_device
 
     _check_choices("method", methods, list(METHODS))
@@ -415,13 +415,14 @@ def _cmd_shortcut(args) -> int:
     )
 
     methods = args.methods or list(DEFAULT_METHODS)
-    _check_choices("reference", args.references, list(REFERENCES))
+    references = list(REFERENCES) if args.references is None else args.references
+    _check_choices("reference", references, list(REFERENCES))
     if args.beta is not None:
         raise ValueError("--beta is tuned per method in this experiment; use --no-tune to "
                          "run every method at its default weight instead")
     decoy_mnist("test", swatch=args.swatch)  # a swatch that does not fit: fail now
     settings, teacher = _prepare_grid(args, methods, dataset=False)
-    res = run_shortcut(rhos=args.rhos, methods=methods, references=args.references,
+    res = run_shortcut(rhos=args.rhos, methods=methods, references=references,
                        seeds=args.seeds or list(range(10)),
                        per_class=100 if args.per_class is None else args.per_class or None,
                        epochs=args.epochs or 20, swatch=args.swatch,
@@ -447,8 +448,8 @@ def _cmd_shortcut_merge(args) -> int:
 
 
 def _cmd_recipe(args) -> int:
-    from atkd_lite.distillers import METHODS
     from atkd_lite.experiments.recipes import RECIPES, run_recipe
+    from atkd_lite.methods import METHODS
     from atkd_lite.runtime import get_device
 
     _check_choices("recipe", [args.name], list(RECIPES))
@@ -504,8 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="distil one student from the teacher (one run)")
     p.add_argument("--method", default="fma",
-                   help="student, kd, at, fma, mip, sals, at+kd, fma+kd, mip+kd, sals+kd "
-                        "(default: fma)")
+                   help="a registered method (atkd_lite.methods.METHODS), e.g. student, "
+                        "kd, at, fma, mip, sals, fma+kd (default: fma)")
     p.add_argument("--dataset", default="mnist5k", help="dataset name (default: mnist5k)")
     p.add_argument("--teacher", default=None,
                    help="teacher checkpoint (default: the pretrained teacher, trained once)")
@@ -560,15 +561,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shortcut",
                        help="decoy digits: does the teacher's attention keep the student "
                             "off a shortcut?")
-    _add_grid_options(p, ",".join(["student", "kd", "at", "fma", "mip", "sals", "at+kd",
-                                   "fma+kd", "mip+kd", "sals+kd"]),
+    _add_grid_options(p, "every method with a teacher and its +kd variant",
                       "0,1,...,9", "results/decoy-shortcut")
     p.add_argument("--rhos", type=_probability_list, default=[1.0, 0.9],
                    help="comma-separated probabilities that a training swatch follows the "
                         "label (default: 1.0,0.9)")
     p.add_argument("--swatch", type=_positive_int, default=4,
                    help="swatch side in pixels, 1 to 14 (default: 4, as Ross et al.)")
-    p.add_argument("--references", type=_list_of(str), default=["rrr", "clean"],
+    p.add_argument("--references", type=_list_of(str), default=None,
                    help="reference runs: rrr (true-mask penalty), clean (no swatch) "
                         "(default: rrr,clean)")
     p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)

@@ -49,9 +49,9 @@ from atkd_lite.atcam import ATCam
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.datasets import as_dataset, sample_images
-from atkd_lite.distillers import DEFAULT_ALPHA, Distiller, layer_selection, parse_method
 from atkd_lite.losses.attention import FORMS
 from atkd_lite.losses.kd import MAX_T
+from atkd_lite.methods import DEFAULT_ALPHA, Distiller, layer_selection, parse_method
 from atkd_lite.runtime import (
     autocast_context,
     autocast_dtype,
@@ -189,9 +189,12 @@ def _model_signature(model: nn.Module) -> list:
 # ---------------------------------------------------------------------------------------
 # the loop
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int,
+def make_optimizer(model, lr: float, weight_decay: float, total_steps: int,
                    warmup: float = 0.25, schedule: str = "warmup-cosine"):
     """AdamW and its learning-rate schedule; returns ``(optimizer, scheduler)``.
+
+    ``model`` is the module to train, or the parameters themselves (a distiller's
+    :meth:`~atkd_lite.methods.base.Distiller.trainable_parameters`).
 
     Call ``scheduler.step()`` after every optimiser step. Two schedules:
 
@@ -201,7 +204,8 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps
       :class:`~torch.optim.lr_scheduler.OneCycleLR`; it needs a few steps per phase, so runs
       of fewer than 8 steps (smoke tests) keep the learning rate constant.
     """
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = model.parameters() if isinstance(model, nn.Module) else list(model)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if schedule == "onecycle":
         if total_steps >= 8:
             return opt, torch.optim.lr_scheduler.OneCycleLR(
@@ -856,6 +860,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             size=cfg.size, cache=cache, amp=cfg.amp, label_smoothing=cfg.label_smoothing,
             teacher_layers=cfg.teacher_layers, student_layers=cfg.student_layers,
             **({"compile_maps": cfg.compile_maps} if cls.uses_atcam_maps else {}))
+        distiller.prepare_data(train_data)  # what the method takes from the data
         distiller.setup(x_probe)  # capture points found (and AT pairs checked) first
         if cache is not None:
             needs = distiller.cache_needs()
@@ -867,7 +872,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
                                seed=cfg.seed, augment=cfg.augment, rank=distributed.rank(),
                                world_size=world, flip=cfg.flip)
         lr = cfg.lr * world if cfg.scale_lr else cfg.lr
-        opt, sched = make_optimizer(student, lr, cfg.weight_decay,
+        opt, sched = make_optimizer(distiller.trainable_parameters(), lr, cfg.weight_decay,
                                     cfg.epochs * len(batches), schedule="onecycle")
         history = fit(distiller.forward_train, distiller, batches, cfg.epochs, opt, sched,
                       device=dev, test_data=test_data, evaluate_model=student, amp=cfg.amp,

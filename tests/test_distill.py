@@ -9,6 +9,10 @@ import atkd_lite as ak
 from atkd_lite.cache import CacheMismatchError, TeacherCache
 from atkd_lite.distillers import METHODS
 from atkd_lite.engine import distill
+from atkd_lite.signals import ExampleMask
+
+# the methods taught by a teacher (RRR's masks come with decoy data: tests/test_shortcut.py)
+TEACHER_METHODS = [m for m, (c, _) in METHODS.items() if not isinstance(c.signal, ExampleMask)]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +38,10 @@ def _run(data, method, **kw):
                    device="cpu", **kw)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", TEACHER_METHODS)
 def test_every_method_runs_with_finite_named_terms(data, method):
     cls, use_kd = METHODS[method]
-    kind = cls.kind
+    kind = cls.signal is not None
     before = {k: v.clone() for k, v in data[2].state_dict().items()}
     result = _run(data, method)
     rec = result.history.last

@@ -226,20 +226,30 @@ def test_rrr_penalty_matches_a_hand_computation():
     assert student[1].weight.grad is not None
 
 
-def test_rrr_through_distill_records_its_name_and_weight():
+def test_rrr_is_an_ordinary_method_that_takes_its_masks_from_the_data():
     data = decoy_mnist("train").per_class(2)
-    res = ak.distill(ak.teacher_cnn().eval(), ak.student_cnn("tiny"), data,
-                     method=sc.RRRDistiller.for_data(data), beta=3.0, epochs=1,
-                     progress=False, device="cpu")
-    assert res.method == "rrr" and res.params["beta"] == 3.0
-    assert "loss_att" in res.history.last
+    runs = {}
+    for method in ("rrr", sc.RRRDistiller.for_data(data)):  # by name, or the bound class
+        torch.manual_seed(0)
+        res = ak.distill(ak.teacher_cnn().eval(), ak.student_cnn("tiny"), data,
+                         method=method, beta=3.0, epochs=1, progress=False, device="cpu")
+        assert res.method == "rrr" and res.params["beta"] == 3.0
+        assert "loss_att" in res.history.last
+        runs[isinstance(method, str)] = res
+    # the masks the method took from the data are the bound class's: the same training
+    for a, b in zip(runs[True].student.parameters(), runs[False].student.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_rrr_needs_the_true_masks():
     with pytest.raises(TypeError, match="DecoySet"):
         sc.RRRDistiller.for_data(embedded_mnist("val"))
+    with pytest.raises(TypeError, match="DecoySet"):
+        ak.distill(ak.teacher_cnn().eval(), ak.student_cnn("tiny"),
+                   embedded_mnist("val").per_class(1), method="rrr", epochs=1,
+                   progress=False, device="cpu")
     d = sc.RRRDistiller(ak.student_cnn("tiny"), ak.teacher_cnn())
-    with pytest.raises(ValueError, match="for_data"):
+    with pytest.raises(ValueError, match="DecoySet"):
         d.forward_train(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), torch.tensor([0, 1]))
 
 

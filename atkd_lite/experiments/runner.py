@@ -27,9 +27,9 @@ from atkd_lite.cache import TeacherCache
 from atkd_lite.checkpoints import pretrained_teacher
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
-from atkd_lite.distillers import METHODS, parse_method
-from atkd_lite.engine import distill, evaluate
+from atkd_lite.engine import DistillConfig, distill, evaluate
 from atkd_lite.experiments.results import ExperimentResults, provenance
+from atkd_lite.methods import METHODS, signals_for
 from atkd_lite.models import student_cnn
 from atkd_lite.runtime import check_int, get_device, seed_everything
 
@@ -128,12 +128,12 @@ def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: 
                       **distill_kwargs) -> TeacherCache:
     """One :class:`~atkd_lite.cache.TeacherCache` with what ``methods`` need, built with the
     same layer selection, map size and precision that ``distill_kwargs`` give distill."""
-    kinds = {parse_method(m)[1].kind for m in methods}
+    defaults = DistillConfig()
     return TeacherCache.build(
-        setup.teacher, setup.train, maps=sorted(kinds & {"fma", "mip", "sals"}),
-        at="at" in kinds, device=setup.device, progress=progress,
-        first=distill_kwargs.get("first", 2), last=distill_kwargs.get("last", 2),
-        size=distill_kwargs.get("size"), amp=distill_kwargs.get("amp"))
+        setup.teacher, setup.train, **signals_for(methods), device=setup.device,
+        progress=progress, first=distill_kwargs.get("first", defaults.first),
+        last=distill_kwargs.get("last", defaults.last), size=distill_kwargs.get("size"),
+        amp=distill_kwargs.get("amp"))
 
 
 def distill_run(setup: ExperimentSetup, method: str, seed: int, epochs: int,

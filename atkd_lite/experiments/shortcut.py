@@ -61,12 +61,10 @@ import time
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite.attributions import attribution_maps
 from atkd_lite.data import DecoySet, decoy_mnist
-from atkd_lite.distillers import Distiller, parse_method
 from atkd_lite.engine import evaluate
 from atkd_lite.experiments.faithfulness import scoring_subset
 from atkd_lite.experiments.results import ExperimentResults, load_results
@@ -80,10 +78,10 @@ from atkd_lite.experiments.runner import (
     teacher_cache_for,
 )
 from atkd_lite.experiments.stats import compare_methods, comparison_markdown, verdict_sentence
+from atkd_lite.methods import METHODS, RRRDistiller, parse_method
 from atkd_lite.metrics import box_mask, energy_in_box
 from atkd_lite.runtime import (
     atomic_write,
-    autocast_context,
     check_int,
     check_number,
     eval_mode,
@@ -146,65 +144,6 @@ PUBLISHED = {
 
 class ShortcutTeacherError(ValueError):
     """The teacher reads the swatch itself, so its eyes cannot guide a student away from it."""
-
-
-# ---------------------------------------------------------------------------------------
-# RRR: right for the right reasons
-
-class RRRDistiller(Distiller):
-    """Right for the Right Reasons (Ross et al., 2017): penalise the input gradient inside
-    a known mask of irrelevant pixels.
-
-    The loss adds ``β · mean_b Σ_pixels (A_b ⊙ ∂/∂x_b Σ_k log p_k)²`` to the cross-entropy,
-    where ``A_b`` is image b's mask (True on the swatch) and ``p`` the student's softmax:
-    the gradient of the summed log-probabilities, as in the authors' code (their sums over
-    the batch become means here, so β is per image). The student is taught *where not to
-    look* with the true answer; no teacher is involved. It is the literature's upper
-    bound for a method that must find the shortcut by itself.
-
-    The masks belong to a training set: build the class for one with :meth:`for_data`,
-    which looks each batch's masks up by the dataset indices every batch carries, and pass
-    that class to :func:`atkd_lite.distill` as ``method``.
-    """
-
-    kind = "rrr"
-    method_name = "rrr"
-    #: the penalty weight λ when none is given (tuned per experiment by :func:`tune_weights`)
-    default_beta = 10.0
-    #: (N, H, W) bool masks by dataset index, set by :meth:`for_data`
-    masks: torch.Tensor | None = None
-
-    @classmethod
-    def for_data(cls, data: DecoySet) -> type[RRRDistiller]:
-        """This distiller bound to the swatch masks of ``data`` (a :class:`~atkd_lite.data.DecoySet`).
-
-        Raises:
-            TypeError: data without swatch boxes.
-        """
-        if not isinstance(data, DecoySet):
-            raise TypeError(f"RRR needs the true swatch masks: give a DecoySet "
-                            f"(decoy_mnist(...)), got {type(data).__name__}")
-        masks = box_mask(data.swatch_boxes, data.image_size)
-        return type(cls.__name__, (cls,), {"masks": masks, "__doc__": cls.__doc__,
-                                           "__module__": cls.__module__})
-
-    def teacher_signals(self, x, y, idx):
-        if self.masks is None:
-            raise ValueError("RRRDistiller has no masks; use RRRDistiller.for_data(train) "
-                             "as the method")
-        return None, self.masks[idx.to(self.masks.device)].to(x.device)
-
-    def student_forward(self, x, y):
-        x = x.detach().requires_grad_(True)
-        with autocast_context(self.device, self.amp):
-            logits = self.student(x)
-        log_p = F.log_softmax(logits.float(), dim=1).sum()
-        (grad,) = torch.autograd.grad(log_p, x, create_graph=True)
-        return logits, grad
-
-    def attention_term(self, grad, masks):
-        inside = grad.float().pow(2).sum(1) * masks  # (B, H, W): squared, channels summed
-        return inside.flatten(1).sum(1).mean()
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,13 +239,24 @@ def swatch_scores(model: nn.Module, data: DecoySet, kinds: Sequence[str] = MAP_K
 # the experiment
 
 def _weight_grid(method, factors: Sequence[float], rrr_lambdas: Sequence[float]) -> list[float]:
-    if method == "rrr":
+    if _upper_bound(method):
         return sorted(float(v) for v in rrr_lambdas)
     return sorted(float(f) * parse_method(method)[1].default_beta for f in factors)
 
 
 def _tunable(method) -> bool:
-    return method == "rrr" or parse_method(method)[1].kind is not None
+    return parse_method(method)[1].signal is not None
+
+
+def _upper_bound(method) -> bool:
+    """A reference given what no practitioner has (RRR's true masks), tuned on random
+    shades (test-like data) and trained without the teacher cache."""
+    return bool(getattr(parse_method(method)[1], "tuned_on_test_distribution", False))
+
+
+def _reference_methods(references: Sequence[str]) -> list[str]:
+    """The references that are methods (RRR), not other data (``clean``)."""
+    return [r for r in references if r in METHODS]
 
 
 def _choose(scores: dict[float, float], default: float) -> float:
@@ -364,28 +314,25 @@ def tune_weights(setup: ExperimentSetup, fit: DecoySet, val: DecoySet, val_rando
     check_int("max_extend", max_extend, minimum=0)
     _check_select_on(select_on)
     tune_setup = dataclasses.replace(setup, train=fit, test=val)
-    names = [m for m in methods if m != "rrr" and _tunable(m)]
+    names = [m for m in methods if _tunable(m) and not _upper_bound(m)]
     cache = teacher_cache_for(tune_setup, names, **distill_kwargs) if names else None
-    rrr = RRRDistiller.for_data(fit)
     chosen, rows = {}, []
     for method in [m for m in methods if _tunable(m)]:
         grid = _weight_grid(method, factors, rrr_lambdas)
-        default = parse_method(method)[1].default_beta if method != "rrr" else \
-            RRRDistiller.default_beta
+        default = parse_method(method)[1].default_beta
         scores: dict[float, dict[str, float]] = {}
         extensions = {"low": 0, "high": 0}
         while True:
             for beta in [b for b in grid if b not in scores]:
-                res = run_grid(tune_setup, {}, [GridCell(rrr if method == "rrr" else method,
-                                                         student_size, name=method)],
-                               seeds, epochs, None if method == "rrr" else cache,
+                res = run_grid(tune_setup, {}, [GridCell(method, student_size, name=method)],
+                               seeds, epochs, None if _upper_bound(method) else cache,
                                score=lambda r: {"val_random_acc": evaluate(
                                    r.student, val_random, device=setup.device)},
                                progress=progress, beta=beta, **distill_kwargs)
                 scores[beta] = {"val_acc": statistics.fmean(r["test_acc"] for r in res.runs),
                                 "val_random_acc": statistics.fmean(
                                     r["val_random_acc"] for r in res.runs)}
-            on = "val_random" if method == "rrr" else select_on
+            on = "val_random" if _upper_bound(method) else select_on
             key = f"{on}_acc"
             best = _choose({b: s[key] for b, s in scores.items()}, default)
             ordered = sorted(scores)
@@ -554,8 +501,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         current["val"] = decoy_mnist("val", rho=rho, swatch=swatch)
         setup = dataclasses.replace(setup0, train=train, test=test)
         settings["train_size"] = len(train)
-        tunable = [m for m in [*methods, *(["rrr"] if "rrr" in references else [])]
-                   if _tunable(m)]
+        tunable = [m for m in [*methods, *_reference_methods(references)] if _tunable(m)]
         if tune and tunable:
             fit = _subset(decoy_mnist("fit", rho=rho, swatch=swatch), per_class, data_seed)
             betas, rows = tune_weights(setup, fit, current["val"],
@@ -565,20 +511,16 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                                        select_on=select_on, **distill_kwargs)
             settings["tuning"][f"{rho:g}"] = rows
         else:
-            betas = {m: (RRRDistiller.default_beta if m == "rrr"
-                         else parse_method(m)[1].default_beta) for m in tunable}
+            betas = {m: parse_method(m)[1].default_beta for m in tunable}
         settings["betas"][f"{rho:g}"] = betas
         cache = teacher_cache_for(setup, methods, **distill_kwargs)
-        cells = [(m, m) for m in methods]
-        if "rrr" in references:
-            cells.append(("rrr", RRRDistiller.for_data(train)))
-        for name, method in cells:
+        for name in [*methods, *_reference_methods(references)]:
             extra = {"rho": rho, "base_method": name, "beta": betas.get(name, 0.0)}
             weight = {"beta": betas[name]} if name in betas else {}
             add(run_grid(setup, settings,
-                         [GridCell(method, student_size, name=f"rho={rho:g}/{name}",
+                         [GridCell(name, student_size, name=f"rho={rho:g}/{name}",
                                    extra=extra)],
-                         seeds, epochs, None if name == "rrr" else cache, score=score,
+                         seeds, epochs, None if _upper_bound(name) else cache, score=score,
                          progress=progress, **weight, **distill_kwargs))
     if "clean" in references:  # the same digits without swatches: one run per seed for all ρ
         clean_train = train.without_swatch()
@@ -623,7 +565,7 @@ def load_shortcut(name="decoy-shortcut") -> ExperimentResults:
 
 
 def _planned_cells(settings: dict) -> list[str]:
-    return [*settings["methods"], *(["rrr"] if "rrr" in settings["references"] else [])]
+    return [*settings["methods"], *_reference_methods(settings["references"])]
 
 
 def grid_status(results: ExperimentResults) -> dict:
@@ -672,10 +614,8 @@ def grid_status(results: ExperimentResults) -> dict:
         else:
             partial.append(rho)
     ran = completed + partial
-    refs = []
-    if "rrr" in s["references"] and ran and all(done.get(f"{float(r):g}/rrr", set()) >= seeds
-                                                for r in ran):
-        refs.append("rrr")
+    refs = [m for m in _reference_methods(s["references"])
+            if ran and all(done.get(f"{float(r):g}/{m}", set()) >= seeds for r in ran)]
     if "clean" in s["references"] and done.get("clean", set()) >= seeds:
         refs.append("clean")
     planned = len(s["rhos"]) * len(cells) * len(seeds) + \

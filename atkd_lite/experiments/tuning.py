@@ -38,6 +38,7 @@ from atkd_lite.data import load_dataset
 from atkd_lite.engine import evaluate
 from atkd_lite.experiments.results import ExperimentResults, load_results, provenance
 from atkd_lite.experiments.runner import ExperimentSetup, GridCell, run_grid
+from atkd_lite.methods import signals_for
 from atkd_lite.runtime import atomic_write, check_int, get_device
 
 __all__ = ["SEARCHES", "Search", "best_values", "load_tuning", "tune", "tuning_markdown"]
@@ -142,9 +143,8 @@ def tune(searches: Sequence[str] = tuple(SEARCHES), seeds: Sequence[int] = (0, 1
             "parameters": count_parameters(teacher), "epochs": teacher_epochs}
     setup = ExperimentSetup(dev, prov, fit, val, teacher, info, t_start)
     methods = {SEARCHES[s].method for s in searches}
-    kinds = {"fma", "mip", "sals"} & methods
-    cache = TeacherCache.build(teacher, fit, maps=sorted(kinds), at="at" in methods,
-                               device=dev, progress=False)
+    cache = TeacherCache.build(teacher, fit, **signals_for(methods), device=dev,
+                               progress=False)
     settings = {"dataset": "mnist5k", "train_name": fit.name, "train_size": len(fit),
                 "test_name": val.name, "test_size": len(val), "per_class": per_class,
                 "student_size": "small", "epochs": epochs, "seeds": list(seeds),
