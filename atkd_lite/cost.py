@@ -46,6 +46,7 @@ from atkd_lite.runtime import (
     synchronize,
 )
 from atkd_lite.saliency import saliency_map
+from atkd_lite.signals import MAPS
 
 __all__ = [
     "FLOOR",
@@ -481,9 +482,12 @@ def attention_overhead(device=None, batch: int = 128, reps: int = 30, warmup: in
     # forward; timed in the same repetitions, that churn changes the heap that the next
     # call finds. So it is timed in repetitions of its own, against a plain forward of
     # those repetitions.
-    sets = [["plain"] + [v for v in known if v in variants and v not in ("plain", "sals")]]
-    if "sals" in variants:
-        sets = [group for group in sets if len(group) > 1] + [["plain", "sals"]]
+    # (the gradient maps are the map signals not made from the captured features)
+    gradient = [v for v in variants if v in MAPS and not MAPS[v].uses_features]
+    sets = [["plain"] + [v for v in known if v in variants and v != "plain"
+                         and v not in gradient]]
+    if gradient:
+        sets = [group for group in sets if len(group) > 1] + [["plain", *gradient]]
     medians: dict[str, float] = {}
     ratios: dict[str, float] = {}
     for names in sets:

@@ -45,7 +45,7 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import _maps_from_raw, traceable_maps_from_raw  # noqa: E402
-from atkd_lite.distillers import _compiled_attention, _RawMaps  # noqa: E402
+from atkd_lite.methods.atcam_maps import _compiled_attention, _RawMaps  # noqa: E402
 from atkd_lite.losses import attention_loss  # noqa: E402
 from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 

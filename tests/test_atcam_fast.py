@@ -617,7 +617,7 @@ def test_distilling_with_compiled_maps_follows_the_eager_run(monkeypatch):
     attention loss, and train as the eager code does, to rounding; a method without maps
     ignores the setting."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(__import__("tempfile").mkdtemp()))
-    import atkd_lite.distillers as distillers_module
+    import atkd_lite.methods.atcam_maps as distillers_module
     used = []
 
     def spying(name, make):

@@ -502,7 +502,7 @@ def _check_combination(combine, mode: str, name: str, other: str) -> None:
         _hint(not torch.allclose(got, (raw - lo) / (hi - lo), atol=1e-5),
               "you normalise with the min and max of the whole batch; normalise each "
               "image on its own (min and max over H and W only)")
-        swapped = "mip" if mode == "fma" else "fma"
+        swapped = next(k for k in COMBINE if k != mode)  # the other built-in combination
         _hint(not torch.allclose(got, combine_maps(layer_maps, swapped).double(), atol=1e-5),
               f"that is the {other} of the layers; {mode.upper()} takes the {name}")
         worst = (got - want).abs().flatten().argmax()

@@ -1,0 +1,220 @@
+"""Methods and signals: a new attention map is one signal class and one method file; a
+method with its own learnable parameters trains them; signal kinds are decoded in one
+place only."""
+
+import ast
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import atkd_lite as ak
+from atkd_lite import signals
+from atkd_lite.cache import TeacherCache
+from atkd_lite.cli import main
+from atkd_lite.methods import METHODS, Distiller, register, registry, signals_for
+from atkd_lite.methods.base import layer_selection
+from atkd_lite.runtime import autocast_context, eval_mode, model_logits
+
+TESTS = Path(__file__).resolve().parent
+PACKAGE = TESTS.parent / "atkd_lite"
+
+
+@pytest.fixture
+def restore_registries():
+    """Leave the registries as they were (registering is global state)."""
+    methods, maps = dict(METHODS), dict(signals.MAPS)
+    registered = list(registry._REGISTERED)
+    yield
+    METHODS.clear()
+    METHODS.update(methods)
+    signals.MAPS.clear()
+    signals.MAPS.update(maps)
+    registry._REGISTERED[:] = registered
+
+
+@pytest.fixture
+def cmax(restore_registries):
+    """The example method file (tests/example_method_cmax.py), imported afresh."""
+    sys.path.insert(0, str(TESTS))
+    try:
+        sys.modules.pop("example_method_cmax", None)
+        yield importlib.import_module("example_method_cmax")
+    finally:
+        sys.path.remove(str(TESTS))
+        sys.modules.pop("example_method_cmax", None)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = ak.load_dataset("mnist5k", "train").per_class(2)
+    test = ak.load_dataset("mnist5k", "val").per_class(1)
+    torch.manual_seed(0)
+    return train, test, ak.teacher_cnn().eval()
+
+
+def _by_hand(features, size):
+    """The channel-max map written out with torch.nn.functional, independently."""
+    per_layer = []
+    for a in features:
+        m = a.abs().amax(dim=1, keepdim=True)
+        m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)[:, 0]
+        lo = m.flatten(1).amin(1)[:, None, None]
+        hi = m.flatten(1).amax(1)[:, None, None]
+        per_layer.append((m - lo) / (hi - lo))
+    mean = torch.stack(per_layer).mean(0)
+    lo, hi = mean.flatten(1).amin(1)[:, None, None], mean.flatten(1).amax(1)[:, None, None]
+    return (mean - lo) / (hi - lo)
+
+
+def test_a_new_map_is_one_signal_class_and_one_method_file(cmax, digits, tmp_path):
+    train, test, teacher = digits
+    assert {"cmax", "cmax+kd"} <= set(METHODS) and "cmax" in signals.MAPS
+    assert signals_for(["cmax+kd", "fma"]) == {"maps": ["cmax", "fma"], "at": False}
+
+    # the signal is the formula, checked against a hand computation
+    x = train.float_images()[:4]
+    with torch.no_grad():
+        _, feats = ak.ATCam(teacher).features(x)
+        want = _by_hand(feats, (28, 28))
+        got = cmax.CMAX.compute(teacher, x)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(ak.attribution_maps(teacher, x, "cmax"), want, atol=1e-6)
+
+    # online: the teacher runs; the student's map is the same formula, with gradients
+    torch.manual_seed(1)
+    online = ak.distill(teacher, ak.student_cnn("tiny"), train, test, method="cmax+kd",
+                        epochs=1, batch_size=8, progress=False, device="cpu")
+    assert online.method == "cmax+kd" and online.params["beta"] == 0.3
+    assert set(online.history.last) >= {"loss_att", "loss_kd"}
+    assert 0 < online.history.last["loss_att"] < 1
+
+    # cached: a teacher cache computes and stores the new map by its key
+    cache = TeacherCache.build(teacher, train, maps=["cmax"], at=False, progress=False,
+                               device="cpu", map_dtype="float32")
+    with torch.no_grad():
+        ref = cmax.CMAX.compute(teacher, train.float_images())
+    assert torch.allclose(cache.maps("cmax", torch.arange(len(train))), ref, atol=1e-6)
+    torch.manual_seed(1)
+    cached = ak.distill(teacher, ak.student_cnn("tiny"), train, test, method="cmax+kd",
+                        cache=cache, epochs=1, batch_size=8, progress=False, device="cpu")
+    # the same maps and logits (float16 logits in the cache): the same run, to rounding
+    assert cached.history.last["loss_att"] == pytest.approx(
+        online.history.last["loss_att"], rel=1e-3)
+    with pytest.raises(ValueError, match="cmax"):  # a cache without the map says so
+        ak.distill(teacher, ak.student_cnn("tiny"), train, test, method="cmax",
+                   cache=TeacherCache.build(teacher, train, maps=["fma"], at=False,
+                                            progress=False, device="cpu"),
+                   epochs=1, progress=False, device="cpu")
+
+    # in a grid, from the command line: one teacher cache with the new map, every run
+    ckpt = tmp_path / "teacher.pt"
+    ak.save_checkpoint(ckpt, teacher, dataset="mnist5k")
+    out = tmp_path / "grid"
+    code = main(["sizes", "--methods", "student,cmax", "--sizes", "tiny", "--seeds", "0",
+                 "--per-class", "1", "--epochs", "1", "--teacher", str(ckpt), "--device",
+                 "cpu", "--output-dir", str(out)])
+    assert code == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(r["base_method"] for r in runs) == ["cmax", "student"]
+    assert all(r["params"]["cached"] for r in runs)
+
+
+class HintDistiller(Distiller):
+    """FitNet-style hints: a learnable 1×1 regressor maps the student's first capture
+    point onto the teacher's, compared by mean squared error."""
+
+    method_name = "hint"
+    signal = signals.Logits()  # only so that the attention term is on (never cached)
+    default_beta = 1.0
+
+    def setup(self, x_probe):
+        self.s_cam = ak.ATCam(self.student, **layer_selection(None, 1, 0))
+        self.t_cam = ak.ATCam(self.teacher, **layer_selection(None, 1, 0))
+        with eval_mode(self.student, self.teacher), torch.no_grad():
+            s = self.s_cam.features(x_probe)[1][0]
+            t = self.t_cam.features(x_probe)[1][0]
+        self.regressor = nn.Conv2d(s.shape[1], t.shape[1], 1).to(x_probe.device)
+
+    def teacher_online(self, x, y):
+        with torch.no_grad():
+            logits, feats = self.t_cam.features(x)
+        return logits, feats[0]
+
+    def student_forward(self, x, y):
+        with autocast_context(self.device, self.amp):
+            logits, feats = self.s_cam.features(x)
+        return model_logits(logits), self.regressor(feats[0])
+
+    def attention_term(self, s_att, t_att):
+        return F.mse_loss(s_att, t_att)
+
+
+def test_a_method_with_its_own_parameters_trains_them(restore_registries, digits):
+    train, test, teacher = digits
+    register(HintDistiller)
+    seen = {}
+    original = HintDistiller.setup
+
+    def setup(self, x_probe):  # keep the regressor as it starts
+        original(self, x_probe)
+        seen["start"] = {k: v.clone() for k, v in self.regressor.state_dict().items()}
+        seen["distiller"] = self
+
+    HintDistiller.setup = setup
+    try:
+        res = ak.distill(teacher, ak.student_cnn("tiny"), train, test, method="hint",
+                         epochs=2, batch_size=8, progress=False, device="cpu")
+    finally:
+        HintDistiller.setup = original
+    d = seen["distiller"]
+    own = list(d.regressor.parameters())
+    trained = list(d.trainable_parameters())
+    assert len(trained) == len(list(d.student.parameters())) + len(own)
+    assert all(any(p is q for q in trained) for p in own)
+    assert not any(p is q for p in teacher.parameters() for q in trained)
+    for k, v in d.regressor.state_dict().items():
+        assert not torch.equal(v, seen["start"][k]), f"the regressor's {k} did not train"
+    assert res.history.last["loss_att"] > 0
+
+
+# ---------------------------------------------------------------------------------------
+# one place decodes signal kinds
+
+SIGNAL_KINDS = {"fma", "mip", "sals", "at", "rrr"}
+
+
+def _kind_comparisons(path: Path, root: Path = PACKAGE.parent) -> list[str]:
+    """Comparisons (``==``, ``in``, …) and set intersections that name a signal kind."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare) or (isinstance(node, ast.BinOp)
+                                             and isinstance(node.op, ast.BitAnd)):
+            named = {n.value for n in ast.walk(node)
+                     if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            if named & SIGNAL_KINDS:
+                found.append(f"{path.relative_to(root)}:{node.lineno}: "
+                             f"{ast.unparse(node)}")
+    return found
+
+
+def test_no_signal_kind_is_compared_outside_the_signal_and_method_modules():
+    outside = [p for p in PACKAGE.rglob("*.py")
+               if p.name != "signals.py" and "methods" not in p.relative_to(PACKAGE).parts]
+    found = [hit for p in outside for hit in _kind_comparisons(p)]
+    assert not found, "decode signal kinds in atkd_lite/signals.py or a method file:\n" + \
+        "\n".join(found)
+
+
+def test_the_kind_detector_finds_a_planted_comparison(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text('def f(kind, kinds):\n    if kind == "sals":\n        return 1\n'
+                       '    return kinds & {"fma", "mip"}\n'
+                       'for k in ("fma", "mip"):\n    pass\n')
+    assert [h.split(": ", 1)[1] for h in _kind_comparisons(planted, tmp_path)] == [
+        "kind == 'sals'", "kinds & {'fma', 'mip'}"]
