@@ -23,40 +23,46 @@ The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`resize
 :func:`layer_map`, :func:`combine_maps` and :func:`attention_from_features` are the
 reusable pieces; the distillation engine and the book call them directly.
 
-Cost. The method's claim is that the maps come almost for free, so the computation is
-arranged around memory traffic rather than arithmetic: :class:`ATCam` reduces each kept
-layer to ``mean_c |A|`` inside the forward pass (while the feature map is still in
-cache, and without keeping it alive), forms ``|A|`` without a fresh full-size buffer,
-resizes layers of one size together, normalises all layers in one call, and gives
-:func:`normalize_maps` a hand-written backward. None of this changes a number: maps and
-gradients equal, bit for bit, the plain formulas above (``tests/test_atcam_fast.py``).
-Optionally compiled (``ATCam(compile=...)``, equal to rounding), and compiled together with
-the network (``compile_model=True``), where each channel mean is read inside the
-network's own fused kernels rather than in a pass of its own.
+Cost. The method's claim is that the maps come almost for free, so they are computed
+with less memory traffic than the formulas above suggest: :mod:`atkd_lite.atcam_fast`
+holds those fast paths (each layer reduced inside the forward pass, ``|A|`` formed in
+cache-sized chunks, a hand-written backward for ``norm``, compiled code on request).
+They change no number: the maps and gradients equal the plain formulas bit for bit
+(``tests/test_atcam_fast.py``), compiled ones to rounding.
 
 Defined in the book's chapter "Attention maps", which derives every step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from atkd_lite.atcam_fast import (
+    COMBINE,
+    EPS,
+    Reduced,
+    WholeGraph,
+    bilinear,
+    channel_mean,
+    check_size,
+    compiled_tail,
+    float32_if_autocast,
+    maps_from_raw,
+    min_max_normalize,
+    relu_output,
+    resize_weights,
+    traceable_maps_from_raw,
+)
 from atkd_lite.runtime import (
     at_least_float32,
     check_compile_mode,
     check_model_input,
-    compile_function,
-    cuda_graph_mode,
-    float32_math,
     model_logits,
     unwrap_model,
 )
@@ -69,53 +75,10 @@ __all__ = [
     "layer_map",
     "normalize_maps",
     "resize_maps",
+    "resize_weights",
     "select_layers",
+    "traceable_maps_from_raw",
 ]
-
-#: Below this range (max - min) a map counts as constant and normalises to zeros.
-EPS = 1e-12
-
-#: ... and so does a map whose range is within this many units of float precision of its
-#: magnitude: resizing a constant map, or a conv on a constant image, leaves 1-2 ULPs of
-#: rounding noise that min-max would otherwise blow up to a full [0, 1] pattern.
-ULPS = 64
-
-#: How a stack of per-layer maps, shaped (L, B, H, W), is reduced over the layer axis
-#: (the one place where FMA and MIP differ).
-COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "fma": lambda stack: stack.mean(dim=0),  # feature map accumulation
-    "mip": lambda stack: stack.amax(dim=0),  # maximum intensity projection
-}
-
-
-def _float32(device: torch.device):
-    """:func:`float32_math` where autocast is on, else nothing (saves ~20 us a call).
-
-    The map computation enters it several times per call; on a GPU such fixed host costs
-    are what a batch-128 forward is made of.
-    """
-    try:
-        enabled = torch.is_autocast_enabled(device.type)
-    except TypeError:  # torch < 2.4: no device argument
-        return float32_math(device)
-    return float32_math(device) if enabled else contextlib.nullcontext()
-
-
-def _check_size(size) -> tuple[int, int] | None:
-    """Validate an output size: None, or two positive ints (H, W)."""
-    if size is None:
-        return None
-    ok = (
-        isinstance(size, Sequence)
-        and not isinstance(size, str)
-        and len(size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    )
-    if not ok:
-        raise ValueError(
-            f"size must be None or two positive ints (H, W), e.g. size=(28, 28); got {size!r}"
-        )
-    return (int(size[0]), int(size[1]))
 
 
 def _check_count(name: str, value) -> int:
@@ -182,87 +145,9 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
         <BLANKLINE>
                 [[0., 0.]]])
     """
-    if maps.requires_grad and torch.is_grad_enabled():
-        return _MinMaxNorm.apply(maps, eps)
-    return _normalize(maps, eps)
-
-
-def _min_max(maps: torch.Tensor, eps: float):
-    """Per-sample ``lo``, ``hi``, "not constant" mask ``ok`` and ``1 / span`` (1 where not ok)."""
-    shape = (-1,) + (1,) * (maps.dim() - 1)
-    flat = maps.flatten(1)
-    # amin/amax, not aminmax: aminmax has no derivative in the torch versions Colab ships
-    # (and on the CPU its kernel along a dimension is ~5x slower than the two together)
-    lo, hi = flat.amin(dim=1).view(shape), flat.amax(dim=1).view(shape)
-    span = hi - lo
-    tol = torch.maximum(lo.abs(), hi.abs()).detach() * (ULPS * torch.finfo(maps.dtype).eps)
-    ok = span > tol.clamp_min(eps)
-    # 1/span through a safe denominator, then masked: dividing by a zero span and
-    # discarding the result afterwards would still send NaN gradients back.
-    return lo, hi, ok, torch.where(ok, span, 1.0).reciprocal()
-
-
-def _normalize(maps: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`normalize_maps` in plain operations (autograd differentiates these)."""
-    lo, _, ok, inv = _min_max(maps, eps)
-    out = maps - lo  # subtract first: m*s - lo*s would cancel catastrophically
-    if maps.requires_grad and torch.is_grad_enabled():
-        return out * (inv * ok)
-    return out.mul_(inv * ok)  # no graph: scale in place, one full-size buffer fewer
-
-
-def _min_max_grads(grad, d, ok, inv, scale):
-    """The gradients of ``y = d * scale`` (``d = maps - lo``, ``scale = ok / (hi - lo)``)
-    with respect to ``d`` (full size), and to ``span = hi - lo`` and ``lo`` (per sample),
-    in autograd's order of operations: shared by :class:`_MinMaxNorm` and
-    :class:`_TracedMinMaxNorm`, which differ only in how they form the tie masks."""
-    dims = tuple(range(1, d.dim()))
-    g_d = grad * scale
-    g_scale = (grad * d).sum(dims, keepdim=True)
-    g_span = (g_scale * ok) * -(inv * inv)  # scale = inv * ok, inv = 1 / span
-    g_lo = -g_d.sum(dims, keepdim=True) - g_span  # from d = maps - lo and span = hi - lo
-    return g_d, g_span, g_lo
-
-
-class _MinMaxNorm(torch.autograd.Function):
-    """:func:`_normalize` with a hand-written backward: the same gradient, bit for bit.
-
-    Autograd's backward of ``amin``/``amax`` spreads the gradient over tied extremes via
-    ``(g / count) * mask``, which on the CPU casts the boolean mask to a full-size float
-    copy, twice per extreme, and then adds three full-size terms; here each extreme costs
-    one comparison and one in-place ``addcmul_``. Every product and sum is done in
-    autograd's order, so the result is identical (``tests/test_atcam_fast.py`` checks it,
-    ties and constant maps included).
-    """
-
-    @staticmethod
-    def forward(ctx, maps, eps):
-        lo, hi, ok, inv = _min_max(maps, eps)
-        scale = inv * ok
-        d = maps - lo
-        ctx.eps = eps
-        ctx.save_for_backward(maps, d, lo, hi, ok, inv, scale)
-        return d * scale
-
-    @staticmethod
-    def backward(ctx, grad):
-        maps, d, lo, hi, ok, inv, scale = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: differentiate the plain operations
-            with torch.enable_grad():
-                out = _normalize(maps, ctx.eps)
-            return torch.autograd.grad(out, maps, grad, create_graph=True)[0], None
-        g_d, g_span, g_lo = _min_max_grads(grad, d, ok, inv, scale)
-        # amax/amin: the gradient is shared equally between tied extremes. The masks are
-        # written as 0/1 floats (summing a boolean mask first copies it to int64); the
-        # counts are small integers, exact in floating point
-        at_hi = torch.eq(maps, hi, out=torch.empty_like(maps))
-        at_lo = torch.eq(maps, lo, out=torch.empty_like(maps))
-        ties_hi = at_hi.flatten(1).sum(1).view_as(hi)
-        ties_lo = at_lo.flatten(1).sum(1).view_as(lo)
-        # autograd adds g_d + (hi part + lo part); no element is in both parts unless the
-        # map is constant, where every term is zero, so adding them in turn, in place,
-        # gives the same numbers
-        return g_d.addcmul_(at_hi, g_span / ties_hi).addcmul_(at_lo, g_lo / ties_lo), None
+    # (m - min) / (max - min) in plain operations; with a graph, a hand-written backward
+    # that gives autograd's gradient with fewer full-size passes (atcam_fast)
+    return min_max_normalize(maps, eps)
 
 
 def _check_features(features) -> None:
@@ -306,153 +191,12 @@ def layer_map(
                  [0., 0.]]])
     """
     _check_features(features)
-    size = _check_size(size)
-    with _float32(features.device):
-        m = _channel_mean(features, p)
+    size = check_size(size)
+    with float32_if_autocast(features.device):
+        m = channel_mean(features, p)
         if size is not None and tuple(m.shape[-2:]) != size:
             m = resize_maps(m, size)
         return normalize_maps(m) if normalize else m
-
-
-# ---------------------------------------------------------------------------------------
-# The per-layer reduction mean_c |A|^p, the one step that reads a full-size feature map.
-#
-# Where the time goes: on the CPU, writing a fresh full-size temporary (``A.abs()``, 12.8 MB
-# for a 128 x 32 x 28 x 28 batch) costs 5-10x more than reading A once, because every
-# page of a new large buffer is faulted in (the allocator hands large blocks back to the
-# OS). So |A| is formed a chunk of images at a time in one small reused buffer that stays
-# in the core's cache, and summed from there: the same operations in the same order, so
-# the same numbers bit for bit, at about the cost of one read of A. On other devices one
-# fused ``vector_norm`` kernel reads A once with no temporary at all (CPU's kernel for it
-# is slow).
-
-#: bytes of |A| formed per chunk on the CPU, per torch thread (about a core's L2) ...
-_CHUNK_BYTES = 1 << 19
-#: ... but never more chunks than this (the Python loop's cost stays bounded)
-_MAX_CHUNKS = 64
-#: ... and with several threads never more than this (each chunk is two barriers)
-_MAX_CHUNKS_THREADED = 16
-
-
-def _sum_abs_cpu(a: torch.Tensor, workspace: dict | None = None,
-                 nonneg: bool = False) -> torch.Tensor:
-    """``a.abs().sum(dim=1)`` for a float32/64 CPU tensor, without a fresh full-size temporary.
-
-    ``|A|`` is formed a cache-sized chunk of images at a time: a core's L2 per torch
-    thread. With several threads every operation is a parallel region that ends in a
-    barrier, and on a busy machine a barrier can wait a whole scheduler slice for a
-    thread, so there the chunks are fewer (at most :data:`_MAX_CHUNKS_THREADED`; on two
-    quiet cores, chunks of ~1 MB form and sum ``|A|`` in 0.6x the time of one piece).
-    The buffer comes from ``workspace`` (a dict shared by the layers of a call, and kept
-    by :class:`ATCam` between calls), so a call faults in no fresh buffer.
-
-    ``nonneg``: ``a`` is a ReLU's output, so ``|a| = a``: it is summed straight from
-    ``a`` in one call (no ``|A|`` to form, and no chunks: they only pay for keeping
-    ``|A|`` in cache; one call reads a 12.8 MB map in 0.65x the time of 16 chunks).
-    """
-    if nonneg:
-        return torch.sum(a, dim=1)
-    batch = a.shape[0]
-    per_image = max(1, a[0].numel() * a.element_size())
-    threads = torch.get_num_threads()
-    most = _MAX_CHUNKS if threads == 1 else _MAX_CHUNKS_THREADED
-    step = max(1, _CHUNK_BYTES * threads // per_image, -(-batch // most))
-    out = a.new_empty((batch, *a.shape[2:]))
-    shape = (min(step, batch), *a.shape[1:])
-    if workspace is not None and a.is_contiguous():
-        flat = workspace.get(a.dtype)
-        need = min(step, batch) * a[0].numel()
-        if flat is None or flat.numel() < need:
-            flat = workspace[a.dtype] = a.new_empty(need)
-        buf = flat[:need].view(shape)
-    else:
-        buf = torch.empty_like(a[:step])  # same memory format as A: same summation order
-    for i in range(0, batch, step):
-        n = min(step, batch - i)
-        torch.abs(a[i:i + n], out=buf[:n])
-        torch.sum(buf[:n], dim=1, out=out[i:i + n])
-    return out
-
-
-class _ChannelMeanAbs(torch.autograd.Function):
-    """``a.abs().mean(dim=1)`` (same numbers, same gradient) with fewer full-size passes.
-
-    Forward: :func:`_sum_abs_cpu` then one division (``mean`` is ``sum / C`` in torch).
-    Backward: ``sgn(a) * g / C`` in one fresh tensor, where autograd's chain (mean's
-    expand-and-divide, abs's ``sgn`` and product) writes three.
-
-    With ``nonneg`` (``a`` is the output of an ``nn.ReLU``, see :func:`_relu_output`)
-    the forward sums ``a`` itself, and the backward returns ``g / C`` broadcast over the
-    channels (no full-size write) instead of ``sgn(a) * g / C``. The two differ only where
-    ``a == 0``, and there the ReLU's own backward (``threshold_backward`` on its output)
-    zeroes the gradient whatever arrives: every parameter's gradient is the same, bit for
-    bit (``tests/test_atcam_fast.py``).
-    """
-
-    @staticmethod
-    def forward(ctx, a, workspace, nonneg=False):
-        ctx.save_for_backward(a)
-        ctx.nonneg = nonneg
-        return _sum_abs_cpu(a, workspace, nonneg).div_(a.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad):
-        (a,) = ctx.saved_tensors
-        scaled = (grad / a.shape[1]).unsqueeze(1)
-        if torch.is_grad_enabled():  # double backward: keep the product differentiable
-            return torch.sgn(a) * scaled, None, None
-        if ctx.nonneg:
-            return scaled.expand_as(a), None, None
-        return torch.sgn(a).mul_(scaled), None, None
-
-
-def _channel_mean(features: torch.Tensor, p: float = 1,
-                  workspace: dict | None = None, nonneg: bool = False,
-                  compiled: str | None = None) -> torch.Tensor:
-    """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
-
-    Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
-    ``workspace``: a dict shared by the layers of one call (CPU scratch buffers).
-    ``nonneg``: A is an ``nn.ReLU``'s output (see :class:`_ChannelMeanAbs`).
-    ``compiled``: a ``torch.compile`` mode (``ATCam(compile=...)``): on the CPU a signed
-    map's ``mean_c |A|`` is then one compiled pass (equal to rounding, not bit for bit).
-    """
-    if p == 1 and features.device.type != "cpu":
-        # one fused pass, no full-size temporary (not even the float32 copy of an autocast
-        # output: the kernel upcasts as it reads, giving the same sums)
-        dtype = features.dtype if features.dtype == torch.float64 else torch.float32
-        return torch.linalg.vector_norm(features, ord=1, dim=1, dtype=dtype) / features.shape[1]
-    if p == 1 and features.dtype in (torch.float32, torch.float64):
-        if compiled is not None and not nonneg:
-            return _compiled_abs_mean(compiled)(features)
-        return _ChannelMeanAbs.apply(features, workspace, nonneg)
-    return _plain_channel_mean(features, p)
-
-
-def _plain_channel_mean(features: torch.Tensor, p: float = 1) -> torch.Tensor:
-    """``mean_c |A|^p`` in plain operations, float32 or wider: the eager fallback of
-    :func:`_channel_mean`, and what compiled code traces (``compile``, ``compile_model``)."""
-    a = at_least_float32(features).abs()
-    return (a if p == 1 else a.pow(p)).mean(dim=1)
-
-
-def _relu_output(module: nn.Module) -> bool:
-    """Whether a module's output is an ``nn.ReLU``'s: the module is one, or a
-    ``Sequential`` whose last module is (e.g. the book's ``ConvBlock``)."""
-    while isinstance(module, nn.Sequential) and len(module) > 0:
-        module = module[-1]
-    return type(module) is nn.ReLU  # a subclass may change what forward returns
-
-
-@functools.lru_cache(maxsize=64)
-def _linear_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype):
-    """(n_out, n_in) matrix of 1-D linear interpolation weights, align_corners=False."""
-    # Interpolating the identity gives each input's weight at each output; a normal
-    # (not inference-mode) tensor, so the cached matrix may be used under autograd later.
-    with torch.inference_mode(False), torch.no_grad():
-        eye = torch.eye(n_in, device=device, dtype=dtype).unsqueeze(0)  # (1, n_in, n_in)
-        w = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0]
-        return w.t().contiguous()
 
 
 def resize_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -479,13 +223,10 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         >>> torch.allclose(resize_maps(m, (28, 20)), ref, atol=1e-6)
         True
     """
-    size = _check_size(size)
+    size = check_size(size)
     if size is None:
         raise ValueError("resize_maps needs size=(H, W)")
-    h, w = maps.shape[-2:]
-    r_h = _linear_weights(int(h), size[0], maps.device, maps.dtype)
-    r_w = _linear_weights(int(w), size[1], maps.device, maps.dtype)
-    return r_h @ maps @ r_w.t()
+    return bilinear(maps, size)
 
 
 def combine_maps(maps: Sequence[torch.Tensor] | torch.Tensor, mode: str = "fma") -> torch.Tensor:
@@ -527,7 +268,7 @@ def combine_maps(maps: Sequence[torch.Tensor] | torch.Tensor, mode: str = "fma")
                 f"got {sorted(shapes)}"
             )
         stack = torch.stack(maps)
-    with _float32(stack.device):
+    with float32_if_autocast(stack.device):
         return normalize_maps(COMBINE[mode](at_least_float32(stack)))
 
 
@@ -563,7 +304,7 @@ def attention_from_features(
         >>> attention_from_features(feats, size=(28, 28), combine="mip").shape
         torch.Size([2, 28, 28])
     """
-    size = _check_size(size)
+    size = check_size(size)
     if size is None:
         raise ValueError("attention_from_features needs size=(H, W), e.g. the input's H and W")
     if combine not in COMBINE:
@@ -574,204 +315,10 @@ def attention_from_features(
     for a in features:
         _check_features(a)
     workspace: dict = {}
-    with _float32(features[0].device):
-        raw = [_channel_mean(a, p, workspace) for a in features]
-    maps, per_layer = _maps_from_raw(raw, size, combine)
+    with float32_if_autocast(features[0].device):
+        raw = [channel_mean(a, p, workspace) for a in features]
+    maps, per_layer = maps_from_raw(raw, size, combine)
     return (maps, per_layer) if return_layers else maps
-
-
-def _size_groups(raw: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
-    """The indices of the raw maps of each size (H_l, W_l), in capture order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, m in enumerate(raw):
-        groups.setdefault((int(m.shape[-2]), int(m.shape[-1])), []).append(i)
-    return groups
-
-
-def _resize_stack(raw: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Raw per-layer maps (B, h_l, w_l) -> one (L, B, H, W) stack at ``size``, in order.
-
-    Layers that share a size are stacked and resized together (one pair of matrix
-    products per size, not per layer): fewer, larger kernels.
-    """
-    parts, order = [], []
-    with _float32(raw[0].device):
-        for shape, idx in _size_groups(raw).items():
-            group = torch.stack([raw[i] for i in idx]) if len(idx) > 1 else raw[idx[0]][None]
-            parts.append(group if shape == size else resize_maps(group, size))
-            order += idx
-    stack = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if order != sorted(order):  # back to capture order
-        stack = stack[[order.index(i) for i in range(len(order))]]
-    return stack
-
-
-def _maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str):
-    """Combined maps (B, H, W) and normalised per-layer maps (L, B, H, W) from raw maps."""
-    stack = _resize_stack(raw, size)  # a new tensor, ours to overwrite
-    if stack.requires_grad and torch.is_grad_enabled():
-        per_layer = normalize_maps(stack.flatten(0, 1)).view_as(stack)  # all layers at once
-        return combine_maps(per_layer, combine), per_layer
-    # no graph: the same operations, in place (no fresh full-size buffers to fault in)
-    with _float32(stack.device):
-        _normalize_(stack.flatten(0, 1))
-        return _normalize_(COMBINE[combine](stack)), stack
-
-
-def _equal_to(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(x == value)`` as 0/1 floats, for ``x <= value`` everywhere (``value`` an extreme
-    of ``x``): ``1 - sign(value - x)``. Floating-point subtraction gives zero exactly when
-    the two are equal, so this is the comparison itself, written in float arithmetic:
-    compiled for the CPU, a comparison saved for the backward pass is stored as a bool
-    mask, and inductor's bool stores cost ~10x an eager comparison (2.2 ms against
-    0.2 ms for a 384x784 mask here), which made the compiled tail slower than the eager
-    one (``benchmarks/RESULTS.md``)."""
-    return 1 - torch.sign(value - x)
-
-
-class _TracedMinMaxNorm(torch.autograd.Function):
-    """:class:`_MinMaxNorm` for compiled code: the same forward and the same gradient
-    formula (ties shared equally, as autograd's ``amin``/``amax``), out of place and with
-    its tie masks formed by :func:`_equal_to`, so that ``torch.compile`` traces it into
-    fused loops that save float tensors, not bool masks. Evaluated eagerly it gives
-    :class:`_MinMaxNorm`'s numbers (``tests/test_atcam_fast.py``)."""
-
-    @staticmethod
-    def forward(ctx, maps, eps):
-        lo, hi, ok, inv = _min_max(maps, eps)
-        scale = inv * ok
-        ctx.save_for_backward(maps, lo, hi, ok, inv, scale)
-        return (maps - lo) * scale
-
-    @staticmethod
-    def backward(ctx, grad):
-        maps, lo, hi, ok, inv, scale = ctx.saved_tensors
-        dims = tuple(range(1, maps.dim()))
-        g_d, g_span, g_lo = _min_max_grads(grad, maps - lo, ok, inv, scale)
-        at_hi, at_lo = _equal_to(hi, maps), _equal_to(maps, lo)  # lo <= maps <= hi
-        ties_hi, ties_lo = at_hi.sum(dims, keepdim=True), at_lo.sum(dims, keepdim=True)
-        return g_d + at_hi * (g_span / ties_hi) + at_lo * (g_lo / ties_lo), None
-
-
-class _TracedLayerMax(torch.autograd.Function):
-    """MIP's combination ``stack.amax(dim=0)`` for compiled code: autograd's gradient (shared
-    equally between tied layers), its tie mask formed by :func:`_equal_to` (see
-    :class:`_TracedMinMaxNorm`)."""
-
-    @staticmethod
-    def forward(ctx, stack):
-        out = stack.amax(dim=0)
-        ctx.save_for_backward(stack, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        stack, out = ctx.saved_tensors
-        at = _equal_to(out, stack)
-        return (grad / at.sum(dim=0)) * at
-
-
-#: the combinations as :func:`traceable_maps_from_raw` (compiled code) computes them
-_TRACED_COMBINE = {"fma": COMBINE["fma"], "mip": _TracedLayerMax.apply}
-
-
-def resize_weights(raw: Sequence[torch.Tensor], size: tuple[int, int]) -> dict:
-    """The bilinear resize matrices ``(R_h, R_w)`` for each raw map size in ``raw`` that
-    differs from ``size`` (cached): the ``weights`` of :func:`traceable_maps_from_raw`.
-    Compiled code should take them as inputs: traced, their construction would be
-    recomputed inside the compiled code on every call."""
-    weights = {}
-    for m in raw:
-        shape = (int(m.shape[-2]), int(m.shape[-1]))
-        if shape != tuple(size) and shape not in weights:
-            weights[shape] = (_linear_weights(shape[0], size[0], m.device, m.dtype),
-                              _linear_weights(shape[1], size[1], m.device, m.dtype))
-    return weights
-
-
-def traceable_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str,
-                            weights: dict | None = None):
-    """Combined maps (B, H, W) and normalised per-layer maps (L, B, H, W) from the raw
-    per-layer maps of :meth:`ATCam.raw_maps`, in out-of-place operations: what
-    ``torch.compile`` traces and fuses for ``ATCam(..., compile=...)`` and for the
-    distillers' ``compile_maps`` (the eager code's formulas; the numbers agree to
-    rounding, not bit for bit). ``weights``: :func:`resize_weights` of ``raw``.
-
-    Each group of layers of one size is resized together and normalised where it lies,
-    and only the normalised maps are stacked: normalising one stack of all the layers
-    would first copy every raw map into it (inductor does not fuse a concatenation into
-    the min-max reduction that reads it), 10 % of the compiled tail's time here."""
-    per = [None] * len(raw)
-    for shape, idx in _size_groups(raw).items():
-        if shape == tuple(size):
-            for i in idx:
-                per[i] = _TracedMinMaxNorm.apply(raw[i], EPS)
-            continue
-        group = torch.stack([raw[i] for i in idx])
-        with _float32(group.device):  # the products in float32, also under autocast
-            if weights is not None:
-                r_h, r_w = weights[shape]
-                group = r_h @ group @ r_w.t()  # what resize_maps computes
-            else:
-                group = resize_maps(group, size)
-        normed = _TracedMinMaxNorm.apply(group.flatten(0, 1), EPS).view_as(group)
-        for j, i in enumerate(idx):
-            per[i] = normed[j]
-    per_layer = torch.stack(per)
-    return _TracedMinMaxNorm.apply(_TRACED_COMBINE[combine](per_layer), EPS), per_layer
-
-
-@functools.cache
-def _compiled_abs_mean(mode: str):
-    """``mean_c |A|`` compiled once per mode: one fused pass that reads A and sums ``|A|``,
-    where eager PyTorch on the CPU must form ``|A|`` before summing it (even in the
-    cache-sized chunks of :func:`_sum_abs_cpu`, that costs about as much again as the
-    read; ``benchmarks/bench_capture.py`` measures the three, figures in
-    ``benchmarks/RESULTS.md``)."""
-    return compile_function(_plain_channel_mean, mode)
-
-
-@functools.cache
-def _compiled_tail(mode: str):
-    """The map tail compiled once per mode, shared by every ATCam (compiled lazily)."""
-    compiled = compile_function(traceable_maps_from_raw, mode)
-    graphs = cuda_graph_mode(mode)
-
-    def tail(raw, size, combine):
-        out = compiled(raw, size, combine, resize_weights(raw, size))
-        return _out_of_graph_pool(out) if graphs else out
-
-    return tail
-
-
-def _out_of_graph_pool(tensors: tuple) -> tuple:
-    """Copies of a CUDA-graph replay's outputs: they live in the graph's memory pool and
-    are overwritten by its next replay (e.g. the student's maps after the teacher's).
-    CPU tensors pass as they are (``benchmarks/gpu_check.py --compile --compile-mode
-    reduce-overhead`` runs this path on a GPU)."""
-    return tuple(t.clone() if t.is_cuda else t for t in tensors)
-
-
-def _normalize_(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """:func:`normalize_maps` in place (same operations, same numbers); no autograd."""
-    lo, _, ok, inv = _min_max(maps, eps)
-    return maps.sub_(lo).mul_(inv * ok)
-
-
-def _store_output(store: dict, name: str, reduce: Callable | None, module, args,
-                  output) -> None:
-    """A forward hook of ``compile_model``: keep the capture point's output, reduced to
-    its raw map unless ``reduce`` is None (the last run wins if a module runs twice, as
-    in the eager capture)."""
-    store[name] = output if reduce is None else reduce(output)
-
-
-class _Reduced(NamedTuple):
-    """A capture point's output already reduced inside its hook (see ``ATCam._capture``)."""
-
-    value: torch.Tensor  # the reduced map
-    ref: weakref.ref  # the output itself, while something else keeps it alive
-    version: int | None  # its version counter when the hook ran (None: not tracked)
 
 
 class ATCam:
@@ -887,7 +434,7 @@ class ATCam:
         self.model = model
         self.combine = combine.lower()
         self.p = p
-        self.size = _check_size(size)
+        self.size = check_size(size)
         self.compile = check_compile_mode(compile)
         if not isinstance(compile_model, bool):
             raise ValueError(f"compile_model must be True or False; got {compile_model!r}")
@@ -929,9 +476,7 @@ class ATCam:
         self._scratch = threading.local()
         # compile_model: the resize weights per (train/eval mode, input size, map size)
         # that an eager call has checked, and the compiled graph (made lazily)
-        self._whole_weights: dict[tuple, dict] = {}
-        self._whole = None
-        self._whole_lock = threading.Lock()
+        self._whole = WholeGraph(self, self._late) if compile_model else None
 
     def _select(self, names: list[str]) -> list[str]:
         return list(names) if self.keep_all else select_layers(names, self.first, self.last)
@@ -1018,7 +563,7 @@ class ATCam:
                     versions[name] = output._version
                 if early and name not in late and isinstance(output, torch.Tensor) \
                         and output.dim() == 4:
-                    output = _Reduced(reduce(output, name), weakref.ref(output),
+                    output = Reduced(reduce(output, name), weakref.ref(output),
                                       versions.get(name))
                 captured[name] = output  # last run wins if a module runs twice
 
@@ -1050,7 +595,7 @@ class ATCam:
             )
         feats = [captured[n] for n in self.layer_names]
         for name, a in zip(self.layer_names, feats):
-            if not isinstance(a, _Reduced) and (not isinstance(a, torch.Tensor) or a.dim() != 4):
+            if not isinstance(a, Reduced) and (not isinstance(a, torch.Tensor) or a.dim() != 4):
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise ValueError(
                     f"capture point {name!r} returned {got}, not a 4-D feature map "
@@ -1063,7 +608,7 @@ class ATCam:
                                 if captured[n]._version != versions[n]}
         out = []
         for name, a in zip(self.layer_names, feats):
-            if isinstance(a, _Reduced):
+            if isinstance(a, Reduced):
                 final = a.ref()
                 if final is None or a.version is None or final._version == a.version:
                     out.append(a.value)
@@ -1083,29 +628,26 @@ class ATCam:
 
     def __getstate__(self):  # copy/pickle: scratch buffers, locks, compiled code stay behind
         state = dict(self.__dict__)
-        for name in ("_scratch", "_whole_lock", "_whole"):
-            state.pop(name, None)
+        state.pop("_scratch", None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._scratch = threading.local()
-        self._whole_lock = threading.Lock()
-        self._whole = None
 
     def _raw_map(self, a: torch.Tensor, name: str, as_hooked: bool = True,
                  workspace: dict | None = None) -> torch.Tensor:
         """A captured feature map's raw per-layer map ``mean_c |A|^p``, (B, H_l, W_l).
 
         ``as_hooked``: ``a`` is still the module's output as its hook saw it, so when the
-        module ends in an ``nn.ReLU`` (:func:`_relu_output`) ``|A| = A`` needs no pass.
+        module ends in an ``nn.ReLU`` (:func:`relu_output`) ``|A| = A`` needs no pass.
         """
-        nonneg = as_hooked and _relu_output(self._named[name])
+        nonneg = as_hooked and relu_output(self._named[name])
         # with compile_model the eager calls are the few that check a new input size:
         # compiling the capture's |A| for them would only add a graph
         compiled = None if self.compile_model else self.compile
-        with _float32(a.device):
-            return _channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=compiled)
+        with float32_if_autocast(a.device):
+            return channel_mean(a, self.p, workspace, nonneg=nonneg, compiled=compiled)
 
     def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and each kept layer's raw map ``mean_c |A|^p`` (B, H_l, W_l), in capture
@@ -1136,79 +678,23 @@ class ATCam:
         """
         # the same maths as attention_from_features(self.features(x)[1], ...), with each
         # layer reduced to its raw map inside the forward pass
-        out = self._whole_graph_call(x) if self.compile_model else None
+        out = None
+        if self.compile_model:
+            check_model_input(x, self.model)
+            out = self._whole(x)
         if out is None:
             logits, raw = self.raw_maps(x)
             if self.compile_model:  # checked: the compiled graph may take this size now
-                self._whole_weights[self._whole_key(x)] = resize_weights(raw, self.map_size(x))
-                tail = _maps_from_raw
+                self._whole.remember(x, raw)
+                tail = maps_from_raw
             else:
-                tail = _maps_from_raw if self.compile is None else _compiled_tail(self.compile)
+                tail = maps_from_raw if self.compile is None else compiled_tail(self.compile)
             maps, per_layer = tail(raw, self.map_size(x), self.combine)
         else:
             logits, maps, per_layer = out
         if return_layers:
             return logits, maps, dict(zip(self.layer_names, per_layer.unbind(0)))
         return logits, maps
-
-    # ------------------------------------------------------- compile_model: one graph
-    def _whole_key(self, x: torch.Tensor) -> tuple:
-        """What an eager call must have checked before the compiled graph takes ``x``: the
-        resize weights live on the input's device in its precision, and the capture
-        points modified in place later are learnt per train/eval mode, outside inference
-        mode (inference tensors have no version counter: all are then read at the end)."""
-        return (bool(self.model.training), torch.is_inference_mode_enabled(), x.device,
-                x.dtype, tuple(x.shape[-2:]), self.map_size(x))
-
-    def _whole_graph_call(self, x: torch.Tensor):
-        """``(logits, maps, per_layer)`` from the network, capture and maps compiled as one
-        graph (``compile_model``); None while this train/eval mode and input size have not
-        yet had the eager call that fixes and checks the capture points (and the shapes
-        of their outputs, which the resize weights depend on)."""
-        check_model_input(x, self.model)
-        weights = self._whole_weights.get(self._whole_key(x))
-        if weights is None:
-            return None
-        with self._whole_lock:  # the hooks write to one store per ATCam
-            if self._whole is None:
-                self._whole = compile_function(self._whole_graph, self.compile)
-            store: dict[str, torch.Tensor] = {}
-            # reduced inside its hook, each capture point's mean |A| fuses into the
-            # network's kernel that reads the same output (its batch norm, ReLU);
-            # reduced after the forward, the output is kept (and copied to another
-            # layout): 1.27x instead of 1.05x the compiled network for the generic CNN.
-            # An output modified in place after its hook (learnt by the eager call; all of
-            # them where it could not tell, under inference mode) is read at the end.
-            late = self._late[bool(self.model.training)]
-            late = set(self.layer_names) if late is None else late
-            handles = []
-            try:
-                for name in self.layer_names:
-                    reduce = None if name in late else self._traced_raw_map
-                    handles.append(self.model.get_submodule(name).register_forward_hook(
-                        functools.partial(_store_output, store, name, reduce)))
-                out = self._whole(x, store, weights)
-            finally:
-                for h in handles:
-                    h.remove()
-        return _out_of_graph_pool(out) if cuda_graph_mode(self.compile) else out
-
-    def _whole_graph(self, x: torch.Tensor, store: dict, weights: dict):
-        """What ``compile_model`` compiles: the forward pass, whose hooks put each capture
-        point's raw map ``mean_c |A|^p`` in ``store`` (or, for an output modified in place
-        after its hook, the output itself, reduced here from its final value, as the
-        eager capture reads it), then the map tail."""
-        logits = model_logits(self.model(x))
-        # a raw map is (B, H, W); a kept output (B, C, H, W), as the eager call checked
-        raw = [store[name] if store[name].dim() == 3 else self._traced_raw_map(store[name])
-               for name in self.layer_names]
-        maps, per_layer = traceable_maps_from_raw(raw, self.map_size(x), self.combine, weights)
-        return logits, maps, per_layer
-
-    def _traced_raw_map(self, a: torch.Tensor) -> torch.Tensor:
-        """``mean_c |A|^p`` as compiled code computes it (out of place, float32)."""
-        with _float32(a.device):
-            return _plain_channel_mean(a, self.p)
 
     def layer_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The normalised per-layer maps, name -> (B, H, W), in capture order (for figures)."""

@@ -47,7 +47,7 @@ from bench_atcam import MODELS  # noqa: E402
 from common import interleaved, median, paired, parse_timing_args, provenance  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
-import atkd_lite.atcam as atcam  # noqa: E402
+import atkd_lite.atcam_fast as atcam_fast  # noqa: E402
 from atkd_lite.cost import read_once, settle_heap  # noqa: E402
 from atkd_lite.runtime import compile_function  # noqa: E402
 
@@ -70,7 +70,7 @@ def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> d
         "abs-mean compiled": lambda: cam_compiled.raw_maps(x),
         "ATCam": lambda: cam(x),
         "ATCam compiled": lambda: cam_compiled(x),
-        "tail alone": lambda: atcam._maps_from_raw(raw, size, cam.combine),
+        "tail alone": lambda: atcam_fast.maps_from_raw(raw, size, cam.combine),
         "plain compiled": lambda: model_compiled(x),
         "ATCam compile_model": lambda: cam_whole(x),
     }

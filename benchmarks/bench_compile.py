@@ -8,7 +8,7 @@ on (L, B, H, W) maps, the kind of code a compiler fuses into a few loops. This s
 times the tail of the book's small student at batch 128 both ways, interleaved (medians
 of paired ratios), and checks first that both compute the same loss and gradients:
 
-- ``eager`` — the package's code (``atcam._maps_from_raw`` with its hand-written
+- ``eager`` — the package's code (``atcam_fast.maps_from_raw`` with its hand-written
   min-max backward, then :func:`atkd_lite.losses.attention_loss`);
 - ``compiled`` — what a distiller with ``compile_maps=MODE`` runs: the same formulas in
   plain operations (``atcam.traceable_maps_from_raw``) and the same loss, compiled together
@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, median, paired, parse_timing_args, provenance  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.atcam import _maps_from_raw, traceable_maps_from_raw  # noqa: E402
-from atkd_lite.methods.atcam_maps import _compiled_attention, _RawMaps  # noqa: E402
+from atkd_lite.atcam_fast import maps_from_raw, traceable_maps_from_raw  # noqa: E402
 from atkd_lite.losses import attention_loss  # noqa: E402
+from atkd_lite.methods.atcam_maps import _compiled_attention, _RawMaps  # noqa: E402
 from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def student_raw_maps(batch: int, device: torch.device) -> tuple[list[torch.Tenso
 
 
 def eager_tail(raw, target, size, combine):
-    maps, _ = _maps_from_raw(raw, size, combine)
+    maps, _ = maps_from_raw(raw, size, combine)
     return attention_loss(maps, target)
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 import atkd_lite as ak
 import atkd_lite.atcam as atcam_module
+import atkd_lite.atcam_fast as fast_module
 from atkd_lite.atcam import ATCam, attention_from_features, layer_map
 
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
@@ -135,7 +136,7 @@ MODELS = {
 def small_chunks(monkeypatch):
     """One torch thread and chunks of ~one image: the small test batches are reduced in
     several chunks (with more threads ATCam forms |A| in one piece, tested below too)."""
-    monkeypatch.setattr(atcam_module, "_CHUNK_BYTES", 16_384)
+    monkeypatch.setattr(fast_module, "_CHUNK_BYTES", 16_384)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -239,7 +240,7 @@ def test_train_and_eval_mode_are_probed_separately():
 @pytest.mark.parametrize("shape", [(7, 3, 5, 9), (16, 32, 28, 28), (1, 1, 1, 1)])
 def test_channel_mean_equals_abs_mean_for_any_chunking(monkeypatch, threads, chunk_bytes,
                                                        shape):
-    monkeypatch.setattr(atcam_module, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(fast_module, "_CHUNK_BYTES", chunk_bytes)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     a = torch.randn(*shape)
@@ -250,7 +251,7 @@ def test_channel_mean_equals_abs_mean_for_any_chunking(monkeypatch, threads, chu
         t = t.clone().requires_grad_(True)
         r = t.detach().clone().requires_grad_(True)
         with torch.no_grad():
-            assert torch.equal(atcam_module._channel_mean(t, 1, workspace), r.abs().mean(1))
+            assert torch.equal(fast_module.channel_mean(t, 1, workspace), r.abs().mean(1))
         got, want = layer_map(t, normalize=False), r.abs().mean(dim=1)
         assert torch.equal(got, want)
         g = torch.randn_like(want)
@@ -323,7 +324,7 @@ def test_the_traceable_tail_computes_the_eager_maps_in_capture_order():
            torch.rand(3, 7, 7), torch.rand(3, 14, 14) - 2]
     size = (28, 28)
     for combine in ("fma", "mip"):
-        ref_maps, ref_layers = atcam_module._maps_from_raw(raw, size, combine)
+        ref_maps, ref_layers = fast_module.maps_from_raw(raw, size, combine)
         for weights in (None, atcam_module.resize_weights(raw, size)):
             maps, layers = atcam_module.traceable_maps_from_raw(raw, size, combine, weights)
             assert layers.shape == ref_layers.shape == (5, 3, 28, 28)
@@ -340,13 +341,13 @@ def test_the_compiled_codes_normalisation_and_mip_have_the_eager_gradients_bit_f
     code saves no bool masks) computes, run eagerly, the eager code's numbers: the
     normalisation's forward and gradient and MIP's (ties shared equally)."""
     m = _awkward_maps()
-    assert torch.equal(atcam_module._equal_to(m.amax((1, 2), keepdim=True), m),
+    assert torch.equal(fast_module._equal_to(m.amax((1, 2), keepdim=True), m),
                        (m == m.amax((1, 2), keepdim=True)).float())
-    assert torch.equal(atcam_module._equal_to(m, m.amin((1, 2), keepdim=True)),
+    assert torch.equal(fast_module._equal_to(m, m.amin((1, 2), keepdim=True)),
                        (m == m.amin((1, 2), keepdim=True)).float())
     g = torch.randn_like(m)
     traced, ref = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
-    out_traced = atcam_module._TracedMinMaxNorm.apply(traced, atcam_module.EPS)
+    out_traced = fast_module._TracedMinMaxNorm.apply(traced, atcam_module.EPS)
     out_ref = ref_norm(ref)
     assert torch.equal(out_traced, out_ref)
     out_traced.backward(g)
@@ -355,7 +356,7 @@ def test_the_compiled_codes_normalisation_and_mip_have_the_eager_gradients_bit_f
     stack = torch.stack([m[4], m[4].flip(0), m[1], m[4]])  # ties between layers (0 and 3)
     g = torch.randn_like(stack[0])
     traced, ref = stack.clone().requires_grad_(True), stack.clone().requires_grad_(True)
-    out_traced = atcam_module._TracedLayerMax.apply(traced)
+    out_traced = fast_module._TracedLayerMax.apply(traced)
     assert torch.equal(out_traced, ref.amax(dim=0))
     out_traced.backward(g)
     ref.amax(dim=0).backward(g)
@@ -374,8 +375,8 @@ def test_relu_outputs_are_summed_without_forming_their_absolute_value(monkeypatc
     # the teacher's capture points end in nn.ReLU: |A| = A needs no pass, and the maps and
     # gradients above stay equal to the reference; here: that path is really taken
     seen = []
-    real = atcam_module._sum_abs_cpu
-    monkeypatch.setattr(atcam_module, "_sum_abs_cpu",
+    real = fast_module._sum_abs_cpu
+    monkeypatch.setattr(fast_module, "_sum_abs_cpu",
                         lambda a, ws=None, nonneg=False: seen.append(nonneg) or real(a, ws, nonneg))
     model, x = build("teacher")
     with torch.no_grad():
@@ -386,9 +387,9 @@ def test_relu_outputs_are_summed_without_forming_their_absolute_value(monkeypatc
     with torch.no_grad():
         ATCam(model.eval())(x)
     assert seen and not any(seen)
-    assert atcam_module._relu_output(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
-    assert not atcam_module._relu_output(nn.Sequential(nn.ReLU(), nn.Conv2d(1, 2, 3)))
-    assert not atcam_module._relu_output(nn.LeakyReLU())
+    assert fast_module.relu_output(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+    assert not fast_module.relu_output(nn.Sequential(nn.ReLU(), nn.Conv2d(1, 2, 3)))
+    assert not fast_module.relu_output(nn.LeakyReLU())
 
 
 class ShiftedAfterReLU(nn.Module):
@@ -569,7 +570,7 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
                 for call in range(3):
                     maps, r_maps = fresh(x)[1], ref(x)[1]
                     assert torch.allclose(maps, r_maps, atol=1e-5), ("inference", call)
-            assert fresh._late[False] is None and fresh._whole is not None
+            assert fresh._late[False] is None and fresh._whole.compiled is not None
             # another precision (or device): checked eagerly again, then compiled for it
             model.double(), twin.double()
             with torch.no_grad():
@@ -581,8 +582,9 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
             del cam.raw_maps  # the spy (a local function) would not pickle
             for twin_cam in (copy.deepcopy(cam), __import__("pickle").loads(
                     __import__("pickle").dumps(cam))):  # compiled code stays behind
-                assert twin_cam._whole is None and cam._whole is not None
-                assert twin_cam._whole_weights.keys() == cam._whole_weights.keys()
+                assert twin_cam._whole.compiled is None and cam._whole.compiled is not None
+                assert twin_cam._whole.cam is twin_cam
+                assert twin_cam._whole.weights.keys() == cam._whole.weights.keys()
         if train:  # batch norm's running statistics moved the same way
             for a, b in zip(model.buffers(), twin.buffers()):
                 assert torch.allclose(a.float(), b.float(), atol=1e-5), name
@@ -602,7 +604,7 @@ def test_compile_model_settings_and_copies():
     assert cam.compile == "default" and repr(cam).endswith("compile_model=True)")
     assert ATCam(model, compile="reduce-overhead", compile_model=True).compile == "reduce-overhead"
     twin = copy.deepcopy(cam)  # the lock and the compiled graph stay behind, made afresh
-    assert twin._whole is None and twin._whole_lock is not cam._whole_lock
+    assert twin._whole.compiled is None and twin._whole.lock is not cam._whole.lock
     with pytest.raises(ValueError, match="warmup >= 2"):
         attention_overhead(device="cpu", batch=2, reps=1, warmup=1, compile_model=True)
     with pytest.raises(ValueError, match="only 'plain', 'fma' and 'mip'"):
@@ -714,7 +716,7 @@ def test_the_compiled_tail_works_with_a_torch_compile_without_recompile_limit(mo
         return fn  # eager stand-in
 
     monkeypatch.setattr(torch, "compile", old_compile)
-    caches = (atcam_module._compiled_tail, atcam_module._compiled_abs_mean)
+    caches = (fast_module.compiled_tail, fast_module._compiled_abs_mean)
     for cache in caches:
         cache.cache_clear()
     try:
@@ -725,7 +727,7 @@ def test_the_compiled_tail_works_with_a_torch_compile_without_recompile_limit(mo
                 ref = ATCam(model)(x)[1]
             assert seen == {"mode": "max-autotune-no-cudagraphs"}
             assert torch.allclose(maps, ref, atol=1e-6)
-        assert atcam_module._compiled_abs_mean.cache_info().currsize == 1
+        assert fast_module._compiled_abs_mean.cache_info().currsize == 1
     finally:
         for cache in caches:
             cache.cache_clear()
