@@ -11,12 +11,16 @@ The public names::
 
 Three layers, so the method stands apart from what serves the book:
 
-- the **core** (this package's modules): ``runtime`` (device, seeds, precision, safe
-  files, the output adapter) → ``data`` (with ``datasets``: CIFAR-10 and MedMNIST files,
-  any ``(image, label)`` dataset) → ``models`` → ``atcam`` / ``saliency`` → ``losses`` →
-  ``distillers`` / ``engine`` (one training loop; data-parallel under ``torchrun`` through
+- the **core** (this package's modules): ``checks``, ``device`` (seeds, precision),
+  ``files`` (safe writes, locks), ``outputs`` (what a model returns) → ``data`` (with
+  ``datasets``: CIFAR-10 and MedMNIST files, any ``(image, label)`` dataset) → ``models``
+  → ``atcam`` (the method; its fast paths in ``atcam_fast``) / ``saliency`` → ``signals``
+  (what a loss compares) → ``losses`` → ``methods`` (one file per method, a registry) /
+  ``engine`` (one training loop; data-parallel under ``torchrun`` through
   ``distributed``) → ``cache``, ``checkpoints``, ``attributions``, ``metrics``, ``cost``.
-  The core never imports the other two layers.
+  The core never imports the other two layers. (``runtime`` and ``distillers`` are the
+  first names of ``checks``/``device``/``files``/``outputs`` and ``methods``, kept for
+  old code.)
 - :mod:`atkd_lite.experiments` — the one grid runner, results with provenance, the
   statistics protocol, and the experiments (low-data, sizes, faithfulness, shortcut);
 - :mod:`atkd_lite.book` — figures, widgets and exercise checks, which only the chapters
@@ -48,8 +52,8 @@ _LAZY = {
     "model_size_bytes": "cost",
     "cpu_latency": "cost",
     # running
-    "get_device": "runtime",
-    "seed_everything": "runtime",
+    "get_device": "device",
+    "seed_everything": "device",
     "cache_dir": "config",
     "profile": "config",
     # training and checkpoints
@@ -69,9 +73,10 @@ _LAZY = {
 }
 
 _SUBMODULES = {
-    "atcam", "attributions", "book", "cache", "checkpoints", "cli", "config", "cost", "data",
-    "datasets", "distillers", "distributed", "engine", "experiments", "losses", "metrics",
-    "models", "runtime", "saliency",
+    "atcam", "atcam_fast", "attributions", "book", "cache", "checkpoints", "checks", "cli",
+    "config", "cost", "data", "datasets", "device", "distillers", "distributed", "engine",
+    "experiments", "files", "losses", "methods", "metrics", "models", "outputs", "runtime",
+    "saliency", "signals",
 }
 
 

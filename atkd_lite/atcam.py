@@ -59,13 +59,9 @@ from atkd_lite.atcam_fast import (
     resize_weights,
     traceable_maps_from_raw,
 )
-from atkd_lite.runtime import (
-    at_least_float32,
-    check_compile_mode,
-    check_model_input,
-    model_logits,
-    unwrap_model,
-)
+from atkd_lite.checks import check_model_input
+from atkd_lite.device import at_least_float32, check_compile_mode
+from atkd_lite.outputs import model_logits, unwrap_model
 
 __all__ = [
     "ATCam",

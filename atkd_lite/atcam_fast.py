@@ -27,13 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkd_lite.runtime import (
-    at_least_float32,
-    compile_function,
-    cuda_graph_mode,
-    float32_math,
-    model_logits,
-)
+from atkd_lite.device import at_least_float32, compile_function, cuda_graph_mode, float32_math
+from atkd_lite.outputs import model_logits
 
 #: Below this range (max - min) a map counts as constant and normalises to zeros.
 EPS = 1e-12

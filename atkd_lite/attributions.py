@@ -46,7 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite.atcam import normalize_maps
-from atkd_lite.runtime import LogitsOnly, check_images, eval_mode, model_logits
+from atkd_lite.checks import check_images
+from atkd_lite.device import eval_mode
+from atkd_lite.outputs import LogitsOnly, model_logits
 from atkd_lite.saliency import class_targets
 from atkd_lite.signals import MAPS
 

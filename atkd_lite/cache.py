@@ -41,23 +41,19 @@ from torch import nn
 
 from atkd_lite import distributed
 from atkd_lite.atcam import ATCam, select_layers
+from atkd_lite.checks import check_int, check_number
 from atkd_lite.data import ImageSet, make_batches
 from atkd_lite.datasets import as_dataset, sample_fingerprint
-from atkd_lite.losses.at import at_vector
-from atkd_lite.runtime import (
+from atkd_lite.device import autocast_context, eval_mode, get_device, progress_bar
+from atkd_lite.files import (
     FileLock,
     LockHeldError,
     atomic_write,
-    autocast_context,
-    check_int,
-    check_number,
     check_output_dir,
     check_output_file,
-    eval_mode,
-    get_device,
-    progress_bar,
     tensor_digest,
 )
+from atkd_lite.losses.at import at_vector
 from atkd_lite.signals import MAPS, ATMaps, Logits, Signal, map_signal
 
 __all__ = ["CACHE_FORMAT", "MAP_KINDS", "SHARDED_FORMAT", "CacheMismatchError",

@@ -22,20 +22,20 @@ import torch
 from torch import nn
 
 from atkd_lite import distributed
+from atkd_lite.checks import check_int
 from atkd_lite.config import cache_dir
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
+from atkd_lite.device import seed_everything
 from atkd_lite.engine import train_model
-from atkd_lite.models import build_model, teacher_cnn
-from atkd_lite.runtime import (
+from atkd_lite.files import (
     FileLock,
     atomic_write,
-    check_int,
     check_output_file,
-    seed_everything,
     sweep_temp_files,
     tensor_digest,
 )
+from atkd_lite.models import build_model, teacher_cnn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -70,7 +70,7 @@ def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
     """Save ``model`` (its config and weights) with ``metadata``, atomically.
 
     The file is written to a unique temporary name in the same folder and renamed into
-    place (:func:`~atkd_lite.runtime.atomic_write`), so an interrupted save never leaves a
+    place (:func:`~atkd_lite.files.atomic_write`), so an interrupted save never leaves a
     half-written checkpoint. Versions of atkd_lite and torch and a digest of the weights
     are recorded. Under data parallelism only rank 0 writes (every rank holds the same
     model); the others check the path and return it.

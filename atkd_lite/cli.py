@@ -179,7 +179,7 @@ def _check_seeds(seeds) -> None:
 
 def _output_file(path):
     """``--output``: checked now, before any training (None passes)."""
-    from atkd_lite.runtime import check_output_file
+    from atkd_lite.files import check_output_file
 
     return None if path is None else check_output_file(path, "argument --output")
 
@@ -187,7 +187,7 @@ def _output_file(path):
 def _claim_output_dir(path):
     """``--output-dir``: checked and claimed for this process now, before any training."""
     from atkd_lite.experiments.results import claim_output_dir
-    from atkd_lite.runtime import check_output_dir
+    from atkd_lite.files import check_output_dir
 
     check_output_dir(path, "argument --output-dir")
     return claim_output_dir(path)
@@ -314,8 +314,8 @@ def _cmd_distill(args) -> int:
 def _prepare_grid(args, methods, dataset: bool = True):
     """Every check of a grid command, before any work: methods, dataset, seeds, settings,
     device, teacher checkpoint, output folder. Returns ``(settings, teacher)``."""
+    from atkd_lite.device import get_device
     from atkd_lite.methods import METHODS
-    from atkd_lite.runtime import get_device
 
     _check_choices("method", methods, list(METHODS))
     if dataset:
@@ -388,8 +388,8 @@ def _cmd_faithfulness(args) -> int:
 
 
 def _cmd_tune(args) -> int:
+    from atkd_lite.device import get_device
     from atkd_lite.experiments.tuning import SEARCHES, tune, tuning_markdown
-    from atkd_lite.runtime import get_device
 
     searches = args.searches or list(SEARCHES)
     _check_choices("search", searches, list(SEARCHES))
@@ -448,9 +448,9 @@ def _cmd_shortcut_merge(args) -> int:
 
 
 def _cmd_recipe(args) -> int:
+    from atkd_lite.device import get_device
     from atkd_lite.experiments.recipes import RECIPES, run_recipe
     from atkd_lite.methods import METHODS
-    from atkd_lite.runtime import get_device
 
     _check_choices("recipe", [args.name], list(RECIPES))
     _check_choices("method", args.methods or [], list(METHODS))

@@ -37,14 +37,9 @@ import torch
 from torch import nn
 
 from atkd_lite.atcam import ATCam
+from atkd_lite.checks import check_int
+from atkd_lite.device import compile_function, eval_mode, get_device, synchronize
 from atkd_lite.models import teacher_cnn
-from atkd_lite.runtime import (
-    check_int,
-    compile_function,
-    eval_mode,
-    get_device,
-    synchronize,
-)
 from atkd_lite.saliency import saliency_map
 from atkd_lite.signals import MAPS
 

@@ -51,8 +51,8 @@ import numpy as np
 import torch
 
 from atkd_lite import datasets
+from atkd_lite.checks import check_int, check_number
 from atkd_lite.config import cache_dir
-from atkd_lite.runtime import check_int, check_number
 
 __all__ = [
     "DATASETS",

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atkd_lite.runtime import atomic_write, check_int
+from atkd_lite.checks import check_int
+from atkd_lite.files import atomic_write
 
 __all__ = [
     "CIFAR10_CLASSES",

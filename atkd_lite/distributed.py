@@ -40,7 +40,7 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
-from atkd_lite.runtime import get_device
+from atkd_lite.device import get_device
 
 __all__ = [
     "BACKENDS",
@@ -140,7 +140,7 @@ def _rank_device(device: torch.device) -> torch.device:
 def setup(device=None, backend: str | None = None) -> torch.device:
     """Join the ``torchrun`` job, if this process belongs to one; returns the device to use.
 
-    Without ``torchrun`` this is :func:`~atkd_lite.runtime.get_device` and nothing else.
+    Without ``torchrun`` this is :func:`~atkd_lite.device.get_device` and nothing else.
     Under ``torchrun`` the first call starts the process group (``nccl`` for CUDA,
     ``gloo`` for the CPU, or ``backend``/``$ATKD_LITE_DIST_BACKEND``) and every rank gets
     its own GPU, ``cuda:LOCAL_RANK``; later calls reuse the group. A group started here is

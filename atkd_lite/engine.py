@@ -46,29 +46,26 @@ from torch import nn
 
 from atkd_lite import distributed
 from atkd_lite.atcam import ATCam
+from atkd_lite.checks import check_int, check_number, trusted_inputs
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import UNLABELLED, ImageSet, make_batches
 from atkd_lite.datasets import as_dataset, sample_images
-from atkd_lite.losses.attention import FORMS
-from atkd_lite.losses.kd import MAX_T
-from atkd_lite.methods import DEFAULT_ALPHA, Distiller, layer_selection, parse_method
-from atkd_lite.runtime import (
+from atkd_lite.device import (
     autocast_context,
     autocast_dtype,
     check_compile_mode,
-    check_int,
-    check_number,
     eval_mode,
     frozen,
     get_device,
-    model_logits,
     progress_bar,
     seed_everything,
     synchronize,
-    tensor_digest,
-    trusted_inputs,
-    unwrap_model,
 )
+from atkd_lite.files import tensor_digest
+from atkd_lite.losses.attention import FORMS
+from atkd_lite.losses.kd import MAX_T
+from atkd_lite.methods import DEFAULT_ALPHA, Distiller, layer_selection, parse_method
+from atkd_lite.outputs import model_logits, unwrap_model
 
 __all__ = [
     "DistillConfig",
@@ -279,7 +276,7 @@ def needs_grad_scaler(device: torch.device, amp: bool | None = None) -> bool:
     loss is scaled up before backward (and the gradients scaled down before the step).
     bfloat16 has float32's range and needs no scaler. So: True exactly when autocast runs
     in float16, i.e. on CUDA without native bfloat16 (a T4), see
-    :func:`~atkd_lite.runtime.autocast_dtype`.
+    :func:`~atkd_lite.device.autocast_dtype`.
 
     Examples::
 
@@ -545,7 +542,7 @@ class DistillConfig:
             of padding, horizontal flip).
         flip: random horizontal flips (False; not with a cache).
         seed: batch order and any randomness in the loop (build the student after
-            :func:`~atkd_lite.runtime.seed_everything` to seed its initialisation too).
+            :func:`~atkd_lite.device.seed_everything` to seed its initialisation too).
         device: ``None``/``"auto"`` = cuda → mps → cpu.
         progress: a progress bar over epochs.
         amp, channels_last: None = on for CUDA, off elsewhere. Maps and
@@ -746,7 +743,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     Loss: ``L = (1 − α)·CE + α·KD + β·L_att`` (α = 0 without ``+kd``). The step is the
     method's distiller (:mod:`atkd_lite.distillers`), the loop is :func:`fit` with a
     one-cycle learning rate. Same seed, same history on the CPU at the same number of
-    torch threads (see :func:`~atkd_lite.runtime.seed_everything`).
+    torch threads (see :func:`~atkd_lite.device.seed_everything`).
 
     Args:
         teacher (nn.Module): the trained teacher; kept in eval mode with gradients off

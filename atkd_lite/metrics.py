@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from atkd_lite.runtime import eval_mode, model_logits
+from atkd_lite.device import eval_mode
+from atkd_lite.outputs import model_logits
 
 __all__ = [
     "box_mask",

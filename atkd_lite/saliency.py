@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from atkd_lite.atcam import normalize_maps
-from atkd_lite.runtime import at_least_float32, check_model_input, model_logits, unwrap_model
+from atkd_lite.checks import check_model_input
+from atkd_lite.device import at_least_float32
+from atkd_lite.outputs import model_logits, unwrap_model
 
 __all__ = ["class_targets", "saliency_map"]
 

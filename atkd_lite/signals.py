@@ -45,7 +45,7 @@ from atkd_lite.atcam import (
     layer_map,
     normalize_maps,
 )
-from atkd_lite.runtime import model_logits
+from atkd_lite.outputs import model_logits
 from atkd_lite.saliency import saliency_map
 
 __all__ = ["ATCamMap", "ATMaps", "ExampleMask", "Logits", "MAPS", "SaliencyMap", "Signal",

@@ -48,7 +48,7 @@ from common import compile_in_process, generic_cnn, provenance, resnet18  # noqa
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.cost import FLOOR, attention_overhead  # noqa: E402
-from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
+from atkd_lite.device import COMPILE_MODES  # noqa: E402
 
 #: name -> (builder, input channels, input side)
 MODELS = {

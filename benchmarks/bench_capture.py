@@ -49,7 +49,7 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 import atkd_lite as ak  # noqa: E402
 import atkd_lite.atcam_fast as atcam_fast  # noqa: E402
 from atkd_lite.cost import read_once, settle_heap  # noqa: E402
-from atkd_lite.runtime import compile_function  # noqa: E402
+from atkd_lite.device import compile_function  # noqa: E402
 
 
 def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> dict:

@@ -45,9 +45,9 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam_fast import maps_from_raw, traceable_maps_from_raw  # noqa: E402
+from atkd_lite.device import COMPILE_MODES  # noqa: E402
 from atkd_lite.losses import attention_loss  # noqa: E402
 from atkd_lite.methods.atcam_maps import _compiled_attention, _RawMaps  # noqa: E402
-from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 
 
 def student_raw_maps(batch: int, device: torch.device) -> tuple[list[torch.Tensor], tuple[int, int]]:

@@ -58,8 +58,8 @@ import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import ATCam  # noqa: E402
 from atkd_lite.cache import TeacherCache  # noqa: E402
 from atkd_lite.cost import read_once  # noqa: E402
+from atkd_lite.device import COMPILE_MODES, autocast_context  # noqa: E402
 from atkd_lite.distillers import make_distiller  # noqa: E402
-from atkd_lite.runtime import COMPILE_MODES, autocast_context  # noqa: E402
 
 VARIANTS = [  # (name, method, cached)
     ("ce", "student", False),

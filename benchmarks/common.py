@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from atkd_lite.cost import interleaved_times
-from atkd_lite.runtime import get_device
+from atkd_lite.device import get_device
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,8 +39,8 @@ from common import compile_in_process  # noqa: E402
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import ATCam  # noqa: E402
 from atkd_lite.data import ImageSet  # noqa: E402
+from atkd_lite.device import COMPILE_MODES  # noqa: E402
 from atkd_lite.losses import at_loss, attention_loss, kd_loss  # noqa: E402
-from atkd_lite.runtime import COMPILE_MODES  # noqa: E402
 from atkd_lite.saliency import saliency_map  # noqa: E402
 
 #: tolerances for CPU-vs-CUDA agreement in float32 (TF32 off)

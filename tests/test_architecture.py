@@ -119,3 +119,19 @@ def test_import_is_lazy_and_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "['atkd_lite']"
+
+
+def test_the_first_names_of_moved_modules_still_import():
+    """``atkd_lite.runtime`` and ``atkd_lite.distillers`` are kept for old code: every name
+    they export is the object of the module that holds it now."""
+    import atkd_lite.distillers as distillers
+    import atkd_lite.methods as methods
+    import atkd_lite.runtime as runtime
+    from atkd_lite import checks, device, files, outputs
+
+    homes = (checks, device, files, outputs)
+    for name in runtime.__all__:
+        owners = [m for m in homes if getattr(m, name, None) is getattr(runtime, name)]
+        assert owners, f"atkd_lite.runtime.{name} is not one of the four modules' names"
+    for name in distillers.__all__:
+        assert getattr(distillers, name) is getattr(methods, name), name

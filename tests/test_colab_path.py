@@ -753,8 +753,8 @@ def test_autocast_dtype_is_float16_without_native_bfloat16(monkeypatch):
 
     ``torch.cuda.is_bf16_supported()`` also says yes where bfloat16 is only emulated
     (a T4), so the choice goes by the compute capability."""
+    from atkd_lite.device import AMP_DTYPE_ENV, autocast_dtype
     from atkd_lite.engine import needs_grad_scaler
-    from atkd_lite.runtime import AMP_DTYPE_ENV, autocast_dtype
 
     cuda = torch.device("cuda", 0)
     monkeypatch.delenv(AMP_DTYPE_ENV, raising=False)
@@ -771,8 +771,8 @@ def test_autocast_dtype_is_float16_without_native_bfloat16(monkeypatch):
 
 
 def test_float16_can_be_forced_and_a_bad_value_is_a_clear_error(monkeypatch):
+    from atkd_lite.device import AMP_DTYPE_ENV, autocast_dtype
     from atkd_lite.engine import needs_grad_scaler
-    from atkd_lite.runtime import AMP_DTYPE_ENV, autocast_dtype
 
     cuda = torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: (9, 0))

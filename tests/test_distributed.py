@@ -33,7 +33,7 @@ from atkd_lite import distributed
 from atkd_lite.cache import TeacherCache
 from atkd_lite.checkpoints import load_checkpoint, save_checkpoint
 from atkd_lite.data import DeviceBatcher, LoaderBatches
-from atkd_lite.runtime import FileLock, LockHeldError
+from atkd_lite.files import FileLock, LockHeldError
 
 ROOT = Path(__file__).resolve().parents[1]
 

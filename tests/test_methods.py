@@ -17,9 +17,10 @@ import atkd_lite as ak
 from atkd_lite import signals
 from atkd_lite.cache import TeacherCache
 from atkd_lite.cli import main
+from atkd_lite.device import autocast_context, eval_mode
 from atkd_lite.methods import METHODS, Distiller, register, registry, signals_for
 from atkd_lite.methods.base import layer_selection
-from atkd_lite.runtime import autocast_context, eval_mode, model_logits
+from atkd_lite.outputs import model_logits
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / "atkd_lite"

@@ -14,7 +14,7 @@ from atkd_lite.atcam import ATCam
 from atkd_lite.cache import CacheMismatchError, TeacherCache
 from atkd_lite.distillers import METHODS, layer_selection, make_distiller
 from atkd_lite.models import resnet18_cifar, twice_differentiable, wide_resnet
-from atkd_lite.runtime import LogitsOnly, model_logits
+from atkd_lite.outputs import LogitsOnly, model_logits
 from atkd_lite.saliency import saliency_map
 
 # ----------------------------------------------------------------------- the output adapter

@@ -29,6 +29,7 @@ from atkd_lite import checkpoints
 from atkd_lite.cache import CacheMismatchError, TeacherCache
 from atkd_lite.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from atkd_lite.data import DatasetUnavailableError, DeviceBatcher, ImageSet, make_batches
+from atkd_lite.device import seed_everything
 from atkd_lite.engine import History, distill, fit, make_optimizer, train_model
 from atkd_lite.experiments.results import (
     ExperimentResults,
@@ -36,15 +37,14 @@ from atkd_lite.experiments.results import (
     load_results,
     release_output_dir,
 )
-from atkd_lite.losses import kd_loss
-from atkd_lite.runtime import (
+from atkd_lite.files import (
     FileLock,
     LockHeldError,
     atomic_write,
     check_output_file,
-    seed_everything,
     sweep_temp_files,
 )
+from atkd_lite.losses import kd_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from atkd_lite.runtime import atomic_write
+from atkd_lite.files import atomic_write
 
 
 def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
@@ -24,7 +24,7 @@ def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_all_finite_agrees_with_isfinite(dtype):
-    from atkd_lite.runtime import _all_finite
+    from atkd_lite.checks import _all_finite
 
     big = torch.finfo(dtype).max
     cases = [torch.zeros(3, 4), torch.randn(3, 4),

@@ -3,7 +3,7 @@ import torch
 
 import atkd_lite as ak
 from atkd_lite.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from atkd_lite.runtime import get_device
+from atkd_lite.device import get_device
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import atkd_lite as ak
 from atkd_lite.cache import TeacherCache
 from atkd_lite.data import decoy_mnist
 from atkd_lite.distillers import METHODS, make_distiller  # noqa: F401 (public names)
-from atkd_lite.runtime import tensor_digest
+from atkd_lite.files import tensor_digest
 
 ALL = ("student", "kd", "at", "fma", "mip", "sals", "at+kd", "fma+kd", "mip+kd", "sals+kd")
 

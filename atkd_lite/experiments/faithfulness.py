@@ -48,6 +48,7 @@ from torch import nn
 
 from atkd_lite.attributions import BASELINES, attribution_maps, model_randomisation
 from atkd_lite.data import ImageSet, load_dataset
+from atkd_lite.device import eval_mode, get_device
 from atkd_lite.experiments.results import ExperimentResults, load_results
 from atkd_lite.experiments.runner import (
     GridCell,
@@ -57,6 +58,7 @@ from atkd_lite.experiments.runner import (
     run_grid,
     teacher_cache_for,
 )
+from atkd_lite.files import atomic_write
 from atkd_lite.metrics import (
     box_mask,
     curve_area,
@@ -66,7 +68,6 @@ from atkd_lite.metrics import (
     pointing_game,
 )
 from atkd_lite.models import teacher_cnn
-from atkd_lite.runtime import atomic_write, eval_mode, get_device
 
 __all__ = [
     "DEFAULT_METHODS",

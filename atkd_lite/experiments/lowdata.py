@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import torch
 
+from atkd_lite.checks import check_int
 from atkd_lite.config import profile as get_profile
 from atkd_lite.distillers import METHODS
 from atkd_lite.engine import DistillConfig
@@ -48,7 +49,6 @@ from atkd_lite.experiments.runner import (
     run_grid,
     teacher_cache_for,
 )
-from atkd_lite.runtime import check_int
 
 __all__ = ["ALL_METHODS", "CONTROLS", "KD_CONTROLS", "TUNED_LABEL_SMOOTHING",
            "control_cells", "kd_controls", "kd_controls_reading", "matched_label_smoothing",
@@ -98,9 +98,9 @@ def control_cells(setup, cache, student_size: str, epochs: int, teacher_epochs: 
     from atkd_lite.cache import TeacherCache
     from atkd_lite.checkpoints import pretrained_teacher
     from atkd_lite.data import load_dataset, with_unlabelled
+    from atkd_lite.device import seed_everything
     from atkd_lite.distillers import DEFAULT_ALPHA
     from atkd_lite.models import teacher_cnn
-    from atkd_lite.runtime import seed_everything
 
     cfg = DistillConfig().replace(**distill_kwargs)
     train = setup.train

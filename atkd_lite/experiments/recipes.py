@@ -34,13 +34,14 @@ from pathlib import Path
 import torch
 
 from atkd_lite.checkpoints import load_checkpoint, save_checkpoint
+from atkd_lite.checks import check_int
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
+from atkd_lite.device import get_device, seed_everything
 from atkd_lite.distillers import METHODS
 from atkd_lite.engine import distill, evaluate, train_model
 from atkd_lite.experiments.results import ExperimentResults, load_results, provenance
 from atkd_lite.models import build_model
-from atkd_lite.runtime import check_int, get_device, seed_everything
 
 __all__ = ["PUBLISHED", "PUBLISHED_SOURCES", "RECIPES", "Recipe", "beside_published",
            "published_markdown", "recipe_settings", "run_recipe"]

@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 from atkd_lite import distributed
-from atkd_lite.runtime import FileLock, LockHeldError, atomic_write, check_output_dir, get_device
+from atkd_lite.device import get_device
+from atkd_lite.files import FileLock, LockHeldError, atomic_write, check_output_dir
 
 __all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
            "packaged_results", "provenance", "release_output_dir"]

@@ -25,13 +25,14 @@ import torch
 
 from atkd_lite.cache import TeacherCache
 from atkd_lite.checkpoints import pretrained_teacher
+from atkd_lite.checks import check_int
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
+from atkd_lite.device import get_device, seed_everything
 from atkd_lite.engine import DistillConfig, distill, evaluate
 from atkd_lite.experiments.results import ExperimentResults, provenance
 from atkd_lite.methods import METHODS, signals_for
 from atkd_lite.models import student_cnn
-from atkd_lite.runtime import check_int, get_device, seed_everything
 
 __all__ = ["ExperimentSetup", "GridCell", "check_grid", "distill_run", "grid_settings",
            "prepare_experiment", "run_grid", "simple_settings", "teacher_cache_for"]

@@ -64,7 +64,9 @@ import torch
 from torch import nn
 
 from atkd_lite.attributions import attribution_maps
+from atkd_lite.checks import check_int, check_number
 from atkd_lite.data import DecoySet, decoy_mnist
+from atkd_lite.device import eval_mode, get_device
 from atkd_lite.engine import evaluate
 from atkd_lite.experiments.faithfulness import scoring_subset
 from atkd_lite.experiments.results import ExperimentResults, load_results
@@ -78,15 +80,9 @@ from atkd_lite.experiments.runner import (
     teacher_cache_for,
 )
 from atkd_lite.experiments.stats import compare_methods, comparison_markdown, verdict_sentence
+from atkd_lite.files import atomic_write
 from atkd_lite.methods import METHODS, RRRDistiller, parse_method
 from atkd_lite.metrics import box_mask, energy_in_box
-from atkd_lite.runtime import (
-    atomic_write,
-    check_int,
-    check_number,
-    eval_mode,
-    get_device,
-)
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -33,13 +33,15 @@ from dataclasses import dataclass
 
 from atkd_lite.cache import TeacherCache
 from atkd_lite.checkpoints import pretrained_teacher
+from atkd_lite.checks import check_int
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
+from atkd_lite.device import get_device
 from atkd_lite.engine import evaluate
 from atkd_lite.experiments.results import ExperimentResults, load_results, provenance
 from atkd_lite.experiments.runner import ExperimentSetup, GridCell, run_grid
+from atkd_lite.files import atomic_write
 from atkd_lite.methods import signals_for
-from atkd_lite.runtime import atomic_write, check_int, get_device
 
 __all__ = ["SEARCHES", "Search", "best_values", "load_tuning", "tune", "tuning_markdown"]
 

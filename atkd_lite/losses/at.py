@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from atkd_lite.atcam import resize_maps
-from atkd_lite.runtime import at_least_float32, float32_math
+from atkd_lite.device import at_least_float32, float32_math
 
 __all__ = ["at_loss", "at_vector", "pair_layers"]
 

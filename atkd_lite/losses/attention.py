@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.runtime import float32_math
+from atkd_lite.device import float32_math
 
 __all__ = ["FORMS", "attention_loss"]
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.runtime import check_number, float32_math
+from atkd_lite.checks import check_number
+from atkd_lite.device import float32_math
 
 #: The largest temperature accepted. KD uses 1 to 20; far beyond, the softened
 #: distributions differ by less than float32 resolves, and T² overflows.

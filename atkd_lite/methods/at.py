@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 
 from atkd_lite.atcam import ATCam
+from atkd_lite.device import autocast_context, eval_mode
 from atkd_lite.losses.at import at_loss, at_vector, pair_layers
 from atkd_lite.methods.base import Distiller, layer_selection
 from atkd_lite.methods.registry import register
-from atkd_lite.runtime import autocast_context, eval_mode
 from atkd_lite.signals import ATMaps
 
 __all__ = ["ATDistiller"]

@@ -19,9 +19,9 @@ from typing import NamedTuple
 import torch
 
 from atkd_lite.atcam import ATCam, resize_weights, traceable_maps_from_raw
+from atkd_lite.device import autocast_context, compile_function, cuda_graph_mode, eval_mode
 from atkd_lite.losses.attention import attention_loss
 from atkd_lite.methods.base import Distiller, layer_selection
-from atkd_lite.runtime import autocast_context, compile_function, cuda_graph_mode, eval_mode
 from atkd_lite.signals import ATCamMap
 
 __all__ = ["ATCamDistiller"]

@@ -51,9 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from atkd_lite.data import UNLABELLED
+from atkd_lite.device import autocast_context
 from atkd_lite.losses.attention import attention_loss
 from atkd_lite.losses.kd import kd_loss
-from atkd_lite.runtime import autocast_context, model_logits
+from atkd_lite.outputs import model_logits
 from atkd_lite.signals import Logits, Signal
 
 __all__ = ["DEFAULT_ALPHA", "Distiller", "layer_selection"]

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from atkd_lite.data import DecoySet
+from atkd_lite.device import autocast_context
 from atkd_lite.methods.base import Distiller
 from atkd_lite.methods.registry import register
 from atkd_lite.metrics import box_mask
-from atkd_lite.runtime import autocast_context
 from atkd_lite.signals import ExampleMask
 
 __all__ = ["RRRDistiller"]

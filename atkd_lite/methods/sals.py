@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from atkd_lite.device import autocast_context, eval_mode
 from atkd_lite.methods.base import Distiller
 from atkd_lite.methods.registry import register
-from atkd_lite.runtime import autocast_context, eval_mode
 from atkd_lite.saliency import saliency_map
 from atkd_lite.signals import SaliencyMap
 
