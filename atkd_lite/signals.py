@@ -169,14 +169,18 @@ MAPS: dict[str, Signal] = {"fma": ATCamMap("fma"), "mip": ATCamMap("mip"),
 
 def register_map(signal: Signal) -> Signal:
     """Make a map signal known by its key (to caches, attribution maps, experiments).
+    The same class registered again (its module imported again, a notebook cell run
+    again) replaces the earlier one.
 
     Raises:
-        ValueError: another signal already has that key.
+        ValueError: a signal of another class already has that key.
     """
     if not isinstance(signal, Signal) or not signal.key:
         raise TypeError(f"register_map takes a Signal with a key; got {signal!r}")
     known = MAPS.get(signal.key)
-    if known is not None and known != signal:
+    same_class = known is not None and (type(known).__module__, type(known).__qualname__) == (
+        type(signal).__module__, type(signal).__qualname__)  # a module or cell run again
+    if known is not None and known != signal and not same_class:
         raise ValueError(f"a map signal {signal.key!r} is already registered ({known!r}); "
                          "give yours another key")
     MAPS[signal.key] = signal

@@ -76,6 +76,10 @@ def _by_hand(features, size):
 def test_a_new_map_is_one_signal_class_and_one_method_file(cmax, digits, tmp_path):
     train, test, teacher = digits
     assert {"cmax", "cmax+kd"} <= set(METHODS) and "cmax" in signals.MAPS
+    cmax = importlib.reload(cmax)  # the file run again (a notebook cell): replaced
+    assert signals.MAPS["cmax"] is cmax.CMAX and METHODS["cmax"][0] is cmax.ChannelMaxDistiller
+    with pytest.raises(ValueError, match="already registered"):  # another class, same key
+        signals.register_map(type("Other", (cmax.ChannelMaxMap,), {})())
     assert signals_for(["cmax+kd", "fma"]) == {"maps": ["cmax", "fma"], "at": False}
 
     # the signal is the formula, checked against a hand computation
