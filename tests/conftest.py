@@ -5,7 +5,6 @@ import os
 import matplotlib
 import pytest
 
-
 #: a method file as a user writes one, imported by tests/test_methods.py itself (collected
 #: for doctests, it would register its method for every other test module)
 collect_ignore = ["example_method_cmax.py"]
