@@ -40,6 +40,7 @@ import dataclasses
 import gzip
 import importlib.util
 import math
+import multiprocessing
 import os
 import socket
 import threading
@@ -1074,18 +1075,30 @@ class LoaderBatches:
                    idx.to(self.device, non_blocking=True))
 
 
+def default_workers() -> int:
+    """Worker processes for reading a dataset that is not an :class:`ImageSet`: up to 4
+    where new processes are forked (Linux), none where they are spawned (macOS, Windows):
+    a spawned worker re-imports the main script, which fails in a script without an
+    ``if __name__ == "__main__":`` guard."""
+    # the start method set, else the platform's default (the first listed); not fixed here
+    method = (multiprocessing.get_start_method(allow_none=True)
+              or multiprocessing.get_all_start_methods()[0])
+    return min(4, os.cpu_count() or 1) if method == "fork" else 0
+
+
 def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
                  augment: int = 0, on_device: bool | None = None, rank: int = 0,
-                 world_size: int = 1, flip: bool = False):
+                 world_size: int = 1, flip: bool = False, num_workers: int | None = None):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
     that fits on the device (the fast path), else a :class:`LoaderBatches`; ``rank`` and
     ``world_size`` give this process its share under data parallelism. A
     :class:`~torch.utils.data.DataLoader` is read through its dataset (keeping its
-    ``num_workers``); the order comes from ``seed``."""
+    ``num_workers``); the order comes from ``seed``. ``num_workers``: worker processes
+    for a dataset that is not an ImageSet (None: :func:`default_workers`)."""
     check_int("augment", augment, minimum=0)
-    workers = min(4, os.cpu_count() or 1)
+    workers = default_workers() if num_workers is None else num_workers
     if isinstance(data, torch.utils.data.DataLoader):
-        workers = data.num_workers
+        workers = data.num_workers if num_workers is None else num_workers
         data = data.dataset
     if on_device is None:
         on_device = isinstance(data, ImageSet) and data.images.numel() < 2**31

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,12 +349,18 @@ def write_medmnist_npz(path, splits: dict) -> Path:
 def as_dataset(data, name: str = "the data"):
     """The map-style dataset behind ``data`` (a ``DataLoader``'s ``.dataset``), checked.
 
+    A DataLoader's dataset is read in the package's own seeded order, in its own batches:
+    a sampler that chooses *which* images to use (e.g. ``SubsetRandomSampler`` for a
+    train/validation split) would be ignored, so it is refused, and a ``collate_fn`` of
+    its own is not applied (a warning says so).
+
     Raises:
         TypeError: not a dataset with ``len`` and indexing (e.g. an iterable-style
             dataset), or items that are not ``(image, label)`` (see :func:`check_items`).
-        ValueError: an empty dataset.
+        ValueError: an empty dataset; a DataLoader whose sampler chooses images.
     """
     if isinstance(data, torch.utils.data.DataLoader):
+        _check_loader(data, name)
         data = data.dataset
     if isinstance(data, torch.utils.data.IterableDataset) or not (
             hasattr(data, "__len__") and hasattr(data, "__getitem__")):
@@ -362,6 +369,27 @@ def as_dataset(data, name: str = "the data"):
                         "(an iterable-style dataset has no index for a teacher cache)")
     check_items(data, name)
     return data
+
+
+def _check_loader(loader: torch.utils.data.DataLoader, name: str) -> None:
+    """Refuse a DataLoader whose sampler chooses images; warn about its own collate_fn."""
+    ordinary = (torch.utils.data.SequentialSampler, torch.utils.data.RandomSampler)
+    sampler = loader.sampler
+    custom_batches = loader.batch_sampler is not None and \
+        type(loader.batch_sampler) is not torch.utils.data.BatchSampler
+    if type(sampler) not in ordinary or custom_batches:
+        chosen = type(loader.batch_sampler if custom_batches else sampler).__name__
+        raise ValueError(
+            f"{name} is a DataLoader with a {chosen}, which chooses which images are used; "
+            "the package reads the DataLoader's whole dataset in its own seeded order, so "
+            "the sampler would be ignored (a train/validation split made by a sampler "
+            "would train on the validation images): pass the images you mean, e.g. "
+            "torch.utils.data.Subset(dataset, train_indices)")
+    if loader.collate_fn is not torch.utils.data.default_collate:
+        warnings.warn(f"{name} is a DataLoader with a collate_fn of its own, which is not "
+                      "used: the package batches the dataset's (image, label) items itself; "
+                      "move what collate_fn does into the dataset (e.g. its transform)",
+                      stacklevel=4)
 
 
 def _describe(value) -> str:

@@ -699,21 +699,37 @@ def _probe(model: nn.Module, x: torch.Tensor, who: str) -> int:
     """Run ``model`` once on ``x`` (eval mode); its number of classes."""
     try:
         with eval_mode(model), torch.no_grad():
-            out = model_logits(model(x), f"the {who}")
+            raw = model(x)
+            out = model_logits(raw, f"the {who}")
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"the {who} cannot take the training images shaped "
                          f"{tuple(x.shape[1:])}{_channel_hint(model, x)}: "
                          f"{str(err).splitlines()[0]}") from err
     if out.dim() != 2:
+        taken = ""
+        if isinstance(raw, (tuple, list)):
+            taken = (f" (it returned a {type(raw).__name__} of {len(raw)} and the package "
+                     "takes element 0 as the logits; return the logits first, or wrap it: "
+                     "atkd_lite.outputs.LogitsOnly(model, select=1) takes element 1, and its "
+                     "layers are then named 'model.<name>')")
         raise ValueError(f"the {who} must return logits shaped (B, K); its logits are shaped "
-                         f"{tuple(out.shape)}")
+                         f"{tuple(out.shape)}{taken}")
     return out.shape[1]
 
 
 def _check_data(train_data, test_data, cache, cfg: DistillConfig):
-    """The datasets (a DataLoader's dataset; items checked), or a clear error."""
+    """The datasets (a DataLoader's dataset; items checked), or a clear error; then the
+    training DataLoader's worker processes (None: the default)."""
     if train_data is None:
         raise ValueError("train_data is required")
+    workers = None
+    if isinstance(train_data, torch.utils.data.DataLoader):
+        workers = train_data.num_workers
+        if train_data.batch_size is not None and train_data.batch_size != cfg.batch_size:
+            warnings.warn(f"distill batches the DataLoader's dataset itself, with batch_size="
+                          f"{cfg.batch_size} from its settings, not the DataLoader's "
+                          f"{train_data.batch_size}; pass batch_size={train_data.batch_size} "
+                          "to use that", stacklevel=3)
     checked = []
     for name, data in (("train_data", train_data), ("test_data", test_data)):
         if data is not None and not isinstance(data, ImageSet):
@@ -722,7 +738,7 @@ def _check_data(train_data, test_data, cache, cfg: DistillConfig):
             raise ValueError(f"{name} is empty; pass a dataset with at least one image")
         checked.append(data)
     if cache is None:
-        return checked
+        return (*checked, workers)
     from atkd_lite.cache import TeacherCache
 
     if not isinstance(cache, TeacherCache):
@@ -732,7 +748,28 @@ def _check_data(train_data, test_data, cache, cfg: DistillConfig):
                          "maps and logits belong to the unshifted images and would not "
                          "match the shifted or flipped ones; pass augment=0, flip=False or "
                          "cache=None")
-    return checked
+    return (*checked, workers)
+
+
+#: below this share of the loss (last epoch) the attention term is reported as negligible
+NEGLIGIBLE_SHARE = 0.01
+
+
+def _check_attention_share(history: History, beta: float, default_beta: bool) -> None:
+    """Warn when the weighted attention term was a negligible part of the loss."""
+    last = history.last
+    if "loss_att" not in last or not last.get("loss"):
+        return
+    share = beta * last["loss_att"] / last["loss"]
+    if share >= NEGLIGIBLE_SHARE or beta == 0:
+        return
+    why = ("the default weight was tuned for the book's CNN pair, so tune it for your "
+           "networks" if default_beta else "raise the weight")
+    warnings.warn(
+        f"the attention term was {100 * share:.2g}% of the loss in the last epoch (beta "
+        f"{beta:g} x {last['loss_att']:.3g} of {last['loss']:.3g}): at this weight it "
+        f"barely acts; {why} (e.g. try beta 10x and 100x larger on a validation split, "
+        "as atkd-lite tune does)", stacklevel=3)
 
 
 def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
@@ -813,7 +850,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     teacher, student = unwrap_model(teacher), unwrap_model(student)
     if teacher is student:
         raise ValueError("teacher and student are the same module; pass a separate student")
-    train_data, test_data = _check_data(train_data, test_data, cache, cfg)
+    train_data, test_data, workers = _check_data(train_data, test_data, cache, cfg)
     for who, net, spec in (("teacher_layers", teacher, cfg.teacher_layers),
                            ("student_layers", student, cfg.student_layers)):
         if spec is not None:  # unknown names fail now, whatever the method
@@ -867,7 +904,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         seed_everything(cfg.seed)
         batches = make_batches(train_data, cfg.batch_size, shuffle=True, device=dev,
                                seed=cfg.seed, augment=cfg.augment, rank=distributed.rank(),
-                               world_size=world, flip=cfg.flip)
+                               world_size=world, flip=cfg.flip, num_workers=workers)
         lr = cfg.lr * world if cfg.scale_lr else cfg.lr
         opt, sched = make_optimizer(distiller.trainable_parameters(), lr, cfg.weight_decay,
                                     cfg.epochs * len(batches), schedule="onecycle")
@@ -876,6 +913,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
                       channels_last=cl, progress=cfg.progress, desc=f"distill {method}",
                       eval_every=cfg.eval_every, frozen=teacher)
 
+    if distiller.kind is not None:
+        _check_attention_share(history, distiller.beta, cfg.beta is None)
     params = {"method": method, **{k: v for k, v in dataclasses.asdict(cfg).items()
                                    if k not in ("progress", "device", "eval_every")},
               "alpha": alpha, "beta": distiller.beta if distiller.kind else 0.0,

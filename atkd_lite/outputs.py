@@ -113,7 +113,9 @@ class LogitsOnly(nn.Module):
     """A model whose forward returns only the logits (:func:`model_logits` of its output).
 
     For code outside the package that needs a plain tensor, e.g. Captum's attribution
-    methods. The wrapped network is ``.model``; its modules keep their names under it
+    methods, and for a model whose logits are not where :func:`model_logits` looks:
+    ``select`` names them (an index into a returned tuple or list, or a key of a returned
+    dict). The wrapped network is ``.model``; its modules keep their names under it
     (``model.layer1``).
 
     Examples::
@@ -124,11 +126,28 @@ class LogitsOnly(nn.Module):
         ...         return x.flatten(1)[:, :3], x
         >>> LogitsOnly(Pair())(torch.zeros(2, 1, 4, 4)).shape
         torch.Size([2, 3])
+        >>> class FeaturesFirst(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x, x.flatten(1)[:, :5]
+        >>> LogitsOnly(FeaturesFirst(), select=1)(torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 5])
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, select: int | str | None = None):
         super().__init__()
+        if select is not None and (isinstance(select, bool)
+                                   or not isinstance(select, (int, str))):
+            raise TypeError(f"select must be None, an index or a key; got {select!r}")
         self.model = model
+        self.select = select
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        return model_logits(self.model(*args, **kwargs))
+        out = self.model(*args, **kwargs)
+        if self.select is None:
+            return model_logits(out)
+        try:
+            out = out[self.select]
+        except (IndexError, KeyError, TypeError) as err:
+            raise TypeError(f"LogitsOnly(select={self.select!r}) cannot take that from the "
+                            f"model's {type(out).__name__} output ({err})") from None
+        return model_logits(out, "the selected output")

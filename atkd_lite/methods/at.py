@@ -8,7 +8,7 @@ import torch
 from atkd_lite.atcam import ATCam
 from atkd_lite.device import autocast_context, eval_mode
 from atkd_lite.losses.at import at_loss, at_vector, pair_layers
-from atkd_lite.methods.base import Distiller, layer_selection
+from atkd_lite.methods.base import Distiller, check_map_sizes, layer_selection
 from atkd_lite.methods.registry import register
 from atkd_lite.signals import ATMaps
 
@@ -56,6 +56,8 @@ class ATDistiller(Distiller):
         with eval_mode(self.student, self.teacher), torch.no_grad():
             _, fs = self.student_cam.features(x_probe)
             _, ft = self.teacher_cam.features(x_probe)
+        check_map_sizes("student", self.student_cam.layer_names, fs, "AT maps")
+        check_map_sizes("teacher", self.teacher_cam.layer_names, ft, "AT maps")
         if self.by_depth:
             self.pairs = pair_layers(len(fs), len(ft))
             self._hook_teacher_pairs()

@@ -21,7 +21,7 @@ import torch
 from atkd_lite.atcam import ATCam, resize_weights, traceable_maps_from_raw
 from atkd_lite.device import autocast_context, compile_function, cuda_graph_mode, eval_mode
 from atkd_lite.losses.attention import attention_loss
-from atkd_lite.methods.base import Distiller, layer_selection
+from atkd_lite.methods.base import Distiller, check_map_sizes, layer_selection
 from atkd_lite.signals import ATCamMap
 
 __all__ = ["ATCamDistiller"]
@@ -51,10 +51,12 @@ class ATCamDistiller(Distiller):
         self.student_cam, self.teacher_cam = cams["student"], cams["teacher"]
 
     def setup(self, x_probe: torch.Tensor) -> None:
-        """Find both networks' capture points (and check they give 4-D feature maps)."""
+        """Find both networks' capture points (and check they give 4-D feature maps with a
+        spatial extent: :func:`~atkd_lite.methods.base.check_map_sizes`)."""
         with eval_mode(self.student, self.teacher), torch.no_grad():
-            self.student_cam.features(x_probe)
-            self.teacher_cam.features(x_probe)
+            for who, cam in (("student", self.student_cam), ("teacher", self.teacher_cam)):
+                feats = cam.features(x_probe)[1]  # (names known after the first call)
+                check_map_sizes(who, cam.layer_names, feats, f"{self.signal.key.upper()} map")
 
     def cache_needs(self) -> dict:
         needs = {"maps": [self.signal.key], "size": self.size}

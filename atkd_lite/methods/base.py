@@ -44,6 +44,7 @@ Examples::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -57,7 +58,7 @@ from atkd_lite.losses.kd import kd_loss
 from atkd_lite.outputs import model_logits
 from atkd_lite.signals import Logits, Signal
 
-__all__ = ["DEFAULT_ALPHA", "Distiller", "layer_selection"]
+__all__ = ["DEFAULT_ALPHA", "Distiller", "check_map_sizes", "layer_selection"]
 
 
 #: the KD weight α of ``kd`` and ``+kd`` methods, chosen on the validation split like every
@@ -263,3 +264,30 @@ def layer_selection(spec, first: int = 2, last: int = 2, what: str = "layers") -
                     f"{spec!r}")
 
 
+def check_map_sizes(who: str, names: Sequence[str], features: Sequence[torch.Tensor],
+                    what: str) -> None:
+    """Capture points whose feature maps are 1×1 for these images: a 1×1 map is constant,
+    and a constant map normalises to zeros (or, for AT, to one value), so it carries no
+    "where". A warning names them; an error when every selected one is.
+
+    Args:
+        who (str): ``"teacher"`` or ``"student"``.
+        names, features: the selected capture points and their feature maps for a probe.
+        what (str): what the maps make (e.g. ``"FMA map"``), for the message.
+
+    Raises:
+        ValueError: every selected capture point is 1×1.
+    """
+    flat = [n for n, a in zip(names, features) if a.shape[-2] * a.shape[-1] == 1]
+    if not flat:
+        return
+    fix = (f"choose capture points with a spatial extent at this image size, e.g. "
+           f"{who}_layers=['layer1', 'layer2'] for a torchvision ResNet (the book's chapter "
+           "'Your own model and data' shows how to list them)")
+    if len(flat) == len(names):
+        raise ValueError(f"every selected capture point of the {who} ({flat}) gives a 1×1 "
+                         f"feature map for these images, so its {what} is constant (all "
+                         f"zeros) and the attention term can teach nothing; {fix}")
+    warnings.warn(f"the {who}'s capture point(s) {flat} give 1×1 feature maps for these "
+                  f"images: such a map is constant and adds nothing to the {what}; {fix}",
+                  stacklevel=4)
