@@ -570,7 +570,16 @@ class ATCam:
             for name in hooked:
                 module = self.model.get_submodule(name)
                 handles.append(module.register_forward_hook(make_hook(name)))
-            logits = model_logits(self.model(x))  # tensor, (logits, ...) or dict
+            try:
+                logits = model_logits(self.model(x))  # tensor, (logits, ...) or dict
+            except RuntimeError as err:
+                if "too small" not in str(err) and "smaller than" not in str(err):
+                    raise
+                raise ValueError(
+                    f"{type(self.model).__name__} cannot take images of "
+                    f"{tuple(x.shape[-2:])}: its downsampling leaves nothing at some layer "
+                    f"({str(err).splitlines()[0]}); use larger images (e.g. resize them) "
+                    "or a network made for this size") from err
         finally:
             for h in handles:
                 h.remove()

@@ -175,6 +175,18 @@ def _check_seeds(seeds) -> None:
     bad = [s for s in seeds or [] if s < 0]
     if bad:
         raise ValueError(f"argument --seeds: seeds must be non-negative integers, got {bad}")
+    repeated = sorted({s for s in seeds or [] if list(seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f"argument --seeds: seed(s) {repeated} given twice; a repeated seed "
+                         "repeats the same run (paired seeds must differ)")
+
+
+def _check_not_the_teacher(output, teacher) -> None:
+    """Refuse to write the student over the teacher checkpoint it was distilled from."""
+    if output and teacher and os.path.realpath(output) == os.path.realpath(teacher):
+        raise ValueError(f"argument -o/--output: {output} is the teacher checkpoint "
+                         "(--teacher); writing the student there would replace the teacher: "
+                         "choose another file")
 
 
 def _output_file(path):
@@ -282,6 +294,7 @@ def _cmd_distill(args) -> int:
     settings = _distill_settings(args)
     device = ak.get_device(args.device)
     _output_file(args.output)
+    _check_not_the_teacher(args.output, args.teacher)
     train = ak.load_dataset(args.dataset, "train")
     test = ak.load_dataset(args.dataset, "test")
     if args.per_class:

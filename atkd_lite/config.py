@@ -56,8 +56,9 @@ def cache_dir(path: str | os.PathLike | None = None, create: bool = True) -> Pat
         except OSError as err:
             raise PermissionError(
                 f"the cache directory {str(chosen)!r} is not writable ({err.strerror or err}); "
-                f"set the environment variable {CACHE_ENV} to a writable folder, "
-                f"e.g. export {CACHE_ENV}=/tmp/atkd_lite"
+                f"set the environment variable {CACHE_ENV} to a writable folder of your "
+                f"own, e.g. export {CACHE_ENV}=$HOME/.cache/atkd_lite (not a shared "
+                "folder such as /tmp, where another user could plant files)"
             ) from err
     return chosen
 

@@ -1041,9 +1041,11 @@ class LoaderBatches:
     """
 
     def __init__(self, data, batch_size=128, shuffle=True, device=None, seed=0,
-                 drop_last=False, num_workers=0, rank: int = 0, world_size: int = 1):
+                 drop_last=False, num_workers=0, rank: int = 0, world_size: int = 1,
+                 num_classes: int | None = None):
         if len(data) == 0:
             raise ValueError("the dataset is empty")
+        self.num_classes = num_classes  # labels checked against it as they are read
         check_int("batch_size", batch_size, minimum=1)
         check_int("seed", seed, minimum=0)
         _check_shard(len(data), rank, world_size)
@@ -1071,8 +1073,36 @@ class LoaderBatches:
             self.sampler.set_epoch(self.epoch)  # a new permutation every epoch
         self.epoch += 1
         for x, y, idx in self.loader:
+            check_batch(x, y, idx, self.num_classes)  # on the CPU, before the copy
             yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                    idx.to(self.device, non_blocking=True))
+
+
+def check_batch(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                num_classes: int | None = None) -> None:
+    """Every label of a batch a class index (or :data:`UNLABELLED`), every image finite:
+    what an :class:`ImageSet` guarantees when it is built, checked for any other dataset
+    as its items are read (a label past the classes would otherwise surface as torch's
+    raw index error, or be scored silently as wrong in test data).
+
+    Raises:
+        ValueError: naming the dataset index of the first bad item.
+    """
+    bad = (y < 0) & (y != UNLABELLED)
+    if num_classes is not None:
+        bad |= y >= num_classes
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        classes = f"0 to {num_classes - 1}" if num_classes is not None else "0 or more"
+        raise ValueError(f"item {int(idx[i])} of the dataset has the label {int(y[i])}; "
+                         f"labels must be class indices ({classes}) or {UNLABELLED} (no "
+                         "label): fix the labels, or build the networks with more outputs")
+    if x.is_floating_point():
+        finite = torch.isfinite(x.flatten(1)).all(1)
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0, 0])
+            raise ValueError(f"item {int(idx[i])} of the dataset has NaN or infinite "
+                             "pixels; repair or remove it (e.g. check its transform)")
 
 
 def default_workers() -> int:
@@ -1088,13 +1118,15 @@ def default_workers() -> int:
 
 def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_last=False,
                  augment: int = 0, on_device: bool | None = None, rank: int = 0,
-                 world_size: int = 1, flip: bool = False, num_workers: int | None = None):
+                 world_size: int = 1, flip: bool = False, num_workers: int | None = None,
+                 num_classes: int | None = None):
     """Batches for training or evaluation: :class:`DeviceBatcher` for an :class:`ImageSet`
     that fits on the device (the fast path), else a :class:`LoaderBatches`; ``rank`` and
     ``world_size`` give this process its share under data parallelism. A
     :class:`~torch.utils.data.DataLoader` is read through its dataset (keeping its
     ``num_workers``); the order comes from ``seed``. ``num_workers``: worker processes
-    for a dataset that is not an ImageSet (None: :func:`default_workers`)."""
+    for a dataset that is not an ImageSet (None: :func:`default_workers`), whose labels
+    are checked against ``num_classes`` as they are read (:func:`check_batch`)."""
     check_int("augment", augment, minimum=0)
     workers = default_workers() if num_workers is None else num_workers
     if isinstance(data, torch.utils.data.DataLoader):
@@ -1110,4 +1142,5 @@ def make_batches(data, batch_size=128, shuffle=True, device=None, seed=0, drop_l
                          "pass an ImageSet with on_device=True, or augment=0 and flip=False "
                          "and put the augmentation in the dataset's own transform")
     return LoaderBatches(data, batch_size, shuffle, device, seed, drop_last,
-                         num_workers=workers, rank=rank, world_size=world_size)
+                         num_workers=workers, rank=rank, world_size=world_size,
+                         num_classes=num_classes)

@@ -143,7 +143,14 @@ def predict(model: nn.Module, data, batch_size: int = 512, device=None,
             with autocast_context(dev, amp):
                 logits.append(model_logits(model(x)).float())
             labels.append(y)
-    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+    logits, labels = torch.cat(logits).cpu(), torch.cat(labels).cpu()
+    bad = (labels >= logits.shape[1]) | ((labels < 0) & (labels != UNLABELLED))
+    if bool(bad.any()):  # a label the model cannot predict would be scored as wrong
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"item {i} of the data has the label {int(labels[i])}, but the model "
+                         f"has {logits.shape[1]} outputs (labels 0 to {logits.shape[1] - 1}); "
+                         "fix the labels")
+    return logits, labels
 
 
 def evaluate(model: nn.Module, data, batch_size: int = 512, device=None) -> float:
@@ -615,6 +622,9 @@ class DistillConfig:
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("first", self.first, minimum=0)
         check_int("last", self.last, minimum=0)
+        if self.first == 0 and self.last == 0:
+            raise ValueError("first and last are both 0, so no capture point would be kept; "
+                             "use first >= 1 or last >= 1")
         check_int("augment", self.augment, minimum=0)
         check_int("seed", self.seed, minimum=0)
         check_int("eval_every", self.eval_every, minimum=0)
@@ -869,6 +879,12 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         if tuple(x_test.shape[1:]) != tuple(x_probe.shape[1:]):
             raise ValueError(f"train images are {tuple(x_probe.shape[1:])} but test images "
                              f"are {tuple(x_test.shape[1:])}; use data of one size")
+    side = min(x_probe.shape[-2:])
+    if cfg.augment >= side // 2 and cfg.augment:
+        raise ValueError(f"augment={cfg.augment} shifts {tuple(x_probe.shape[-2:])} images by "
+                         f"up to {cfg.augment} pixels, which leaves little or nothing of "
+                         f"them; use less than half the image side (at most "
+                         f"{max(0, side // 2 - 1)}; 4 is the usual CIFAR shift)")
     k_t, k_s = _probe(teacher, x_probe, "teacher"), _probe(student, x_probe, "student")
     if k_t != k_s:
         raise ValueError(f"the teacher has {k_t} classes but the student has {k_s}; build the "
@@ -877,6 +893,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     if num_classes is not None and num_classes != k_s:
         raise ValueError(f"the networks have {k_s} outputs but the data has {num_classes} "
                          "classes")
+
     alpha = (DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha) if use_kd else 0.0
     world = distributed.world_size()
     if world > 1:  # every process must distil the same thing, or stop together
@@ -907,7 +924,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
         seed_everything(cfg.seed)
         batches = make_batches(train_data, cfg.batch_size, shuffle=True, device=dev,
                                seed=cfg.seed, augment=cfg.augment, rank=distributed.rank(),
-                               world_size=world, flip=cfg.flip, num_workers=workers)
+                               world_size=world, flip=cfg.flip, num_workers=workers,
+                               num_classes=k_s)
         lr = cfg.lr * world if cfg.scale_lr else cfg.lr
         opt, sched = make_optimizer(distiller.trainable_parameters(), lr, cfg.weight_decay,
                                     cfg.epochs * len(batches), schedule="onecycle")

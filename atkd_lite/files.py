@@ -349,7 +349,21 @@ class FileLock:
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a symbolic link: a planted link would have the lock truncate and
+        # overwrite its target (O_NOFOLLOW refuses a link as the last path component)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                         0o644)
+        except OSError:
+            if os.path.islink(self.path):
+                raise OSError(f"the lock file {self.path} is a symbolic link (to "
+                              f"{os.readlink(self.path)}); a lock never follows one: delete "
+                              "the link and run again") from None
+            raise
+        if not getattr(os, "O_NOFOLLOW", 0) and os.path.islink(self.path):  # Windows
+            os.close(fd)
+            raise OSError(f"the lock file {self.path} is a symbolic link; delete it and run "
+                          "again")
         try:
             if fcntl is None:
                 global _LOCK_WARNED

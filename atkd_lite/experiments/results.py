@@ -345,9 +345,11 @@ def load_results(path) -> ExperimentResults:
             f"shipped with the package by name: {', '.join(packaged_results()) or 'none'}")
     try:
         blob = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({type(err).__name__}: {err}); "
-                         "write it again with `atkd-lite reproduce`") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        what = "nested too deeply" if isinstance(err, RecursionError) else \
+            f"{type(err).__name__}: {err}"
+        raise ValueError(f"{path} is not valid JSON ({what}); write it again with "
+                         "`atkd-lite reproduce`") from None
     if not isinstance(blob, dict) or blob.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path} is not an atkd_lite results file ({RESULTS_FORMAT})")
     problem = _structure_problem(blob)

@@ -159,8 +159,16 @@ def paired_values(results, metric: str = "test_acc") -> dict[str, dict[int, floa
     (or its list of runs)."""
     runs = getattr(results, "runs", results)
     out: dict[str, dict[int, float]] = {}
-    for run in runs:
-        out.setdefault(run["method"], {})[run["seed"]] = run[metric]
+    for i, run in enumerate(runs):
+        missing = [k for k in ("method", "seed", metric) if k not in run]
+        if missing:
+            raise ValueError(f"run {i} of the results has no {', '.join(missing)}; every run "
+                             f"needs its method, seed and {metric} to be paired")
+        seeds = out.setdefault(run["method"], {})
+        if run["seed"] in seeds:
+            raise ValueError(f"the results hold two runs of {run['method']!r} with seed "
+                             f"{run['seed']}; a paired comparison needs one per seed")
+        seeds[run["seed"]] = run[metric]
     return out
 
 

@@ -1,0 +1,129 @@
+"""Reliability II: defects of issue #32 reproduced, each by a test that failed before the
+fix (the closing note lists which item each covers)."""
+
+
+import pytest
+import torch
+
+import atkd_lite as ak
+from atkd_lite.cli import main
+from atkd_lite.engine import DistillConfig
+from atkd_lite.experiments.results import load_results
+from atkd_lite.experiments.stats import paired_values
+from atkd_lite.files import FileLock
+
+
+def _cli_error(argv, capsys) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_first_and_last_both_zero_are_refused_before_any_work(capsys):  # item 6
+    with pytest.raises(ValueError, match="first and last are both 0"):
+        DistillConfig(first=0, last=0).validate()
+    err = _cli_error(["distill", "--first", "0", "--last", "0", "--device", "cpu"], capsys)
+    assert "both 0" in err
+
+
+def test_a_lock_never_follows_a_symbolic_link(tmp_path):  # item 8
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    link = tmp_path / "folder" / ".atkd-lite-writer.lock"
+    link.parent.mkdir()
+    link.symlink_to(precious)
+    with pytest.raises(OSError, match="symbolic link"):
+        FileLock(link).acquire()
+    assert precious.read_text() == "keep me"
+
+
+def test_an_unbounded_shift_is_refused():  # item 11
+    train = ak.load_dataset("mnist5k", "train").per_class(1)
+    with pytest.raises(ValueError, match="augment=14 .*at most 13"):
+        ak.distill(ak.teacher_cnn(), ak.student_cnn("tiny"), train, augment=14, epochs=1,
+                   progress=False, device="cpu")
+
+
+def test_runs_without_a_seed_or_twice_are_named():  # item 12 (and 4's duplicates)
+    with pytest.raises(ValueError, match="run 1 of the results has no seed"):
+        paired_values([{"method": "a", "seed": 0, "test_acc": 0.9},
+                       {"method": "a", "test_acc": 0.9}])
+    with pytest.raises(ValueError, match="two runs of 'a' with seed 0"):
+        paired_values([{"method": "a", "seed": 0, "test_acc": 0.9},
+                       {"method": "a", "seed": 0, "test_acc": 0.8}])
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):  # item 12
+    path = tmp_path / "results.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_results(path)
+
+
+def test_the_student_is_never_written_over_its_teacher(tmp_path, capsys):  # item 13
+    teacher = tmp_path / "teacher.pt"
+    ak.save_checkpoint(teacher, ak.teacher_cnn(), dataset="mnist5k")
+    before = teacher.read_bytes()
+    err = _cli_error(["distill", "--teacher", str(teacher), "-o", str(teacher), "--device",
+                      "cpu", "--epochs", "1", "--per-class", "1", "--no-progress"], capsys)
+    assert "would replace the teacher" in err
+    assert teacher.read_bytes() == before
+
+
+def test_a_repeated_seed_is_refused(tmp_path, capsys):  # the messages to fix
+    teacher = tmp_path / "teacher.pt"  # small and quick, should the check ever go
+    ak.save_checkpoint(teacher, ak.teacher_cnn(), dataset="mnist5k")
+    err = _cli_error(["sizes", "--seeds", "0,0", "--device", "cpu", "--teacher", str(teacher),
+                      "--per-class", "1", "--epochs", "1", "--sizes", "tiny",
+                      "--output-dir", str(tmp_path / "out")], capsys)
+    assert "given twice" in err
+
+
+def test_images_too_small_for_the_network_are_explained():  # item 14
+    with pytest.raises(ValueError, match=r"cannot take images of \(2, 2\).*larger images"):
+        ak.ATCam(ak.teacher_cnn().eval())(torch.rand(1, 1, 2, 2))
+
+
+class Relabelled(torch.utils.data.Dataset):
+    """A plain dataset (not an ImageSet) whose item 7 has a bad label or NaN pixels."""
+
+    def __init__(self, base, label=15, nan=False):
+        self.base, self.label, self.nan = base, label, nan
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        if i == 7:
+            label = torch.as_tensor(self.label) if isinstance(y, torch.Tensor) else self.label
+            return (x * float("nan"), y) if self.nan else (x, label)
+        return x, y
+
+
+def test_every_label_is_checked_not_only_the_first():  # item 9
+    train = ak.load_dataset("mnist5k", "train").per_class(2)
+    run = {"epochs": 1, "progress": False, "device": "cpu"}
+    with pytest.raises(ValueError, match="item 7 of the dataset has the label 15"):
+        ak.distill(ak.teacher_cnn(), ak.student_cnn("tiny"), Relabelled(train), **run)
+    with pytest.raises(ValueError, match="item 7 of the dataset has NaN"):
+        ak.distill(ak.teacher_cnn(), ak.student_cnn("tiny"), Relabelled(train, nan=True),
+                   **run)
+    with pytest.raises(ValueError, match="item 7 of the data has the label 15"):  # test data
+        ak.evaluate(ak.teacher_cnn(), Relabelled(train), device="cpu")
+
+
+def test_the_cache_error_suggests_no_shared_folder(tmp_path, monkeypatch):  # item 8
+    import atkd_lite.config as config
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(config.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(PermissionError) as err:
+        ak.cache_dir(tmp_path / "cache")
+    suggested = str(err.value).split("e.g.")[1]
+    assert "$HOME" in suggested and "export ATKD_LITE_CACHE=/tmp" not in suggested
