@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "MLP",
+    "student_mlp",
     "CNN",
     "STUDENT_SIZES",
     "WideResNet",
@@ -158,9 +160,42 @@ def student_cnn(size: str = "small", in_channels: int = 1, num_classes: int = 10
     return CNN(widths, convs, in_channels, num_classes, dropout=0.0)
 
 
+class MLP(nn.Sequential):
+    """A multilayer perceptron on raw pixels: ``Flatten → (Linear → ReLU)* → Linear``.
+
+    No convolution and no pooling, so nothing in its architecture makes it prefer the
+    digit's shape to a bright corner: the student in which the decoy shortcut bites
+    (:mod:`atkd_lite.experiments.testbed`). It has no capture points, so of the attention
+    terms only those made from input gradients (SALS, RRR) apply to it.
+    """
+
+    def __init__(self, in_features: int = 784, hidden=(512, 512), num_classes: int = 10):
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+        self.config = {"arch": "mlp", "in_features": in_features, "hidden": list(hidden),
+                       "num_classes": num_classes}
+
+
+def student_mlp(hidden=(512, 512), in_features: int = 784, num_classes: int = 10) -> MLP:
+    """The MLP student of the decoy testbed (two hidden layers of 512 by default).
+
+    Examples::
+
+        >>> import torch
+        >>> student_mlp()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    return MLP(in_features, tuple(hidden), num_classes)
+
+
 def build_model(config: dict) -> nn.Module:
     """Rebuild a model from its ``model.config`` dict (as stored in checkpoints)."""
-    archs = {"cnn": CNN, "wrn": WideResNet}
+    archs = {"cnn": CNN, "wrn": WideResNet, "mlp": MLP}
     if not isinstance(config, dict) or config.get("arch") not in archs:
         raise ValueError(f"cannot build a model from config {config!r}: expected arch= "
                          f"one of {sorted(archs)}")
