@@ -37,3 +37,15 @@ def test_the_cost_of_the_shortcut_is_the_paired_difference_with_its_t_interval()
     # the mean clears 20 points, the interval (17.2 to 26.3) does not
     assert table.splitlines()[-1].endswith("| 21.8 (17.2 to 26.3) | yes | no |")
     assert set(CANDIDATES) >= {"mlp-512x2", "mlp-256", "small-cnn"}
+
+
+def test_a_testbed_run_is_saved_and_loaded_with_its_provenance(tmp_path):
+    from atkd_lite.experiments.results import load_results
+    from atkd_lite.experiments.testbed import run_testbed
+
+    res = run_testbed(candidates=["mlp-256"], seeds=[0, 1], epochs=1, per_class=2,
+                      output_dir=tmp_path, device="cpu", progress=False, command="test")
+    back = load_results(tmp_path)
+    assert [r["method"] for r in back.runs] == ["mlp-256/decoy"] * 2 + ["mlp-256/clean"] * 2
+    assert back.provenance["command"] == "test" and (tmp_path / "results.md").exists()
+    assert candidate_rows(back) == candidate_rows(res)

@@ -23,10 +23,12 @@ Examples::
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from atkd_lite.cost import count_parameters
 from atkd_lite.data import decoy_mnist
 from atkd_lite.device import get_device, seed_everything
 from atkd_lite.engine import evaluate, train_model
@@ -97,6 +99,8 @@ def run_testbed(candidates: Sequence[str] = tuple(CANDIDATES), seeds: Sequence[i
     sets = {"decoy": decoy, "clean": decoy.without_swatch()}
     test, clean_test = decoy_mnist("test", swatch=swatch), decoy_mnist("clean", swatch=swatch)
     settings = {"experiment": "decoy-testbed", "candidates": list(candidates),
+                "student_size": "candidate", "train_name": decoy.name,
+                "test_name": test.name,
                 "descriptions": {c: CANDIDATES[c].description for c in candidates},
                 "seeds": list(seeds), "epochs": epochs, "swatch": swatch, "rho": 1.0,
                 "per_class": per_class, "train_size": len(decoy),
@@ -108,13 +112,15 @@ def run_testbed(candidates: Sequence[str] = tuple(CANDIDATES), seeds: Sequence[i
             for seed in seeds:
                 seed_everything(seed)
                 model = cand.build()
-                train_model(model, data, None, epochs=epochs, lr=cand.lr,
-                            weight_decay=cand.weight_decay, seed=seed, progress=False,
-                            device=dev)
+                history = train_model(model, data, None, epochs=epochs, lr=cand.lr,
+                                      weight_decay=cand.weight_decay, seed=seed,
+                                      progress=False, device=dev)
                 run = {"method": f"{name}/{trained_on}", "candidate": name,
                        "trained_on": trained_on, "seed": seed,
                        "test_acc": evaluate(model, test, device=dev),
-                       "clean_acc": evaluate(model, clean_test, device=dev)}
+                       "clean_acc": evaluate(model, clean_test, device=dev),
+                       "parameters": count_parameters(model),
+                       "time_per_epoch_s": statistics.median(history["time_s"])}
                 results.runs.append(run)
                 results.provenance["wall_time_s"] = time.perf_counter() - t_start
                 if output_dir is not None:
