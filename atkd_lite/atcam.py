@@ -7,7 +7,7 @@ turns each kept feature map into a per-layer attention map::
     m_l = norm(resize(mean_c |A_l|^p, S))          # (B, H, W), in [0, 1]
 
 The per-layer maps are then combined into one map per image. The two ATCam methods
-differ in exactly one place, the combine step (:data:`COMBINE`):
+differ in exactly one place, the combine step (:data:`~atkd_lite.atcam_fast.COMBINE`):
 
 - FMA (feature map accumulation): ``norm(mean_l m_l)``;
 - MIP (maximum intensity projection): ``norm(max_l m_l)``.
@@ -230,7 +230,7 @@ def combine_maps(maps: Sequence[torch.Tensor] | torch.Tensor, mode: str = "fma")
 
     FMA takes the elementwise mean over layers, MIP the elementwise max; both are
     normalised again with :func:`normalize_maps`. This is the only step where the two
-    methods differ (see :data:`COMBINE`).
+    methods differ (see :data:`~atkd_lite.atcam_fast.COMBINE`).
 
     Args:
         maps (sequence of Tensor, or Tensor): per-layer maps, each (B, H, W), all the same

@@ -47,7 +47,7 @@ COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def float32_if_autocast(device: torch.device):
-    """:func:`float32_math` where autocast is on, else nothing (saves ~20 us a call).
+    """:func:`~atkd_lite.device.float32_math` where autocast is on, else nothing (saves ~20 us a call).
 
     The map computation enters it several times per call; on a GPU such fixed host costs
     are what a batch-128 forward is made of.
@@ -92,7 +92,7 @@ def _min_max(maps: torch.Tensor, eps: float):
 
 
 def _normalize(maps: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`normalize_maps` in plain operations (autograd differentiates these)."""
+    """:func:`~atkd_lite.atcam.normalize_maps` in plain operations (autograd differentiates these)."""
     lo, _, ok, inv = _min_max(maps, eps)
     out = maps - lo  # subtract first: m*s - lo*s would cancel catastrophically
     if maps.requires_grad and torch.is_grad_enabled():
@@ -156,7 +156,7 @@ class _MinMaxNorm(torch.autograd.Function):
 
 def min_max_normalize(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """:func:`atkd_lite.atcam.normalize_maps`: the plain operations without a graph, the
-    hand-written backward (:class:`_MinMaxNorm`, the same gradient) with one."""
+    hand-written backward (``_MinMaxNorm``, the same gradient) with one."""
     if maps.requires_grad and torch.is_grad_enabled():
         return _MinMaxNorm.apply(maps, eps)
     return _normalize(maps, eps)
@@ -259,9 +259,9 @@ def channel_mean(features: torch.Tensor, p: float = 1,
                   compiled: str | None = None) -> torch.Tensor:
     """``mean_c |A|^p`` of a (B, C, H, W) feature map, in float32 (float64 stays float64).
 
-    Call inside :func:`float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
+    Call inside :func:`~atkd_lite.device.float32_math`. Equal to ``at_least_float32(A).abs().pow(p).mean(1)``.
     ``workspace``: a dict shared by the layers of one call (CPU scratch buffers).
-    ``nonneg``: A is an ``nn.ReLU``'s output (see :class:`_ChannelMeanAbs`).
+    ``nonneg``: A is an ``nn.ReLU``'s output (see ``_ChannelMeanAbs``).
     ``compiled``: a ``torch.compile`` mode (``ATCam(compile=...)``): on the CPU a signed
     map's ``mean_c |A|`` is then one compiled pass (equal to rounding, not bit for bit).
     """
@@ -425,7 +425,7 @@ def resize_weights(raw: Sequence[torch.Tensor], size: tuple[int, int]) -> dict:
 def traceable_maps_from_raw(raw: list[torch.Tensor], size: tuple[int, int], combine: str,
                             weights: dict | None = None):
     """Combined maps (B, H, W) and normalised per-layer maps (L, B, H, W) from the raw
-    per-layer maps of :meth:`ATCam.raw_maps`, in out-of-place operations: what
+    per-layer maps of :meth:`~atkd_lite.atcam.ATCam.raw_maps`, in out-of-place operations: what
     ``torch.compile`` traces and fuses for ``ATCam(..., compile=...)`` and for the
     distillers' ``compile_maps`` (the eager code's formulas; the numbers agree to
     rounding, not bit for bit). ``weights``: :func:`resize_weights` of ``raw``.
@@ -486,7 +486,7 @@ def out_of_graph_pool(tensors: tuple) -> tuple:
 
 
 def normalize_(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """:func:`normalize_maps` in place (same operations, same numbers); no autograd."""
+    """:func:`~atkd_lite.atcam.normalize_maps` in place (same operations, same numbers); no autograd."""
     lo, _, ok, inv = _min_max(maps, eps)
     return maps.sub_(lo).mul_(inv * ok)
 

@@ -11,6 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
+__all__ = [
+    "check_images",
+    "check_int",
+    "check_model_input",
+    "check_number",
+    "trusted_inputs",
+]
+
+
 # ---------------------------------------------------------------------------------------
 # argument checks
 

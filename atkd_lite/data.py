@@ -68,7 +68,9 @@ __all__ = [
     "decoy_shade",
     "colour_digits",
     "embedded_mnist",
+    "check_batch",
     "check_normalize",
+    "default_workers",
     "load_dataset",
     "make_batches",
     "random_flip",
@@ -1080,7 +1082,7 @@ class LoaderBatches:
 
 def check_batch(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
                 num_classes: int | None = None) -> None:
-    """Every label of a batch a class index (or :data:`UNLABELLED`), every image finite:
+    """Every label of a batch a class index (or ``UNLABELLED``, -1), every image finite:
     what an :class:`ImageSet` guarantees when it is built, checked for any other dataset
     as its items are read (a label past the classes would otherwise surface as torch's
     raw index error, or be scored silently as wrong in test data).

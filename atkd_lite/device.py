@@ -39,6 +39,24 @@ from torch import nn
 
 from atkd_lite.checks import check_int
 
+__all__ = [
+    "COMPILE_MODES",
+    "at_least_float32",
+    "autocast_context",
+    "autocast_dtype",
+    "check_compile_mode",
+    "compile_function",
+    "cuda_graph_mode",
+    "eval_mode",
+    "float32_math",
+    "frozen",
+    "get_device",
+    "progress_bar",
+    "seed_everything",
+    "synchronize",
+]
+
+
 # ---------------------------------------------------------------------------------------
 # device, seeds, precision
 

@@ -7,7 +7,7 @@
   term stops being finite;
 - :func:`train_model` trains any classifier with cross-entropy (the teacher);
 - :func:`distill` trains a student from a frozen teacher with a method by name
-  (:data:`~atkd_lite.distillers.METHODS`) and a :class:`DistillConfig`;
+  (:data:`~atkd_lite.methods.registry.METHODS`) and a :class:`DistillConfig`;
 - :func:`evaluate` / :func:`predict` run a model over a dataset.
 
 Started by ``torchrun`` (:mod:`atkd_lite.distributed`), :func:`train_model` and
@@ -527,7 +527,7 @@ class DistillConfig:
         weight_decay: AdamW's weight decay (5e-4).
         batch_size: images per step (128).
         alpha: KD weight in [0, 1] for ``kd`` and ``+kd`` methods;
-            None = :data:`~atkd_lite.distillers.DEFAULT_ALPHA` (0.7). Other methods use 0.
+            None = :data:`~atkd_lite.methods.base.DEFAULT_ALPHA` (0.7). Other methods use 0.
         beta: weight of the attention term; None = the method's tuned
             ``default_beta`` (FMA 0.3, MIP 3, SALS 0.1, AT 100).
         T: KD temperature (8).
@@ -536,7 +536,7 @@ class DistillConfig:
         teacher_layers, student_layers: each network's own capture points (None: the
             default, ``first``/``last`` of its automatic ones): a list of module names
             (``["layer1", "layer4"]``), ``{"first": F, "last": L}`` or ``"all"`` (see
-            :func:`~atkd_lite.distillers.layer_selection`). FMA and MIP accept selections
+            :func:`~atkd_lite.methods.base.layer_selection`). FMA and MIP accept selections
             of different lengths (each network's map is resized to one size); AT pairs
             them in order, so both must have the same length.
         size: map size for FMA and MIP; None = the input's H×W.
@@ -761,10 +761,9 @@ def _check_data(train_data, test_data, cache, cfg: DistillConfig):
     return (*checked, workers)
 
 
-#: below this share of the loss (last epoch) the attention term is reported as negligible:
+#: below this share of the loss (last epoch) the attention term is reported as negligible;
 #: half of what the book's own pair shows at its tuned weight after two epochs (FMA, about
-#: 1 %), a fifth of a typical SALS or AT share; a term tuned for another pair was found at
-#: 0.2 % on a user's CNN
+#: 1 %), while a term tuned for another pair was found at 0.2 % on a user's CNN
 NEGLIGIBLE_SHARE = 0.005
 
 
@@ -791,7 +790,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
     """Train ``student`` with ``method``, guided by a frozen ``teacher``.
 
     Loss: ``L = (1 − α)·CE + α·KD + β·L_att`` (α = 0 without ``+kd``). The step is the
-    method's distiller (:mod:`atkd_lite.distillers`), the loop is :func:`fit` with a
+    method's distiller (:mod:`atkd_lite.methods`), the loop is :func:`fit` with a
     one-cycle learning rate. Same seed, same history on the CPU at the same number of
     torch threads (see :func:`~atkd_lite.device.seed_everything`).
 
@@ -806,12 +805,12 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             ``num_workers``); with a cache too.
         test_data (optional): evaluated after every epoch; the same kinds as
             ``train_data``.
-        method (str or type): one of :data:`~atkd_lite.distillers.METHODS`: ``student``,
+        method (str or type): one of :data:`~atkd_lite.methods.registry.METHODS`: ``student``,
             ``kd``, ``at``, ``fma``, ``mip``, ``sals``, ``at+kd``, ``fma+kd``, ``mip+kd``,
             ``sals+kd``; or your own subclass of
-            :class:`~atkd_lite.distillers.Distiller`, built with the same keyword
+            :class:`~atkd_lite.methods.base.Distiller`, built with the same keyword
             arguments as the built-in ones (``alpha``, ``beta``, ``T``, ...; see
-            :func:`~atkd_lite.distillers.parse_method` for its name and KD).
+            :func:`~atkd_lite.methods.registry.parse_method` for its name and KD).
         config (DistillConfig, optional): the settings (default: the tuned defaults).
         cache (TeacherCache, optional): teacher logits/maps by dataset index, built for
             exactly ``train_data`` and the method's settings (checked); then the teacher
@@ -835,7 +834,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
             be compared (AT: different lengths), a cache built for other data, layers or
             settings, a cache with augmentation, an empty dataset.
         TypeError: a setting that does not exist; a method class that is not a
-            :class:`~atkd_lite.distillers.Distiller` subclass; a dataset whose items are not
+            :class:`~atkd_lite.methods.base.Distiller` subclass; a dataset whose items are not
             ``(image, label)``; a model output that is not logits (a tensor, a tuple
             starting with them, or a dict with ``"logits"``/``"out"``).
 

@@ -29,6 +29,17 @@ except ImportError:  # Windows: FileLock degrades to a no-op with a warning
     fcntl = None
 
 
+__all__ = [
+    "FileLock",
+    "LockHeldError",
+    "atomic_write",
+    "check_output_dir",
+    "check_output_file",
+    "sweep_temp_files",
+    "tensor_digest",
+]
+
+
 # ---------------------------------------------------------------------------------------
 # files
 

@@ -12,6 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = [
+    "LogitsOnly",
+    "model_logits",
+    "unwrap_model",
+]
+
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The network inside ``nn.DataParallel``, ``DistributedDataParallel`` and

@@ -5,7 +5,8 @@
 - :mod:`atkd_lite.files` — atomic writes, output-path checks, temporary-file sweeping,
   tensor digests, file locks;
 - :mod:`atkd_lite.checks` — argument checks whose messages say what to do;
-- :mod:`atkd_lite.outputs` — the output adapter (:func:`model_logits`), wrappers.
+- :mod:`atkd_lite.outputs` — the output adapter
+  (:func:`~atkd_lite.outputs.model_logits`), wrappers.
 
 Kept so that ``from atkd_lite.runtime import ...`` (the book, your own code) goes on
 working; the package's own modules import from the four.

@@ -162,7 +162,7 @@ class ExampleMask(Signal):
     key: ClassVar[str] = "mask"
 
 
-#: map signals by cache key: what a teacher cache can store as maps
+#: the map signals by cache key, which a teacher cache can store as maps
 MAPS: dict[str, Signal] = {"fma": ATCamMap("fma"), "mip": ATCamMap("mip"),
                            "sals": SaliencyMap()}
 

@@ -211,7 +211,7 @@ def run_faithfulness(dataset: str = "cluttered", methods: Sequence[str] = DEFAUL
 
     Args:
         dataset (str): a dataset with boxes (``"cluttered"``).
-        methods (sequence of str): distillation methods (:data:`atkd_lite.distillers.METHODS`).
+        methods (sequence of str): distillation methods (:data:`atkd_lite.methods.registry.METHODS`).
         seeds (sequence of int): one student per method and seed.
         per_class (int, optional): training images per class (None: the whole split).
         epochs (int): student epochs.

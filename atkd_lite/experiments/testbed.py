@@ -70,7 +70,7 @@ def run_testbed(candidates: Sequence[str] = tuple(CANDIDATES), seeds: Sequence[i
         candidates: names from :data:`CANDIDATES`.
         seeds: one run per candidate, training set and seed (the seed fixes the
             initialisation and the batch order: decoy and clean runs are paired).
-        epochs: training epochs (AdamW, warm-up and cosine decay, as :func:`train_model`).
+        epochs: training epochs (AdamW, warm-up and cosine decay, as :func:`~atkd_lite.engine.train_model`).
         swatch: the swatch side in pixels.
         per_class: training digits per class (None: all 4,000).
         output_dir: save the results there after every run.

@@ -1,18 +1,21 @@
 """The distillation methods: one file per method, registered where it is defined.
 
-- :mod:`~atkd_lite.methods.base` — :class:`Distiller` (``student``, and ``kd`` with
+- :mod:`~atkd_lite.methods.base` — :class:`~atkd_lite.methods.base.Distiller` (``student``, and ``kd`` with
   Hinton's soft targets), the loss and the teacher side every method shares;
 - :mod:`~atkd_lite.methods.fma`, :mod:`~atkd_lite.methods.mip` — ATCam's maps
   (on :mod:`~atkd_lite.methods.atcam_maps`); :mod:`~atkd_lite.methods.sals` — saliency
   maps; :mod:`~atkd_lite.methods.at` — the AT baseline; :mod:`~atkd_lite.methods.rrr` —
   Right for the Right Reasons, with masks that come with the data;
-- :mod:`~atkd_lite.methods.registry` — :data:`METHODS` (every name and its ``+kd``
-  variant), :func:`register`, :func:`parse_method`, :func:`make_distiller` and
-  :func:`signals_for` (what a teacher cache must hold for a set of methods).
+- :mod:`~atkd_lite.methods.registry` — :data:`~atkd_lite.methods.registry.METHODS`
+  (every name and its ``+kd`` variant), :func:`~atkd_lite.methods.registry.register`,
+  :func:`~atkd_lite.methods.registry.parse_method`,
+  :func:`~atkd_lite.methods.registry.make_distiller` and
+  :func:`~atkd_lite.methods.registry.signals_for` (what a teacher cache must hold for a
+  set of methods).
 
 A new method is one file: a Distiller subclass that declares its teacher
 :mod:`signal <atkd_lite.signals>`, its default weight and its two networks' signals,
-decorated with :func:`register` (``tests/test_methods.py`` adds a new ATCam map and a
+decorated with :func:`~atkd_lite.methods.registry.register` (``tests/test_methods.py`` adds a new ATCam map and a
 FitNet-style method with learnable parameters this way).
 """
 

@@ -74,7 +74,7 @@ class Distiller(nn.Module):
     override :meth:`teacher_online` and :meth:`student_forward` (and
     :meth:`attention_term` when the distance is not
     :func:`~atkd_lite.losses.attention_loss`). Register one with
-    :func:`atkd_lite.methods.register` to call it by name (with its ``+kd`` variant).
+    :func:`~atkd_lite.methods.registry.register` to call it by name (with its ``+kd`` variant).
 
     Args:
         student, teacher (nn.Module): the networks (the teacher is never trained).
@@ -97,11 +97,11 @@ class Distiller(nn.Module):
             :class:`~atkd_lite.engine.DistillConfig` setting of the same name.
     """
 
-    #: the teacher signal matched by the attention term (None: no attention term)
+    #: the teacher signal matched by the attention term, or None without a term
     signal: Signal | None = None
     #: the attention weight β tuned for it (``atkd-lite tune``)
     default_beta: float = 0.0
-    #: the method's name (:func:`~atkd_lite.methods.register`; default: the class name)
+    #: the method's name in the registry, or None for the class name
     method_name: str | None = None
     #: True where the attention term uses ATCam's maps (FMA and MIP), the only methods
     #: that ``compile_maps`` applies to
@@ -139,7 +139,7 @@ class Distiller(nn.Module):
 
     @property
     def kind(self) -> str | None:
-        """The key of the teacher signal the attention term matches (None: no term)."""
+        """The key of the teacher signal that the attention term matches, or None."""
         return None if self.signal is None else self.signal.key
 
     def prepare_data(self, train_data) -> None:
@@ -175,7 +175,7 @@ class Distiller(nn.Module):
     def teacher_signals(self, x, y, idx) -> tuple[torch.Tensor | None, object]:
         """The teacher's logits (None when KD is off) and its signal: the one place that
         decides between reading the cache and running the teacher
-        (:meth:`teacher_online`)."""
+        (:meth:`~atkd_lite.methods.base.Distiller.teacher_online`)."""
         if self.cache is None:
             return self.teacher_online(x, y)
         signal = None if self.signal is None else self.cache.read(self.signal, idx,

@@ -38,8 +38,8 @@ class RRRDistiller(Distiller):
     signal = ExampleMask()
     #: the penalty weight λ when none is given (tuned per experiment)
     default_beta = 10.0
-    #: chosen on test-like data (random shades), as the literature's upper bound: see
-    #: :func:`~atkd_lite.experiments.shortcut.tune_weights`
+    #: its weight is chosen on test-like data (random shades), as the literature's upper
+    #: bound is (see :func:`~atkd_lite.experiments.shortcut.tune_weights`)
     tuned_on_test_distribution = True
     #: (N, H, W) bool masks by dataset index, set by :meth:`prepare_data` (or :meth:`for_data`)
     masks: torch.Tensor | None = None
@@ -69,6 +69,7 @@ class RRRDistiller(Distiller):
         return {}  # the masks come with the data; no teacher signal
 
     def teacher_signals(self, x, y, idx):
+        """The teacher's logits (None without KD) and this batch's masks, by index."""
         if self.masks is None:
             raise ValueError("RRRDistiller has no masks; train it on a DecoySet "
                              "(decoy_mnist(...)) with method='rrr'")
