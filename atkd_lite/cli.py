@@ -453,6 +453,13 @@ def _cmd_shortcut_merge(args) -> int:
     from atkd_lite.experiments.shortcut import load_shortcut, merge_shortcut, shortcut_markdown
 
     parts = [load_shortcut(path) for path in args.parts]  # every part readable: then write
+    out = os.path.realpath(args.output_dir)
+    for path in args.parts:
+        folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+        if os.path.realpath(folder) == out:
+            raise ValueError(f"argument --output-dir: {args.output_dir} holds the part "
+                             f"{path}; writing the merged grid there would replace it: "
+                             "choose a new folder")
     _claim_output_dir(args.output_dir)
     res = merge_shortcut(parts, output_dir=args.output_dir)
     _say(shortcut_markdown(res))

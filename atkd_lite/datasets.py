@@ -39,6 +39,8 @@ import hashlib
 import io
 import pickle
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -299,9 +301,9 @@ def read_medmnist_npz(path, split: str = "train"):
                 raise ValueError(f"{path} has no {split}_images/{split}_labels (it holds "
                                  f"{keys}); is it a MedMNIST file?")
             images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-    except (OSError, EOFError) as err:  # zipfile.BadZipFile is an OSError
-        raise ValueError(f"{path} is not a readable .npz file ({err}); delete it and "
-                         "download it again") from err
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # damaged, truncated
+        raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err}); "
+                         "delete it and download it again") from err
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3):

@@ -127,3 +127,35 @@ def test_the_cache_error_suggests_no_shared_folder(tmp_path, monkeypatch):  # it
         ak.cache_dir(tmp_path / "cache")
     suggested = str(err.value).split("e.g.")[1]
     assert "$HOME" in suggested and "export ATKD_LITE_CACHE=/tmp" not in suggested
+
+
+def test_a_truncated_npz_is_a_clear_error(tmp_path):  # item 12
+    from atkd_lite.datasets import read_medmnist_npz, write_medmnist_npz
+
+    images = (torch.arange(4 * 28 * 28) % 251).to(torch.uint8).view(4, 28, 28).numpy()
+    path = write_medmnist_npz(tmp_path / "x.npz", {"train": (images, [[0], [1], [0], [1]])})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable .npz file .*download it again"):
+        read_medmnist_npz(path, "train")
+
+
+def test_a_merge_never_writes_over_one_of_its_parts(tmp_path, capsys):  # item 5
+    import copy
+
+    from atkd_lite.experiments.shortcut import load_shortcut
+
+    whole = load_shortcut("decoy-shortcut")
+    folders = []
+    for rho in whole.settings["rhos"]:  # one part per rho, as two machines would run them
+        part = copy.deepcopy(whole)
+        part.settings["rhos"] = [rho]
+        part.runs = [r for r in whole.runs if r.get("rho") in (rho, None)
+                     and (r.get("rho") is not None or rho == whole.settings["rhos"][-1])]
+        folders.append(tmp_path / f"part-{rho:g}")
+        part.save(folders[-1])
+    before = (folders[0] / "results.json").read_bytes()
+    err = _cli_error(["shortcut-merge", *map(str, folders), "--output-dir", str(folders[0])],
+                     capsys)
+    assert "would replace it" in err
+    assert (folders[0] / "results.json").read_bytes() == before
