@@ -123,7 +123,12 @@ def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu",
     if bad:
         raise CheckpointError(f"{path} is damaged: its state_dict holds entries that are not "
                               f"named tensors ({bad[:3]}); delete it and train again")
-    if meta.get("sha256") is not None and tensor_digest(blob["state_dict"]) != meta["sha256"]:
+    if meta.get("sha256") is None:  # every checkpoint save_checkpoint writes carries one
+        raise CheckpointError(f"{path} carries no digest of its weights, so they cannot be "
+                              "verified (save_checkpoint always writes one): it was not "
+                              "written by atkd_lite; save the model again with "
+                              "save_checkpoint, or train again")
+    if tensor_digest(blob["state_dict"]) != meta["sha256"]:
         raise CheckpointError(f"{path} is damaged: its weights do not match the digest saved "
                               "with them; delete it and train again")
     for key, want in (expect or {}).items():
@@ -133,6 +138,7 @@ def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu",
     if model is None:
         if meta.get("config") is None:
             raise CheckpointError(f"{path} stores no model config; pass the model to load into")
+        _check_config_fits(path, meta["config"], blob["state_dict"])
         try:
             model = build_model(meta["config"])
         except ValueError as err:
@@ -145,6 +151,24 @@ def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu",
     except RuntimeError as err:
         raise CheckpointError(f"the weights in {path} do not fit the model: {err}") from err
     return model, meta
+
+
+def _check_config_fits(path, config, state_dict: dict) -> None:
+    """Build the stored config on the meta device (no memory) and compare its tensors'
+    shapes with the stored weights, before the model is built for real: a crafted config
+    cannot make the loader allocate a model its weights do not describe."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(config)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its model config cannot be built ({err})") from None
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if want != got:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+        raise CheckpointError(f"{path}: its model config does not describe its weights "
+                              f"(differing entries, e.g. {diff}); the file is damaged or "
+                              "was not written by atkd_lite")
 
 
 #: train_model settings of the default teacher; a setting equal to its default is left

@@ -159,3 +159,27 @@ def test_a_merge_never_writes_over_one_of_its_parts(tmp_path, capsys):  # item 5
                      capsys)
     assert "would replace it" in err
     assert (folders[0] / "results.json").read_bytes() == before
+
+
+def test_a_checkpoint_is_verified_before_its_config_is_built(tmp_path, monkeypatch):  # 10
+    import atkd_lite.checkpoints as ck
+
+    path = tmp_path / "t.pt"
+    ak.save_checkpoint(path, ak.student_cnn("tiny"), dataset="mnist5k")
+    blob = torch.load(path, weights_only=True)
+    no_digest = {**blob, "meta": {k: v for k, v in blob["meta"].items() if k != "sha256"}}
+    torch.save(no_digest, tmp_path / "no-digest.pt")
+    with pytest.raises(ck.CheckpointError, match="carries no digest"):
+        ak.load_checkpoint(tmp_path / "no-digest.pt")
+    huge = {**blob, "meta": {**blob["meta"], "config": {**blob["meta"]["config"],
+                                                        "widths": [4096, 8192, 16384]}}}
+    torch.save(huge, tmp_path / "huge.pt")
+    built = []
+    real = ck.build_model
+    monkeypatch.setattr(ck, "build_model",
+                        lambda config: built.append(torch.get_default_device()) or real(config))
+    with pytest.raises(ck.CheckpointError, match="does not describe its weights"):
+        ak.load_checkpoint(tmp_path / "huge.pt")
+    assert built and all(d.type == "meta" for d in built)  # nothing allocated for real
+    model, _ = ak.load_checkpoint(path)  # an honest one still loads
+    assert next(model.parameters()).device.type == "cpu"
