@@ -184,6 +184,7 @@ class TeacherCache:
         self._maps = dict(maps)
         self._at = list(at)
         self.meta = dict(meta)
+        self._at_chosen: dict[tuple, list[int] | None] = {}  # AT layer names -> indices
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -448,14 +449,16 @@ class TeacherCache:
         if isinstance(signal, Logits):
             return self.logits(idx, device=device)
         if isinstance(signal, ATMaps):
-            stored = self.meta["at_layers"]
-            missing = [n for n in signal.layers if n not in stored]
-            if missing:
-                raise CacheMismatchError(
-                    f"this teacher cache holds AT vectors of {stored}, not of {missing}; "
-                    f"rebuild it with TeacherCache.build(..., at=True, layers={missing})")
-            chosen = [stored.index(n) for n in signal.layers] if signal.layers else None
-            return self.at_maps(idx, chosen, device=device)
+            if signal.layers not in self._at_chosen:  # found once, not at every step
+                stored = self.meta["at_layers"]
+                missing = [n for n in signal.layers if n not in stored]
+                if missing:
+                    raise CacheMismatchError(
+                        f"this teacher cache holds AT vectors of {stored}, not of {missing}; "
+                        f"rebuild it with TeacherCache.build(..., at=True, layers={missing})")
+                self._at_chosen[signal.layers] = (
+                    [stored.index(n) for n in signal.layers] if signal.layers else None)
+            return self.at_maps(idx, self._at_chosen[signal.layers], device=device)
         return self.maps(signal.key, idx, device=device)
 
     def maps(self, kind: str, idx: torch.Tensor, device=None) -> torch.Tensor:

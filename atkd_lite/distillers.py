@@ -3,23 +3,5 @@ per method. Kept so that ``from atkd_lite.distillers import make_distiller`` (th
 your own code) goes on working.
 """
 
-from atkd_lite.methods import (  # noqa: F401 (re-exported)
-    DEFAULT_ALPHA,
-    METHODS,
-    ATCamDistiller,
-    ATDistiller,
-    Distiller,
-    FMADistiller,
-    MIPDistiller,
-    RRRDistiller,
-    SalsDistiller,
-    layer_selection,
-    make_distiller,
-    parse_method,
-    register,
-    signals_for,
-)
-
-__all__ = ["DEFAULT_ALPHA", "METHODS", "ATCamDistiller", "ATDistiller", "Distiller",
-           "FMADistiller", "MIPDistiller", "RRRDistiller", "SalsDistiller", "layer_selection",
-           "make_distiller", "parse_method", "register", "signals_for"]
+from atkd_lite.methods import *  # noqa: F403 (re-exported)
+from atkd_lite.methods import __all__  # noqa: F401 (the same public names)

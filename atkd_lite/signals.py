@@ -44,6 +44,7 @@ from atkd_lite.atcam import (
     attention_from_features,
     layer_map,
     normalize_maps,
+    resize_maps,
 )
 from atkd_lite.outputs import model_logits
 from atkd_lite.saliency import saliency_map
@@ -117,8 +118,7 @@ class ATCamMap(Signal):
         for a in features:
             raw = self.channel_map(a, p)
             if tuple(raw.shape[-2:]) != tuple(size):
-                raw = torch.nn.functional.interpolate(
-                    raw[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+                raw = resize_maps(raw, size)
             per_layer.append(normalize_maps(raw))
         return normalize_maps(self.layer_combine(torch.stack(per_layer)))
 

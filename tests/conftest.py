@@ -31,3 +31,17 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Twenty training digits, ten validation digits and an untrained teacher (a module
+    may define its own ``digits``)."""
+    import torch
+
+    import atkd_lite as ak
+
+    train = ak.load_dataset("mnist5k", "train").per_class(2)
+    test = ak.load_dataset("mnist5k", "val").per_class(1)
+    torch.manual_seed(0)
+    return train, test, ak.teacher_cnn().eval()

@@ -51,14 +51,6 @@ def cmax(restore_registries):
         sys.modules.pop("example_method_cmax", None)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    train = ak.load_dataset("mnist5k", "train").per_class(2)
-    test = ak.load_dataset("mnist5k", "val").per_class(1)
-    torch.manual_seed(0)
-    return train, test, ak.teacher_cnn().eval()
-
-
 def _by_hand(features, size):
     """The channel-max map written out with torch.nn.functional, independently."""
     per_layer = []

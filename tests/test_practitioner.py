@@ -16,14 +16,6 @@ from atkd_lite import engine
 from atkd_lite.outputs import LogitsOnly
 
 
-@pytest.fixture(scope="module")
-def digits():
-    train = ak.load_dataset("mnist5k", "train").per_class(2)
-    test = ak.load_dataset("mnist5k", "val").per_class(1)
-    torch.manual_seed(0)
-    return train, test, ak.teacher_cnn().eval()
-
-
 def _run(teacher, student, train, test=None, **kw):
     kw = {"epochs": 1, "batch_size": 8, "progress": False, "device": "cpu", **kw}
     return ak.distill(teacher, student, train, test, **kw)
