@@ -47,6 +47,7 @@ _LAZY = {
     # models and what they cost
     "teacher_cnn": "models",
     "student_cnn": "models",
+    "student_mlp": "models",
     "build_model": "models",
     "count_parameters": "cost",
     "model_size_bytes": "cost",

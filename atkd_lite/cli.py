@@ -36,6 +36,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 STUDENT_SIZES = ["tiny", "small", "medium"]
+MLP_NAMES = ["mlp-512x2", "mlp-256"]
 
 
 def _int_at_least(minimum: int, kind: str):
@@ -444,7 +445,8 @@ def _cmd_shortcut(args) -> int:
                        tune_seeds=args.tune_seeds, score_n=args.score_n or None,
                        max_teacher_gap=args.max_teacher_gap, output_dir=args.output_dir,
                        device=args.device, progress=not args.no_progress,
-                       command=args.command_line, select_on=args.select_on, **settings)
+                       command=args.command_line, select_on=args.select_on,
+                       controls=args.controls, **settings)
     _say(shortcut_markdown(res))
     return 0
 
@@ -591,7 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", type=_list_of(str), default=None,
                    help="reference runs: rrr (true-mask penalty), clean (no swatch) "
                         "(default: rrr,clean)")
-    p.add_argument("--student-size", default="small", choices=STUDENT_SIZES)
+    p.add_argument("--student-size", default="small", choices=STUDENT_SIZES + MLP_NAMES,
+                   help="the student: a CNN size, or an MLP (mlp-512x2: the testbed where "
+                        "the shortcut bites; give it --methods from MLP_METHODS, e.g. "
+                        "student,kd,sals,tmask, and --lr 1e-3)")
+    p.add_argument("--controls", action="store_true",
+                   help="also run the controls of the teacher's-map-as-mask question "
+                        "(rrr-wrong, rrr-all, tmask-shuffled; needs tmask and rrr)")
     p.add_argument("--no-tune", action="store_true",
                    help="use every method's default weight instead of tuning it")
     p.add_argument("--tune-seeds", type=_list_of(int), default=[100],

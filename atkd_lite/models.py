@@ -33,6 +33,8 @@ from torch import nn
 
 __all__ = [
     "MLP",
+    "MLP_STUDENTS",
+    "build_student",
     "student_mlp",
     "CNN",
     "STUDENT_SIZES",
@@ -166,7 +168,8 @@ class MLP(nn.Sequential):
     No convolution and no pooling, so nothing in its architecture makes it prefer the
     digit's shape to a bright corner: the student in which the decoy shortcut bites
     (:mod:`atkd_lite.experiments.testbed`). It has no capture points, so of the attention
-    terms only those made from input gradients (SALS, RRR) apply to it.
+    terms only those made from input gradients (SALS, RRR, the teacher's map as the mask)
+    apply to it.
     """
 
     def __init__(self, in_features: int = 784, hidden=(512, 512), num_classes: int = 10):
@@ -191,6 +194,32 @@ def student_mlp(hidden=(512, 512), in_features: int = 784, num_classes: int = 10
         torch.Size([2, 10])
     """
     return MLP(in_features, tuple(hidden), num_classes)
+
+
+#: The MLP students by name -> hidden widths (:func:`build_student`).
+MLP_STUDENTS: dict[str, tuple[int, ...]] = {"mlp-512x2": (512, 512), "mlp-256": (256,)}
+
+
+def build_student(name: str = "small", in_channels: int = 1, num_classes: int = 10,
+                  image_size: Sequence[int] = (28, 28)) -> nn.Module:
+    """A student by name: a CNN size (:data:`STUDENT_SIZES`) or an MLP
+    (:data:`MLP_STUDENTS`, which needs the image size for its input layer).
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+
+    Examples::
+
+        >>> build_student("mlp-256").config["hidden"]
+        [256]
+    """
+    if name in MLP_STUDENTS:
+        h, w = image_size
+        return student_mlp(MLP_STUDENTS[name], in_channels * h * w, num_classes)
+    if name not in STUDENT_SIZES:
+        raise ValueError(f"unknown student {name!r}; choose one of "
+                         f"{[*STUDENT_SIZES, *MLP_STUDENTS]}")
+    return student_cnn(name, in_channels, num_classes)
 
 
 def build_model(config: dict) -> nn.Module:

@@ -32,7 +32,7 @@ from atkd_lite.device import get_device, seed_everything
 from atkd_lite.engine import DistillConfig, distill, evaluate
 from atkd_lite.experiments.results import ExperimentResults, provenance
 from atkd_lite.methods import METHODS, signals_for
-from atkd_lite.models import student_cnn
+from atkd_lite.models import build_student
 
 __all__ = ["ExperimentSetup", "GridCell", "check_grid", "distill_run", "grid_settings",
            "prepare_experiment", "run_grid", "simple_settings", "teacher_cache_for"]
@@ -64,7 +64,8 @@ class GridCell:
 
     Attributes:
         method: the distillation method.
-        student_size: ``tiny`` / ``small`` / ``medium``.
+        student_size: ``tiny`` / ``small`` / ``medium``, or an MLP
+            (:func:`~atkd_lite.models.build_student`).
         name: the run's label in the results (default: ``method``).
         extra: recorded with each of the cell's runs (e.g. ``{"size": "tiny"}``).
         settings: distillation settings for this cell only (override the grid's).
@@ -148,8 +149,8 @@ def distill_run(setup: ExperimentSetup, method: str, seed: int, epochs: int,
     """
     train = setup.train if train is None else train
     seed_everything(seed)
-    student = student_cnn(student_size, in_channels=train.in_channels,
-                          num_classes=train.num_classes)
+    student = build_student(student_size, in_channels=train.in_channels,
+                            num_classes=train.num_classes, image_size=train.image_size)
     res = distill(setup.teacher if teacher is None else teacher, student, train, setup.test,
                   method=method, epochs=epochs, seed=seed, cache=cache, device=setup.device,
                   progress=progress, **distill_kwargs)

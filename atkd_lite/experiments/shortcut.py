@@ -79,19 +79,28 @@ from atkd_lite.experiments.runner import (
     run_grid,
     teacher_cache_for,
 )
-from atkd_lite.experiments.stats import compare_methods, comparison_markdown, verdict_sentence
+from atkd_lite.experiments.stats import (
+    compare_methods,
+    comparison_markdown,
+    format_p,
+    verdict_sentence,
+)
 from atkd_lite.files import atomic_write
 from atkd_lite.methods import (
     METHODS,
+    ATDistiller,
     RRRDistiller,  # noqa: F401 (its first home: chapter 8, old code)
     parse_method,
 )
 from atkd_lite.metrics import box_mask, energy_in_box
+from atkd_lite.models import MLP_STUDENTS, build_student
 
 __all__ = [
+    "CONTROLS",
     "DEFAULT_METHODS",
     "EVAL_SPLITS",
     "MAP_KINDS",
+    "MLP_METHODS",
     "PUBLISHED",
     "REFERENCES",
     "SELECT_ON",
@@ -101,7 +110,9 @@ __all__ = [
     "completion_command",
     "grid_status",
     "headline_markdown",
+    "control_cells",
     "load_shortcut",
+    "map_kinds_for",
     "map_markdown",
     "merge_shortcut",
     "published_markdown",
@@ -114,6 +125,8 @@ __all__ = [
     "tune_weights",
     "tuning_hindsight",
     "tuning_markdown",
+    "won_back",
+    "won_back_markdown",
 ]
 
 #: the practitioner's methods, in the order of the book's tables
@@ -126,6 +139,21 @@ REFERENCES = ("rrr", "clean")
 EVAL_SPLITS = ("test", "flipped", "clean")
 #: the maps scored for where their mass lies
 MAP_KINDS = ("sals", "gradcam", "fma", "mip")
+#: the methods of the MLP testbed (:mod:`atkd_lite.experiments.testbed`): an MLP has no
+#: capture points, so only terms made from input gradients apply; ``tmask`` and
+#: ``tmask-fma`` use the clean teacher's map as RRR's mask (:mod:`atkd_lite.methods.tmask`)
+MLP_METHODS = ("student", "kd", "sals", "sals+kd", "tmask", "tmask+kd", "tmask-fma",
+               "tmask-fma+kd")
+#: the controls of ``controls=True``: does the *teacher's* map do the work, or would any
+#: mask, or no mask at all? Each takes the tuned weight of the method it controls
+CONTROLS = {
+    "rrr-wrong": "RRR with its mask on the opposite corner of the image (a wrong mask), "
+                 "at RRR's weight",
+    "rrr-all": "RRR with every pixel as the mask (a plain input-gradient penalty, no map), "
+               "at tmask's weight",
+    "tmask-shuffled": "tmask with the teacher maps of other images (a wrong teacher map), "
+                      "at tmask's weight",
+}
 
 #: Decoy MNIST test accuracy (%) reported by the original papers (other networks and
 #: data sizes than ours): Ross et al.'s multilayer perceptron (two hidden layers of 50 and
@@ -234,13 +262,83 @@ def swatch_scores(model: nn.Module, data: DecoySet, kinds: Sequence[str] = MAP_K
     return {k: {part: v / len(data) for part, v in s.items()} for k, s in sums.items()}
 
 
+def map_kinds_for(model: nn.Module) -> tuple[str, ...]:
+    """The kinds of :data:`MAP_KINDS` that apply to ``model``: Grad-CAM, FMA and MIP need
+    convolutional feature maps, the saliency map only an input gradient.
+
+    Examples::
+
+        >>> import atkd_lite as ak
+        >>> map_kinds_for(ak.student_mlp()), len(map_kinds_for(ak.student_cnn()))
+        (('sals',), 4)
+    """
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return MAP_KINDS
+    return ("sals",)
+
+
 # ---------------------------------------------------------------------------------------
 # the experiment
+
+def _with_mask_boxes(data: DecoySet, where: str) -> DecoySet:
+    """The same digits, with the boxes RRR reads its masks from moved (a control):
+    ``"opposite"`` mirrors each swatch box to the opposite corner, ``"all"`` covers the
+    whole image."""
+    h, w = data.image_size
+    b = data.swatch_boxes
+    if where == "opposite":
+        boxes = torch.stack([w - b[:, 2], h - b[:, 3], w - b[:, 0], h - b[:, 1]], 1)
+    else:
+        boxes = torch.tensor([[0, 0, w, h]]).expand(len(b), 4).clone()
+    return dataclasses.replace(data, swatch_boxes=boxes, name=f"{data.name}/mask={where}")
+
+
+#: the methods whose weights the controls take
+_CONTROLLED = ("tmask", "rrr")
+
+
+def control_cells(train: DecoySet, cache, betas: dict, student_size: str,
+                  rho: float) -> list[GridCell]:
+    """The grid cells of :data:`CONTROLS` at one ρ: RRR with a wrong mask and with every
+    pixel as the mask (on ``train`` with moved mask boxes), and ``tmask`` with another
+    image's teacher map (``cache.shuffled``).
+
+    Args:
+        train: the decoy training digits of this ρ.
+        cache: the teacher cache of the grid (holding the ``sals`` maps).
+        betas: the tuned weights; needs ``rrr`` and ``tmask``.
+        student_size: the student.
+        rho: the ρ the cells are labelled with.
+
+    Raises:
+        ValueError: ``betas`` lacks ``rrr`` or ``tmask`` (run them in the grid).
+    """
+    missing = [m for m in _CONTROLLED if m not in betas]
+    if missing:
+        raise ValueError(f"the controls need the weights of {missing}: put 'tmask' in the "
+                         "methods and 'rrr' in the references")
+
+    def cell(method, name, weight, **kw):
+        return GridCell(method, student_size, name=f"rho={rho:g}/{name}",
+                        extra={"rho": rho, "base_method": name, "beta": weight,
+                               "control": CONTROLS[name]},
+                        settings={"beta": weight}, **kw)
+
+    return [cell("rrr", "rrr-wrong", betas["rrr"], train=_with_mask_boxes(train, "opposite")),
+            cell("rrr", "rrr-all", betas["tmask"], train=_with_mask_boxes(train, "all")),
+            cell("tmask", "tmask-shuffled", betas["tmask"], cache=cache.shuffled(seed=0))]
+
 
 def _weight_grid(method, factors: Sequence[float], rrr_lambdas: Sequence[float]) -> list[float]:
     if _upper_bound(method):
         return sorted(float(v) for v in rrr_lambdas)
     return sorted(float(f) * parse_method(method)[1].default_beta for f in factors)
+
+
+def _needs_feature_maps(method) -> bool:
+    """FMA, MIP and AT read the student's feature maps (an MLP has none)."""
+    cls = parse_method(method)[1]
+    return bool(cls.uses_atcam_maps) or issubclass(cls, ATDistiller)
 
 
 def _tunable(method) -> bool:
@@ -386,7 +484,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                  score_n: int | None = 500, max_teacher_gap: float = 0.05, output_dir=None,
                  device=None, data_seed: int = 0, progress: bool = True,
                  command: str | None = None, select_on: str = "val",
-                 **distill_kwargs) -> ExperimentResults:
+                 controls: bool = False, **distill_kwargs) -> ExperimentResults:
     """The shortcut experiment: every method × seed × ρ on the decoy digits, with references.
 
     For every ρ: the decoy training digits (``per_class`` a class, the swatch following
@@ -401,13 +499,15 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
 
     Args:
         rhos: values of ρ in [0, 1].
-        methods: the practitioner's methods (:data:`DEFAULT_METHODS`).
+        methods: the practitioner's methods (:data:`DEFAULT_METHODS`; for an MLP
+            student, :data:`MLP_METHODS`).
         references: any of :data:`REFERENCES`.
         seeds: paired seeds (the same for every method and ρ).
         per_class: training digits per class (None: all 400).
         epochs: student epochs.
         swatch: the swatch side in pixels.
-        student_size: the student (``tiny``/``small``/``medium``).
+        student_size: the student (``tiny``/``small``/``medium``, or an MLP of
+            :data:`~atkd_lite.models.MLP_STUDENTS`: the testbed where the shortcut bites).
         teacher: a trained teacher; None = the book's teacher trained on the clean
             embedded digits (:func:`~atkd_lite.checkpoints.pretrained_teacher`, cached).
         teacher_epochs: epochs of that teacher.
@@ -422,6 +522,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         command: recorded in the provenance.
         select_on: what the tuning chooses each weight on (:func:`tune_weights`):
             ``"val"``, the practitioner's grid, or ``"val_random"``, the oracle grid.
+        controls: also run :data:`CONTROLS` at every ρ (:func:`control_cells`; needs
+            ``tmask`` in ``methods`` and ``rrr`` in ``references``).
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill` (not ``beta``,
             which is tuned).
 
@@ -451,6 +553,17 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         raise ValueError("beta is tuned per method here; pass tune=False to use each "
                          "method's default instead")
     _check_select_on(select_on)
+    missing = [m for m in _CONTROLLED if m not in [*methods, *references]]
+    if controls and missing:
+        raise ValueError(f"controls=True compares tmask and RRR with their controls; the "
+                         f"grid lacks {missing}: put 'tmask' in the methods and 'rrr' in "
+                         "the references")
+    kinds = map_kinds_for(build_student(student_size))  # an unknown student fails here
+    if student_size in MLP_STUDENTS:
+        no_maps = [m for m in methods if _needs_feature_maps(m)]
+        if no_maps:
+            raise ValueError(f"an MLP student has no feature maps, so {no_maps} cannot run "
+                             f"on it; use methods from MLP_METHODS {list(MLP_METHODS)}")
     decoy_mnist("test", swatch=swatch)  # checks the swatch before any work
     setup0 = prepare_experiment("mnist5k", None, data_seed, teacher, teacher_epochs, device,
                                 progress, command)
@@ -468,7 +581,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         return {"flipped_acc": evaluate(s, splits["flipped"], device=setup0.device),
                 "clean_acc": evaluate(s, splits["clean"], device=setup0.device),
                 "val_acc": evaluate(s, current["val"], device=setup0.device),
-                "maps": swatch_scores(s, scored, device=setup0.device)}
+                "maps": swatch_scores(s, scored, kinds, device=setup0.device)}
 
     area = {"swatch": box_mask(scored.swatch_boxes, scored.image_size).float().mean().item(),
             "digit": box_mask(scored.boxes, scored.image_size).float().mean().item()}
@@ -477,9 +590,10 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                              student_size=student_size, epochs=epochs, methods=methods,
                              seeds=seeds, cached=True, distill_kwargs=distill_kwargs,
                              rhos=rhos, references=list(references), swatch=swatch,
-                             score_n=len(scored), map_kinds=list(MAP_KINDS), chance=area,
+                             score_n=len(scored), map_kinds=list(kinds), chance=area,
                              tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={},
                              select_on=select_on,
+                             controls=list(CONTROLS) if controls else [],
                              completed_rhos=[], completed_references=[])
     settings["train_name"] = "decoy/train/rho=<rho>"
     results = ExperimentResults(settings=settings, teacher=setup0.teacher_info,
@@ -521,6 +635,10 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                                    extra=extra)],
                          seeds, epochs, None if _upper_bound(name) else cache, score=score,
                          progress=progress, **weight, **distill_kwargs))
+        if controls:
+            add(run_grid(setup, settings, control_cells(train, cache, betas, student_size, rho),
+                         seeds, epochs, None, score=score, progress=progress,
+                         **distill_kwargs))
     if "clean" in references:  # the same digits without swatches: one run per seed for all ρ
         clean_train = train.without_swatch()
         current["val"] = decoy_mnist("val", rho=rhos[-1], swatch=swatch)
@@ -564,7 +682,8 @@ def load_shortcut(name="decoy-shortcut") -> ExperimentResults:
 
 
 def _planned_cells(settings: dict) -> list[str]:
-    return [*settings["methods"], *_reference_methods(settings["references"])]
+    return [*settings["methods"], *_reference_methods(settings["references"]),
+            *settings.get("controls", [])]
 
 
 def grid_status(results: ExperimentResults) -> dict:
@@ -822,6 +941,92 @@ def shortcut_verdicts(results: ExperimentResults, rho: float, baseline: str = "s
     common = base.intersection(*(set(values[m]) for m in family if m in values))
     paired = {m: {k: v for k, v in by.items() if k in common} for m, by in values.items()}
     return compare_methods(paired, baseline=baseline, methods=family)
+
+
+def won_back(results: ExperimentResults, rho: float, methods: Sequence[str] | None = None,
+             baseline: str = "student", ceiling: str = "clean",
+             confidence: float = 0.95) -> list[dict]:
+    """Per method: the share of the shortcut's cost it wins back, with its interval, and
+    its verdict against the plain student by the book's one protocol.
+
+    The cost of the shortcut is what the plain student (``baseline``, trained on the decoy
+    digits) loses on random shades against the same student trained on clean digits
+    (``ceiling``), seed by seed. A method's share on seed s is
+    ``(acc_method − acc_plain) / (acc_clean − acc_plain)``: 0 = no help, 1 = as if the
+    swatch were not there, below 0 = worse than no help. The interval is the t interval of
+    the per-seed shares; the verdict (``"better"``/``"worse"`` than the plain student, or
+    no detectable difference) is that of :func:`shortcut_verdicts` on the accuracies, with
+    ``methods`` as one Holm family.
+
+    Args:
+        results (ExperimentResults): shortcut results with ``baseline`` and ``ceiling``.
+        rho (float): a ρ of the grid.
+        methods (sequence of str, optional): the family (default: every other cell).
+        baseline, ceiling (str): the plain student and the clean-trained one.
+        confidence (float): of the interval.
+
+    Returns:
+        list of dict: ``method``, ``baseline``, ``n``, ``diff`` (the mean share; the name
+        :func:`~atkd_lite.book.viz.difference_plot` draws), ``ci_low``, ``ci_high``,
+        ``accuracy`` (mean), ``gain`` (mean accuracy − plain), ``p_holm``, ``verdict``.
+
+    Raises:
+        ValueError: no runs of ``baseline`` or ``ceiling``, or a seed on which the
+            clean-trained student is not above the plain one (no cost to win back).
+
+    Examples::
+
+        >>> from atkd_lite.experiments.results import ExperimentResults
+        >>> runs = [{"rho": 1.0, "base_method": m, "seed": s, "test_acc": a + s / 100}
+        ...         for m, a in (("student", .70), ("clean", .90), ("rrr", .85))
+        ...         for s in range(3)]
+        >>> res = ExperimentResults(settings={"rhos": [1.0], "methods": ["student"],
+        ...                                   "references": ["rrr", "clean"], "seeds": [0, 1, 2]},
+        ...                         runs=[{**r, "rho": None} if r["base_method"] == "clean" else r
+        ...                               for r in runs])
+        >>> round(won_back(res, 1.0)[0]["diff"], 3)
+        0.75
+    """
+    from scipy import stats
+
+    values = shortcut_values(results, rho)
+    for who in (baseline, ceiling):
+        if who not in values:
+            raise ValueError(f"the results hold no {who!r} runs at rho {rho:g}; they hold "
+                             f"{list(values)}")
+    plain, top = values[baseline], values[ceiling]
+    family = ([m for m in values if m not in (baseline, ceiling)] if methods is None
+              else list(methods))
+    verdicts = {r["method"]: r for r in shortcut_verdicts(results, rho, baseline, family)}
+    rows = []
+    for m in family:
+        seeds = sorted(set(values[m]) & set(plain) & set(top))
+        flat = [s for s in seeds if top[s] <= plain[s]]
+        if flat:
+            raise ValueError(f"on seed(s) {flat} the {ceiling!r} student is not above the "
+                             f"{baseline!r} one at rho {rho:g}: there is no cost of the "
+                             "shortcut to win back; compare accuracies instead")
+        shares = [(values[m][s] - plain[s]) / (top[s] - plain[s]) for s in seeds]
+        mean = statistics.fmean(shares)
+        half = (float(stats.t.ppf(0.5 + confidence / 2, len(shares) - 1))
+                * statistics.stdev(shares) / math.sqrt(len(shares))) if len(shares) > 1 else 0.0
+        v = verdicts[m]
+        rows.append({"method": m, "baseline": baseline, "n": len(seeds), "diff": mean,
+                     "ci_low": mean - half, "ci_high": mean + half,
+                     "accuracy": v["mean_a"], "gain": v["diff"], "p_holm": v["p_holm"],
+                     "verdict": v["verdict"]})
+    return rows
+
+
+def won_back_markdown(rows: Sequence[dict]) -> str:
+    """The rows of :func:`won_back` as a Markdown table (shares and accuracies in %)."""
+    lines = ["| method | random-shade accuracy (%) | share of the cost won back (%) | 95 % CI "
+             "| p (Holm, vs plain) | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {100 * r['accuracy']:.1f} | {100 * r['diff']:.0f} | "
+                     f"[{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}] | "
+                     f"{format_p(r['p_holm']).lstrip('= ')} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
 
 
 def accuracy_table(results: ExperimentResults, metric: str = "test_acc",

@@ -41,6 +41,7 @@ __all__ = [
     "comparison_markdown",
     "compare_methods",
     "compare_pairs",
+    "format_p",
     "holm",
     "paired_comparison",
     "paired_values",
@@ -246,7 +247,7 @@ def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points",
     d = scale * row["diff"]
     ci = (f"95 % CI {f.format(scale * row['ci_low'])} to "
           f"{f.format(scale * row['ci_high'])}")
-    stats = f"Holm-adjusted p {_p(row['p_holm'])}; {row['n']} {pairs}"
+    stats = f"Holm-adjusted p {format_p(row['p_holm'])}; {row['n']} {pairs}"
     if row["verdict"] == NO_DIFFERENCE:
         return (f"{row['method']} vs {row['baseline']}: no detectable difference at this "
                 f"sample size ({f.format(d)}{u}, {ci}; {stats}; the design detects "
@@ -255,7 +256,7 @@ def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points",
             f"{u} ({ci}; {stats}).")
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
     """``"< 0.001"`` or ``"= 0.042"``: the p-value with its relation sign."""
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
@@ -268,5 +269,5 @@ def comparison_markdown(rows: Sequence[dict], scale: float = 100.0, unit: str = 
         lines.append(
             f"| {r['method']} | {r['baseline']} | {scale * r['mean_a']:.2f} | "
             f"{scale * r['diff']:+.2f} | [{scale * r['ci_low']:+.2f}, {scale * r['ci_high']:+.2f}] "
-            f"| {_p(r['p_holm']).lstrip('= ')} | {r['d_z']:+.2f} | {r['verdict']} |")
+            f"| {format_p(r['p_holm']).lstrip('= ')} | {r['d_z']:+.2f} | {r['verdict']} |")
     return "\n".join(lines) + "\n"

@@ -34,7 +34,7 @@ from atkd_lite.device import get_device, seed_everything
 from atkd_lite.engine import evaluate, train_model
 from atkd_lite.experiments.results import ExperimentResults, provenance
 from atkd_lite.experiments.stats import paired_comparison, paired_values
-from atkd_lite.models import student_cnn, student_mlp
+from atkd_lite.models import build_student
 
 __all__ = ["CANDIDATES", "Candidate", "run_testbed", "candidate_markdown", "candidate_rows"]
 
@@ -51,11 +51,11 @@ class Candidate:
 
 #: the candidate students, by name
 CANDIDATES: dict[str, Candidate] = {
-    "mlp-512x2": Candidate(lambda: student_mlp((512, 512)), 1e-3,
+    "mlp-512x2": Candidate(lambda: build_student("mlp-512x2"), 1e-3,
                            description="MLP 784-512-512-10 on raw pixels"),
-    "mlp-256": Candidate(lambda: student_mlp((256,)), 1e-3,
+    "mlp-256": Candidate(lambda: build_student("mlp-256"), 1e-3,
                          description="MLP 784-256-10 on raw pixels (Ross et al.'s shape)"),
-    "small-cnn": Candidate(lambda: student_cnn("small"), 3e-3,
+    "small-cnn": Candidate(lambda: build_student("small"), 3e-3,
                            description="the book's small CNN (global pooling)"),
 }
 

@@ -6,6 +6,7 @@
   (on :mod:`~atkd_lite.methods.atcam_maps`); :mod:`~atkd_lite.methods.sals` — saliency
   maps; :mod:`~atkd_lite.methods.at` — the AT baseline; :mod:`~atkd_lite.methods.rrr` —
   Right for the Right Reasons, with masks that come with the data;
+  :mod:`~atkd_lite.methods.tmask` — RRR's penalty with the teacher's map as the mask;
 - :mod:`~atkd_lite.methods.registry` — :data:`~atkd_lite.methods.registry.METHODS`
   (every name and its ``+kd`` variant), :func:`~atkd_lite.methods.registry.register`,
   :func:`~atkd_lite.methods.registry.parse_method`,
@@ -21,7 +22,7 @@ FitNet-style method with learnable parameters this way).
 
 # registered in this order, the order the book lists them
 from atkd_lite.methods import at, fma, mip, sals  # noqa: F401, I001
-from atkd_lite.methods import rrr  # noqa: F401, I001
+from atkd_lite.methods import rrr, tmask  # noqa: F401, I001
 from atkd_lite.methods.at import ATDistiller
 from atkd_lite.methods.atcam_maps import ATCamDistiller
 from atkd_lite.methods.base import DEFAULT_ALPHA, Distiller, layer_selection
@@ -34,9 +35,11 @@ from atkd_lite.methods.registry import (
     register,
     signals_for,
 )
-from atkd_lite.methods.rrr import RRRDistiller
+from atkd_lite.methods.rrr import InputGradientPenalty, RRRDistiller
 from atkd_lite.methods.sals import SalsDistiller
+from atkd_lite.methods.tmask import TeacherFMAMaskDistiller, TeacherMaskDistiller
 
 __all__ = ["DEFAULT_ALPHA", "METHODS", "ATCamDistiller", "ATDistiller", "Distiller",
-           "FMADistiller", "MIPDistiller", "RRRDistiller", "SalsDistiller", "layer_selection",
+           "FMADistiller", "InputGradientPenalty", "MIPDistiller", "RRRDistiller", "SalsDistiller",
+           "TeacherFMAMaskDistiller", "TeacherMaskDistiller", "layer_selection",
            "make_distiller", "parse_method", "register", "signals_for"]

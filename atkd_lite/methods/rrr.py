@@ -13,11 +13,32 @@ from atkd_lite.methods.registry import register
 from atkd_lite.metrics import box_mask
 from atkd_lite.signals import ExampleMask
 
-__all__ = ["RRRDistiller"]
+__all__ = ["InputGradientPenalty", "RRRDistiller"]
+
+
+class InputGradientPenalty(Distiller):
+    """The student side of RRR and of the methods that borrow its penalty: the input
+    gradient of the summed log-probabilities, and its squared size weighted per pixel.
+
+    ``attention_term(grad, weight)`` is ``mean_b Σ_pixels weight_b ⊙ (Σ_c grad_b,c²)``
+    for a weight (B, H, W) in [0, 1] (a boolean mask, or a soft weight).
+    """
+
+    def student_forward(self, x, y):
+        x = x.detach().requires_grad_(True)
+        with autocast_context(self.device, self.amp):
+            logits = self.student(x)
+        log_p = F.log_softmax(logits.float(), dim=1).sum()
+        (grad,) = torch.autograd.grad(log_p, x, create_graph=True)
+        return logits, grad
+
+    def attention_term(self, grad, weight):
+        inside = grad.float().pow(2).sum(1) * weight  # (B, H, W): squared, channels summed
+        return inside.flatten(1).sum(1).mean()
 
 
 @register(kd=False)
-class RRRDistiller(Distiller):
+class RRRDistiller(InputGradientPenalty):
     """Right for the Right Reasons (Ross et al., 2017): penalise the input gradient inside
     a known mask of irrelevant pixels.
 
@@ -74,18 +95,6 @@ class RRRDistiller(Distiller):
             raise ValueError("RRRDistiller has no masks; train it on a DecoySet "
                              "(decoy_mnist(...)) with method='rrr'")
         return self.teacher_logits(x, idx), self.masks[idx.to(self.masks.device)].to(x.device)
-
-    def student_forward(self, x, y):
-        x = x.detach().requires_grad_(True)
-        with autocast_context(self.device, self.amp):
-            logits = self.student(x)
-        log_p = F.log_softmax(logits.float(), dim=1).sum()
-        (grad,) = torch.autograd.grad(log_p, x, create_graph=True)
-        return logits, grad
-
-    def attention_term(self, grad, masks):
-        inside = grad.float().pow(2).sum(1) * masks  # (B, H, W): squared, channels summed
-        return inside.flatten(1).sum(1).mean()
 
 
 def _masks(data) -> torch.Tensor:
