@@ -33,6 +33,7 @@ __all__ = [
     "FileLock",
     "LockHeldError",
     "atomic_write",
+    "atomic_write_files",
     "check_output_dir",
     "check_output_file",
     "sweep_temp_files",
@@ -254,6 +255,59 @@ def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
         b'first'
     """
     target = check_output_file(path)
+    tmp = _write_temp(target, write)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_folder(target.parent)
+    return target
+
+
+def atomic_write_files(files: dict, what: str = "output") -> list[Path]:
+    """Write several files as one set: all or none of them change.
+
+    Every target is checked first (:func:`check_output_file`), then every file is written
+    to its temporary file and flushed, and only then are they renamed over their targets,
+    one after another (renames do not run out of space). A failure while writing — a
+    full disk, a target that is a folder — leaves every target as it was.
+
+    Args:
+        files (dict): path -> bytes (or a function that writes the temporary path).
+        what (str): how to name the targets in messages.
+
+    Returns:
+        list of Path: the paths written.
+
+    Examples::
+
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> [p.name for p in atomic_write_files({out / "a.txt": b"1", out / "b.txt": b"2"})]
+        ['a.txt', 'b.txt']
+    """
+    targets = [check_output_file(path, what) for path in files]
+    temps: list[Path] = []
+    try:
+        for target, write in zip(targets, files.values()):
+            temps.append(_write_temp(target, write))
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    for folder in {t.parent for t in targets}:
+        _fsync_folder(folder)
+    return targets
+
+
+def _write_temp(target: Path, write) -> Path:
+    """``write`` into a new temporary file beside ``target``, flushed to disk, with the
+    permissions the target has (or a new file would get); removed if anything fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_temp_files(target.parent, name=target.name)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}@{_host_tag()}.",
@@ -282,13 +336,11 @@ def atomic_write(path, write: Callable[[Path], object] | bytes) -> Path:
         # the permissions the file had, or a new file's (not mkstemp's private 0600)
         mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else _NEW_FILE_MODE
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_folder(target.parent)
-    return target
+    return tmp
 
 
 def _fsync_folder(folder: Path) -> None:

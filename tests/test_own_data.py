@@ -2,6 +2,7 @@
 normalisation, CIFAR augmentation, any (image, label) Dataset, and the sharded teacher
 cache against the in-memory one."""
 
+import json
 import pickle
 from pathlib import Path
 
@@ -297,8 +298,14 @@ def test_damaged_or_unfinished_sharded_cache_is_refused(on_disk, tmp_path):
 
 # ------------------------------------------------------------------------------- recipes
 
-def test_cifar_recipe_runs_offline_on_the_stand_in_and_resumes(tmp_path, no_network, capsys):
+def test_cifar_recipe_runs_offline_on_the_stand_in_and_resumes(tmp_path, no_network, capsys,
+                                                               monkeypatch):
     from atkd_lite import cli
+    from atkd_lite.experiments import results as results_module
+
+    # one clean commit for both sessions (a checkout with changes never resumes)
+    monkeypatch.setattr(results_module, "_git_commit",
+                        lambda: {"commit": "c0ffee", "dirty": False})
     from atkd_lite.experiments.recipes import PUBLISHED, published_markdown
     from atkd_lite.experiments.results import load_results
 
@@ -319,6 +326,18 @@ def test_cifar_recipe_runs_offline_on_the_stand_in_and_resumes(tmp_path, no_netw
     second = load_results(out)
     assert [r["method"] for r in second.runs] == ["student", "at", "fma"]
     assert second.runs[:2] == first.runs
+    # runs of other code, or a file edited by hand, are never adopted: said, and run again
+    monkeypatch.setattr(results_module, "_git_commit",
+                        lambda: {"commit": "beef", "dirty": False})
+    with pytest.warns(UserWarning, match="commit c0ffee, this code is beef"):
+        assert cli.main(["recipe", "cifar10-wrn", "--methods", "student", *common]) == 0
+    third = load_results(out)
+    assert third.runs[0]["history"] != second.runs[0]["history"]  # trained again
+    blob = json.loads((out / "results.json").read_text())
+    blob["runs"][0]["test_acc"] = min(1.0, blob["runs"][0]["test_acc"] + 0.02)
+    (out / "results.json").write_text(json.dumps(blob))
+    with pytest.warns(UserWarning, match="edited or damaged"):
+        assert cli.main(["recipe", "cifar10-wrn", "--methods", "student", *common]) == 0
     assert cli.main(["recipe", "imagenet", *common]) == 2
     assert "unknown recipe(s) imagenet" in capsys.readouterr().err
     table = published_markdown("cifar10-wrn")

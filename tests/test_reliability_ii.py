@@ -183,3 +183,92 @@ def test_a_checkpoint_is_verified_before_its_config_is_built(tmp_path, monkeypat
     assert built and all(d.type == "meta" for d in built)  # nothing allocated for real
     model, _ = ak.load_checkpoint(path)  # an honest one still loads
     assert next(model.parameters()).device.type == "cpu"
+
+
+def _saved(tmp_path, runs, seeds=(0, 1)):
+    from atkd_lite.experiments.results import ExperimentResults
+
+    res = ExperimentResults(settings={"seeds": list(seeds)}, runs=[
+        {"method": m, "seed": s, "test_acc": a, "parameters": 1, "time_per_epoch_s": 0.1}
+        for m, s, a in runs])
+    return res.save(tmp_path / "res") / "results.json"
+
+
+def test_a_results_file_edited_by_hand_is_noticed(tmp_path):  # item 4
+    import json
+
+    path = _saved(tmp_path, [("student", 0, 0.90), ("fma", 0, 0.91)])
+    assert len(load_results(path).runs) == 2  # as written: loads
+    blob = json.loads(path.read_text())
+    blob["runs"][1]["test_acc"] += 0.02  # the +2-point edit that flipped a verdict
+    path.write_text(json.dumps(blob))
+    with pytest.raises(ValueError, match="edited or damaged after it was written"):
+        load_results(path)
+    del blob["digest"]  # removing the digest does not help
+    path.write_text(json.dumps(blob))
+    with pytest.raises(ValueError, match="has no digest"):
+        load_results(path)
+
+
+@pytest.mark.parametrize("runs, message", [
+    ([("fma", 0, 7.5)], "test_acc=7.5, not a fraction"),
+    ([("fma", 0, -3)], "test_acc=-3, not a fraction"),
+    ([("fma", 0, float("nan"))], "test_acc=nan"),
+    ([("fma", 0, 0.9), ("fma", 0, 0.8)], "two runs of 'fma' with seed 0"),
+    ([("fma", 5, 0.9)], "seed 5, which is not among the settings' seeds"),
+])
+def test_impossible_results_are_refused_even_with_a_digest(tmp_path, runs, message):  # 4
+    with pytest.raises(ValueError, match=message):
+        load_results(_saved(tmp_path, runs))
+
+
+def test_a_results_set_is_written_whole_or_not_at_all(tmp_path, monkeypatch):  # item 7
+    import atkd_lite.files as files
+
+    path = _saved(tmp_path, [("student", 0, 0.9)])
+    folder = path.parent
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".lock"}
+    real, written = files._write_temp, []
+
+    def full_disk(target, write):  # the third file finds the disk full
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(target)
+        return real(target, write)
+
+    monkeypatch.setattr(files, "_write_temp", full_disk)
+    from atkd_lite.experiments.results import ExperimentResults
+
+    new = ExperimentResults(settings={"seeds": [0]}, runs=[
+        {"method": "kd", "seed": 0, "test_acc": 0.95, "parameters": 1,
+         "time_per_epoch_s": 0.1}])
+    with pytest.raises(OSError, match="No space"):
+        new.save(folder)
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".lock"}
+    assert after == before  # every file as it was, and no temporary file left behind
+
+
+def test_a_folder_named_like_a_results_file_is_refused_before_work(tmp_path):  # item 7
+    from atkd_lite.experiments.results import claim_output_dir
+
+    (tmp_path / "out" / "results.png").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match="results.png"):
+        claim_output_dir(tmp_path / "out")
+
+
+def test_a_merge_refuses_runs_outside_a_parts_rho(tmp_path):  # item 4 (merge)
+    import copy
+
+    from atkd_lite.experiments.shortcut import load_shortcut, merge_shortcut
+
+    whole = load_shortcut("decoy-shortcut")
+    a, b = copy.deepcopy(whole), copy.deepcopy(whole)
+    a.settings["rhos"], b.settings["rhos"] = [1.0], [0.9]
+    a.runs = [r for r in whole.runs if r.get("rho") == 1.0]
+    b.runs = [r for r in whole.runs if r.get("rho") in (0.9, 1.0)]  # b also holds rho 1
+    with pytest.raises(ValueError, match=r"part 1 holds runs at rho \[1.0\]"):
+        merge_shortcut([a, b])
+    b.runs = [r for r in whole.runs if r.get("rho") == 0.9]
+    b.runs.append(copy.deepcopy(b.runs[0]))  # one cell twice
+    with pytest.raises(ValueError, match="same cell and seed more than once"):
+        merge_shortcut([a, b])

@@ -36,6 +36,7 @@ from atkd_lite.experiments.results import (
     claim_output_dir,
     load_results,
     release_output_dir,
+    results_digest,
 )
 from atkd_lite.files import (
     FileLock,
@@ -495,10 +496,12 @@ def test_a_silent_server_fails_the_whole_load_by_the_deadline(silent_server, tmp
 # 10. damaged results/cache structure gives raw errors
 
 def _results_blob():
-    return {"format": "atkd_lite.results/1", "settings": {"epochs": 1}, "teacher": {},
+    blob = {"format": "atkd_lite.results/1", "settings": {"epochs": 1}, "teacher": {},
             "provenance": {}, "runs": [{"method": "fma", "seed": 0, "test_acc": 0.9,
                                         "parameters": 10, "time_per_epoch_s": 0.1,
                                         "history": []}]}
+    blob["digest"] = results_digest(blob)
+    return blob
 
 
 @pytest.mark.parametrize("damage, match", [

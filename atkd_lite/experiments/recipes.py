@@ -27,6 +27,7 @@ Defined in the book's chapter "Your own model".
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -236,6 +237,40 @@ def _teacher(recipe: Recipe, train, test, folder: Path | None, device, progress:
     return teacher.eval(), train_s
 
 
+#: what must be equal for runs found in a results folder to be kept (resumed)
+_SAME_RUN_KEYS = ("device", "versions")
+
+
+def _resumable_runs(folder: Path, settings: dict, prov: dict) -> dict:
+    """The runs of an interrupted session in ``folder`` that this one can keep, by
+    (method, seed): only runs written by the same code (the same commit, no uncommitted
+    changes on either side), versions and device, with the same settings. Anything else
+    is said (a warning) and run again."""
+    try:
+        old = load_results(folder)
+    except (OSError, ValueError) as err:  # unreadable, damaged or edited: never adopted
+        reason = str(err)
+    else:
+        mine, theirs = prov.get("git") or {}, old.provenance.get("git") or {}
+        same_settings = ({k: v for k, v in old.settings.items() if k not in ("methods", "seeds")}
+                         == {k: v for k, v in settings.items()
+                             if k not in ("methods", "seeds")})
+        if not same_settings:
+            reason = "its settings differ from this recipe's"
+        elif theirs.get("commit") != mine.get("commit"):  # None twice: an installed package
+            reason = (f"its runs come from commit {theirs.get('commit')}, this code is "
+                      f"{mine.get('commit')}")
+        elif mine.get("dirty") or theirs.get("dirty"):
+            reason = "uncommitted changes (then or now) make the commit an inexact record"
+        elif any(old.provenance.get(k) != prov.get(k) for k in _SAME_RUN_KEYS):
+            reason = "its runs were made with other library versions or on another device"
+        else:
+            return {(r["method"], r["seed"]): r for r in old.runs}
+    warnings.warn(f"not resuming from {folder / 'results.json'} ({reason}); every run "
+                  "of the recipe is made again and the file is replaced", stacklevel=3)
+    return {}
+
+
 def run_recipe(name: str | Recipe, *, methods: Sequence[str] | None = None,
                seeds: Sequence[int] | None = None, root=None, output_dir=None, device=None,
                progress: bool = True, command: str | None = None,
@@ -298,13 +333,7 @@ def run_recipe(name: str | Recipe, *, methods: Sequence[str] | None = None,
                  "parameters": count_parameters(teacher), "train_time_s": teacher_s})
     done = {}
     if folder is not None and (folder / "results.json").exists():
-        try:
-            old = load_results(folder)
-            if {k: v for k, v in old.settings.items() if k not in ("methods", "seeds")} == \
-                    {k: v for k, v in settings.items() if k not in ("methods", "seeds")}:
-                done = {(r["method"], r["seed"]): r for r in old.runs}
-        except Exception:  # unreadable: run everything again
-            done = {}
+        done = _resumable_runs(folder, settings, results.provenance)
     for method in recipe.methods:
         for seed in recipe.seeds:
             if (method, seed) in done:

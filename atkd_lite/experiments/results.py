@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -40,10 +42,16 @@ import torch
 
 from atkd_lite import distributed
 from atkd_lite.device import get_device
-from atkd_lite.files import FileLock, LockHeldError, atomic_write, check_output_dir
+from atkd_lite.files import (
+    FileLock,
+    LockHeldError,
+    atomic_write_files,
+    check_output_dir,
+    check_output_file,
+)
 
 __all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
-           "packaged_results", "provenance", "release_output_dir"]
+           "packaged_results", "provenance", "release_output_dir", "results_digest"]
 
 RESULTS_FORMAT = "atkd_lite.results/1"
 FILES = ("results.json", "results.csv", "results.md", "results.png")
@@ -70,6 +78,8 @@ def claim_output_dir(output_dir) -> Path:
 
     Raises:
         NotADirectoryError, PermissionError: the folder cannot be written.
+        IsADirectoryError, ValueError: a ``results.*`` file there is a folder or not a
+            regular file (a FIFO, a device).
         LockHeldError: another process is writing results there.
 
     Examples::
@@ -81,6 +91,8 @@ def claim_output_dir(output_dir) -> Path:
         >>> release_output_dir(out)
     """
     out = check_output_dir(output_dir, "output folder")
+    for name in FILES:  # a folder or a FIFO named results.*: refused now, not after the grid
+        check_output_file(out / name, "results file")
     key = out.resolve()
     if key in _CLAIMED or not distributed.is_main():
         return out
@@ -226,8 +238,10 @@ class ExperimentResults:
         return buf.getvalue()
 
     def to_dict(self) -> dict:
-        return {"format": RESULTS_FORMAT, "settings": self.settings, "teacher": self.teacher,
+        blob = {"format": RESULTS_FORMAT, "settings": self.settings, "teacher": self.teacher,
                 "provenance": self.provenance, "summary": self.summary(), "runs": self.runs}
+        blob["digest"] = results_digest(blob)
+        return blob
 
     def plot(self, ax=None):
         """Bar chart of mean test accuracy per method (± std), seeds as dots."""
@@ -256,12 +270,14 @@ class ExperimentResults:
         return ax
 
     def save(self, output_dir) -> Path:
-        """Write results.json/.csv/.md/.png into ``output_dir``.
+        """Write results.json/.csv/.md/.png into ``output_dir``, as one set.
 
         The folder is claimed for this process first (:func:`claim_output_dir`: another
-        process writing there is refused, not overwritten); all four files are rendered
-        before the first is written, then each is replaced atomically, so the set on disk
-        changes in one short step.
+        process writing there is refused, not overwritten); all four files are rendered,
+        then written together (:func:`~atkd_lite.files.atomic_write_files`): a failure
+        while writing, e.g. a full disk, leaves the old set whole. ``results.json``
+        carries a SHA-256 digest of its content (:func:`results_digest`), which
+        :func:`load_results` checks.
 
         Under data parallelism only rank 0 writes.
 
@@ -281,8 +297,7 @@ class ExperimentResults:
         files = {"results.json": (json.dumps(self.to_dict(), indent=1) + "\n").encode(),
                  "results.csv": self.to_csv().encode(), "results.md": md.encode(),
                  "results.png": buf.getvalue()}
-        for name, data in files.items():
-            atomic_write(out / name, data)
+        atomic_write_files({out / name: data for name, data in files.items()}, "results file")
         return out
 
 
@@ -330,9 +345,14 @@ def load_results(path) -> ExperimentResults:
     or the *name* of results shipped with the package (see ``packaged_results()``), e.g.
     ``load_results("mnist5k-lowdata")``.
 
+    The file is checked before anything is read from it: its structure, its values
+    (accuracies are fractions in [0, 1], seeds are among the settings' seeds, no method
+    has two runs with one seed) and its digest (:func:`results_digest`).
+
     Raises:
         FileNotFoundError: no results there (the message lists the packaged names).
-        ValueError: the file is not an atkd_lite results file.
+        ValueError: the file is not an atkd_lite results file, is damaged, holds
+            impossible values, or was edited after it was written.
     """
     path = Path(path)
     if not path.exists() and len(path.parts) == 1 and (PACKAGED_RESULTS / path).exists():
@@ -352,13 +372,56 @@ def load_results(path) -> ExperimentResults:
                          "`atkd-lite reproduce`") from None
     if not isinstance(blob, dict) or blob.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path} is not an atkd_lite results file ({RESULTS_FORMAT})")
-    problem = _structure_problem(blob)
+    problem = _structure_problem(blob) or _value_problem(blob)
     if problem:
         raise ValueError(f"{path} is damaged: {problem}; write it again with "
                          "`atkd-lite reproduce` (or restore it from version control)")
+    if blob.get("digest") != results_digest(blob):
+        what = ("has no digest of its content" if "digest" not in blob else
+                "does not match the digest written with it: it was edited or damaged "
+                "after it was written")
+        raise ValueError(f"{path} {what}; restore it from version control, or run the "
+                         "command in its provenance again to write it")
     return ExperimentResults(settings=blob["settings"], runs=blob["runs"],
                              teacher=blob.get("teacher") or {},
                              provenance=blob.get("provenance") or {})
+
+
+def results_digest(blob: dict) -> str:
+    """SHA-256 of a results file's content (its settings, teacher, provenance and runs,
+    as canonical JSON): written into ``results.json`` by :meth:`ExperimentResults.save`
+    and checked by :func:`load_results`, so that a number edited by hand (or damaged) in a
+    results file is noticed, not silently turned into a verdict."""
+    content = {k: blob.get(k) for k in ("settings", "teacher", "provenance", "runs")}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _value_problem(blob: dict) -> str | None:
+    """What is impossible in a results file's values (None: nothing): an accuracy that
+    is not a fraction in [0, 1], a seed that is not a non-negative integer or is not among
+    the settings' seeds, two runs of one method with one seed."""
+    planned = blob["settings"].get("seeds")
+    planned = set(planned) if isinstance(planned, list) else None
+    seen: set = set()
+    for i, run in enumerate(blob["runs"]):
+        for key, value in run.items():
+            if key.endswith("_acc") and not (
+                    isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value) and 0.0 <= value <= 1.0):
+                return f"run {i} ({run['method']}) has {key}={value!r}, not a fraction in [0, 1]"
+        if "seed" not in run:
+            continue
+        seed = run["seed"]
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            return f"run {i} ({run['method']}) has seed={seed!r}"
+        if planned is not None and seed not in planned:
+            return (f"run {i} ({run['method']}) has seed {seed}, which is not among the "
+                    f"settings' seeds {sorted(planned)}")
+        if (run["method"], seed) in seen:
+            return f"two runs of {run['method']!r} with seed {seed}"
+        seen.add((run["method"], seed))
+    return None
 
 
 def _structure_problem(blob: dict) -> str | None:
