@@ -125,6 +125,8 @@ __all__ = [
     "tune_weights",
     "tuning_hindsight",
     "tuning_markdown",
+    "chosen_weights_markdown",
+    "teacher_mask_answer",
     "won_back",
     "won_back_markdown",
 ]
@@ -854,6 +856,11 @@ def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> Exper
                              "differ only in --rhos and --references")
         if p.teacher != first.teacher:
             raise ValueError(f"part {i} used another teacher than part 0")
+        stray = sorted({r["rho"] for r in p.runs if r.get("rho") is not None
+                        and not any(math.isclose(r["rho"], q) for q in p.settings["rhos"])})
+        if stray:
+            raise ValueError(f"part {i} holds runs at rho {stray}, outside the rho it "
+                             f"declares ({p.settings['rhos']}); it is not one part of a grid")
         twice = [r for r in p.settings["rhos"] if any(math.isclose(r, q) for q in rhos)]
         if twice:
             raise ValueError(f"rho {twice} is in more than one part")
@@ -879,6 +886,11 @@ def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> Exper
     merged = ExperimentResults(settings=settings, teacher=copy.deepcopy(first.teacher),
                                provenance=prov,
                                runs=[copy.deepcopy(r) for p in parts for r in p.runs])
+    cells = [(r["method"], r["seed"]) for r in merged.runs]
+    twice = sorted({c for c in cells if cells.count(c) > 1})
+    if twice:
+        raise ValueError(f"the parts hold the same cell and seed more than once {twice}; "
+                         "each run belongs to one part")
     prov["command"] = completion_command(merged, output_dir)
     status = grid_status(merged)
     settings["completed_rhos"] = status["completed_rhos"]
@@ -1027,6 +1039,87 @@ def won_back_markdown(rows: Sequence[dict]) -> str:
                      f"[{100 * r['ci_low']:.0f}, {100 * r['ci_high']:.0f}] | "
                      f"{format_p(r['p_holm']).lstrip('= ')} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def chosen_weights_markdown(grids: dict, rho: float = 1.0) -> str:
+    """The weight each method's tuning chose at one ρ, one column per grid (e.g. the
+    practitioner's and the oracle's), marked "(edge)" where the best weight was still at
+    an end of the grid after its extensions (the term was tuned towards off, or towards
+    ever stronger).
+
+    Args:
+        grids (dict): column title -> shortcut results.
+        rho (float): the ρ.
+
+    Returns:
+        str: a Markdown table; a method a grid did not tune has "—".
+    """
+    cols = {}
+    for title, res in grids.items():
+        rows = res.settings.get("tuning", {}).get(f"{rho:g}", [])
+        by: dict[str, dict] = {}
+        for r in rows:
+            if r["chosen"]:
+                tried = sorted(x["beta"] for x in rows if x["method"] == r["method"])
+                by[r["method"]] = {"beta": r["beta"], "edge": r["edge"],
+                                   "range": (tried[0], tried[-1]),
+                                   "on": r.get("selected_on", "val")}
+        cols[title] = by
+    methods = list(dict.fromkeys(m for by in cols.values() for m in by))
+    lines = ["| method | " + " | ".join(f"{t}: weight (range tried)" for t in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for m in methods:
+        cells = []
+        for by in cols.values():
+            c = by.get(m)
+            cells.append("—" if c is None else
+                         f"{c['beta']:g} ({c['range'][0]:g} to {c['range'][1]:g})"
+                         + (" (edge)" if c["edge"] else "")
+                         + (" on random shades" if c["on"] == "val_random" else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def teacher_mask_answer(rows: Sequence[dict], controls: Sequence[dict] = ()) -> str:
+    """One paragraph that answers "can the clean teacher's map replace the human mask?"
+    from :func:`won_back` rows (which must include ``tmask`` and ``rrr``) and, optionally,
+    the control comparisons (rows of :func:`~atkd_lite.experiments.stats.compare_pairs`
+    for ``("tmask", "rrr-all")``, ``("tmask", "tmask-shuffled")``).
+
+    Every number and verdict comes from the rows; the words follow fixed rules: "yes, for
+    most of the cost" when tmask is better than the plain student and its whole interval
+    lies above one half; "in part" when it is better with an interval reaching below one
+    half; "no" when no difference is detected or it is worse.
+
+    Raises:
+        ValueError: rows without ``tmask`` or ``rrr``.
+    """
+    by = {r["method"]: r for r in rows}
+    missing = [m for m in _CONTROLLED if m not in by]
+    if missing:
+        raise ValueError(f"the answer needs the won_back rows of {missing}")
+    t, h = by["tmask"], by["rrr"]
+
+    def share(r):
+        return (f"{100 * r['diff']:.0f} % of the cost (95 % CI {100 * r['ci_low']:.0f} to "
+                f"{100 * r['ci_high']:.0f} %)")
+
+    if t["verdict"] == "better" and t["ci_low"] >= 0.5:
+        head = "Yes, for most of the cost"
+    elif t["verdict"] == "better":
+        head = "In part"
+    else:
+        head = "No"
+    text = (f"**{head}.** With the clean teacher's saliency map as the mask, the student won "
+            f"back {share(t)}; with the human-drawn mask, RRR won back {share(h)}. ")
+    words = {"better": "does better than", "worse": "does worse than"}
+    for c in controls:
+        what = {"rrr-all": "the same penalty on every pixel (no map at all)",
+                "tmask-shuffled": "the maps of other images"}.get(c["baseline"], c["baseline"])
+        verb = words.get(c["verdict"], "is not detectably different from")
+        text += (f"The teacher's own map {verb} {what} ({100 * c['diff']:+.1f} points of "
+                 f"accuracy, Holm-adjusted p {format_p(c['p_holm'])}). ")
+    return text.strip()
 
 
 def accuracy_table(results: ExperimentResults, metric: str = "test_acc",
@@ -1231,7 +1324,8 @@ def published_markdown(results: ExperimentResults | None = None, rho: float = 1.
         rows = {r["method"]: r for r in accuracy_table(results) if math.isclose(r["rho"], rho)}
         vals = [_fmt(rows[c]) if c in rows else "—" for c in cols]
         s = results.settings
-        lines.append(f"| this book (ρ = {rho:g}) | `{s['student_size']}` CNN, "
+        kind = "MLP" if s["student_size"] in MLP_STUDENTS else "CNN"
+        lines.append(f"| this book (ρ = {rho:g}) | `{s['student_size']}` {kind}, "
                      f"{s['train_size']} digits | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
