@@ -703,15 +703,21 @@ def main(argv: list[str] | None = None) -> int:
     if ranked:
         who += f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})"
     try:
-        group = contextlib.nullcontext()
+        group = watchdog = contextlib.nullcontext()
         if ranked and hasattr(args, "device"):
             from atkd_lite import distributed
 
             # join the job before any work; torn down after it, on success and on error
             group = distributed.session(args.device, args.dist_backend)
-        with group as device:
+            # a rank stuck in a collective still ends on SIGTERM or Ctrl-C
+            watchdog = distributed.signal_watchdog(who)
+        with watchdog, group as device:
             if device is not None:
                 args.device = str(device)  # this rank's device (cuda:LOCAL_RANK)
+                # ranks started with different arguments would diverge (one trains a
+                # teacher while another loads one) and wait for each other forever:
+                # every rank compares its arguments first, and all stop together
+                distributed.check_same_settings(argv, "command-line arguments")
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{who}: interrupted", file=sys.stderr)

@@ -32,9 +32,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime
 import hashlib
 import json
 import os
+import select
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -44,6 +49,7 @@ from atkd_lite.device import get_device
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_TIMEOUT_S",
     "DistributedError",
     "all_reduce",
     "backend",
@@ -56,6 +62,7 @@ __all__ = [
     "session",
     "settings_hash",
     "setup",
+    "signal_watchdog",
     "teardown",
     "world_size",
 ]
@@ -166,12 +173,90 @@ def setup(device=None, backend: str | None = None) -> torch.device:
     dev = _rank_device(dev)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(chosen)
+    dist.init_process_group(chosen, timeout=_timeout())
     _OWNED["group"] = True
     if not _OWNED["atexit"]:
         atexit.register(teardown)
         _OWNED["atexit"] = True
     return dev
+
+
+#: seconds a collective operation may wait for the other ranks, unless
+#: ``$ATKD_LITE_DIST_TIMEOUT`` says otherwise (torch's own default for gloo)
+DEFAULT_TIMEOUT_S = 1800
+
+
+def _timeout() -> datetime.timedelta:
+    """The process group's timeout: ``$ATKD_LITE_DIST_TIMEOUT`` seconds, else
+    :data:`DEFAULT_TIMEOUT_S` (a rank may legitimately wait that long, e.g. while another
+    job trains the teacher they share).
+
+    Raises:
+        DistributedError: a value that is not a positive number of seconds.
+    """
+    text = os.environ.get("ATKD_LITE_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise DistributedError(f"ATKD_LITE_DIST_TIMEOUT must be a positive number of "
+                               f"seconds, got {text!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
+@contextlib.contextmanager
+def signal_watchdog(who: str, grace: float = 5.0,
+                    signums: tuple = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Make SIGTERM and SIGINT end this process even while it waits in a collective.
+
+    Python runs its signal handlers between bytecodes, so a rank blocked inside a
+    collective operation (waiting for a rank that never comes) never sees them: it
+    ignores ``kill`` and Ctrl-C until the group's timeout. Inside this block the
+    interpreter's low-level handler also writes each signal to a pipe
+    (:func:`signal.set_wakeup_fd`), which a watcher thread reads: if the process has not
+    left the block ``grace`` seconds after the signal (its own handler had no chance to
+    run), the watcher says so on stderr and ends the process (exit status 128 + signal).
+    A process that unwinds in time is not touched. Outside the main thread, a no-op.
+
+    Args:
+        who (str): how the message names the process (e.g. ``"atkd-lite distill (rank 1
+            of 2)"``).
+        grace (float): seconds given to the normal handlers first.
+        signums (tuple): the signals watched (they need a Python-level handler, as
+            SIGINT's default and the CLI's SIGTERM handler are).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    left = threading.Event()
+
+    def watch() -> None:
+        while not left.is_set():
+            ready, _, _ = select.select([read_fd], [], [], 0.2)
+            if not ready:
+                continue
+            got = [n for n in os.read(read_fd, 64) if n in signums]
+            if got and not left.wait(grace):
+                name = signal.Signals(got[-1]).name
+                print(f"{who}: {name} received while waiting for the other processes (a "
+                      f"collective operation did not return within {grace:g} s); stopping "
+                      "now", file=sys.stderr, flush=True)
+                os._exit(128 + got[-1])
+
+    watcher = threading.Thread(target=watch, name="atkd-lite-signal-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        left.set()
+        signal.set_wakeup_fd(old_fd)
+        watcher.join()
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 def teardown() -> None:

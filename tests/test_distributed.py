@@ -358,3 +358,82 @@ def test_one_process_is_unchanged_and_records_world_size_one():
     assert (res.params["world_size"], res.params["backend"]) == (1, None)
     assert res.history.meta == {"world_size": 1, "backend": None}
     assert distributed.world_size() == 1 and not torch.distributed.is_initialized()
+
+
+# ---------------------------------------------------------------------------------------
+# no silent hang (reliability II, item 1)
+
+DIVERGING = textwrap.dedent("""
+    import os, sys
+    from atkd_lite import cli
+    teacher = sys.argv[1]
+    # rank 0 would train a teacher while rank 1 loads one: they must not wait for each other
+    extra = ["--teacher-epochs", "1"] if os.environ["RANK"] == "0" else ["--teacher", teacher]
+    sys.exit(cli.main(["distill", "--method", "kd", "--per-class", "2", "--epochs", "1",
+                       "--device", "cpu", "--no-progress", *extra]))
+""")
+
+
+def test_ranks_started_with_different_arguments_stop_at_once(tmp_path, teacher_file):
+    script = tmp_path / "diverging.py"
+    script.write_text(DIVERGING)
+    proc = torchrun([str(script), str(teacher_file)], cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert (f"(rank {rank} of 2): error: the 2 processes were started with different "
+                "command-line arguments") in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.pt"))
+
+
+STUCK = textwrap.dedent("""
+    import signal, sys, time
+    import torch.distributed as dist
+    from atkd_lite import cli, distributed
+    rank, port = int(sys.argv[1]), sys.argv[2]
+    signal.signal(signal.SIGTERM, cli._on_sigterm)  # as the command line does
+    dist.init_process_group("gloo", rank=rank, world_size=2,
+                            init_method=f"tcp://127.0.0.1:{port}")
+    print("joined", flush=True)
+    if rank == 0:
+        time.sleep(120)  # never reaches the barrier
+    with distributed.signal_watchdog("rank 1", grace=1.0):
+        dist.barrier()  # waits in C++ for rank 0: Python's handlers cannot run
+""")
+
+
+def test_a_rank_stuck_in_a_collective_still_ends_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK)
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), port], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    try:
+        assert procs[1].stdout.readline().strip() == "joined"
+        time.sleep(1.0)  # inside the barrier
+        procs[1].send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = procs[1].wait(timeout=30)
+        assert time.monotonic() - start < 10
+        assert code == 128 + signal.SIGTERM
+        assert "rank 1: SIGTERM received while waiting for the other processes" in \
+            procs[1].stderr.read()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_the_group_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("ATKD_LITE_DIST_TIMEOUT", raising=False)
+    assert distributed._timeout().total_seconds() == distributed.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv("ATKD_LITE_DIST_TIMEOUT", "90")
+    assert distributed._timeout().total_seconds() == 90
+    for bad in ("0", "soon", "-5"):
+        monkeypatch.setenv("ATKD_LITE_DIST_TIMEOUT", bad)
+        with pytest.raises(distributed.DistributedError, match="ATKD_LITE_DIST_TIMEOUT"):
+            distributed._timeout()
