@@ -366,6 +366,8 @@ class TeacherCache:
         Raises:
             ValueError: bad settings (as :meth:`build`), or started under ``torchrun``
                 (build it in one process; every process can then load it).
+            LockHeldError: another process is building a sharded cache in ``folder``
+                (two builds at once would mix two teachers' shards).
 
         Examples::
 
@@ -391,6 +393,32 @@ class TeacherCache:
         elif len(data) == 0:
             raise ValueError(f"the dataset {data.name!r} is empty; nothing to cache")
         folder = check_output_dir(folder, "sharded teacher cache")
+        folder.mkdir(parents=True, exist_ok=True)
+        # one writer per folder: two builds at once would mix two teachers' shards
+        lock = FileLock(folder / ".sharded-cache.lock")
+        try:
+            lock.acquire(blocking=False)
+        except LockHeldError:
+            raise LockHeldError(
+                f"the sharded teacher cache {folder} is being built by another process "
+                f"({lock.holder() or 'unknown'}); wait for it to finish and load it, or "
+                "build into another folder") from None
+        try:
+            shards = cls._write_shards(teacher, data, folder, shard_size, progress,
+                                       batch_size, settings)
+        finally:
+            lock.release()
+        cache = ShardedTeacherCache.open(folder, verify=False)
+        if cache.meta["shards"] != shards:  # the files on disk are the ones written here
+            raise RuntimeError(f"the sharded teacher cache in {folder} changed while it was "
+                               "built; build it again")
+        return cache
+
+    @classmethod
+    def _write_shards(cls, teacher, data, folder: Path, shard_size: int, progress: bool,
+                      batch_size: int, settings: dict) -> list[dict]:
+        """Write the shards, then the manifest (see :meth:`build_sharded`); returns the
+        manifest's shard list."""
         shard_size = math.ceil(shard_size / batch_size) * batch_size
         n = len(data)
         starts = list(range(0, n, shard_size))
@@ -425,7 +453,7 @@ class TeacherCache:
                 "fingerprint": dataset_fingerprint(data), "format": SHARDED_FORMAT,
                 "shards": shards}
         atomic_write(manifest, json.dumps(meta, indent=1).encode())
-        return ShardedTeacherCache.open(folder, verify=False)
+        return shards
 
     # ------------------------------------------------------------------ lookups
     @property

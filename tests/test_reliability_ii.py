@@ -272,3 +272,24 @@ def test_a_merge_refuses_runs_outside_a_parts_rho(tmp_path):  # item 4 (merge)
     b.runs.append(copy.deepcopy(b.runs[0]))  # one cell twice
     with pytest.raises(ValueError, match="same cell and seed more than once"):
         merge_shortcut([a, b])
+
+
+def test_two_sharded_builds_never_share_a_folder(tmp_path):  # item 2
+    from atkd_lite.cache import TeacherCache
+    from atkd_lite.files import LockHeldError
+
+    data = ak.load_dataset("mnist5k", "val").per_class(2)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    other = FileLock(folder / ".sharded-cache.lock")  # another build holds the folder
+    other.acquire(blocking=False)
+    try:
+        with pytest.raises(LockHeldError, match="being built by another process"):
+            TeacherCache.build_sharded(ak.teacher_cnn().eval(), data, folder, shard_size=8,
+                                       batch_size=4, maps=["fma"], at=False, progress=False)
+        assert not list(folder.glob("shard-*.pt"))  # nothing written beside the other build
+    finally:
+        other.release()
+    cache = TeacherCache.build_sharded(ak.teacher_cnn().eval(), data, folder, shard_size=8,
+                                       batch_size=4, maps=["fma"], at=False, progress=False)
+    assert len(cache) == 20
