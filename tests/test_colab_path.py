@@ -549,6 +549,14 @@ def test_requirement_ranges_keep_numpy():
     assert captum.specifier.contains("0.9.0")
 
 
+def test_mlxtend_range_never_pulls_a_newer_numpy():
+    """mlxtend 0.24.0 and 0.25.0 require numpy>=2.3.5 (their wheels' metadata), above
+    Colab's numpy: where mlxtend is not preinstalled, pip must not pick them."""
+    mlxtend = _requirements()["mlxtend"]
+    assert not mlxtend.specifier.contains("0.24.0") and not mlxtend.specifier.contains("0.25.0")
+    assert mlxtend.specifier.contains(COLAB_PREINSTALLED["mlxtend"])
+
+
 def test_every_protected_package_is_a_requirement():
     assert PROTECTED <= set(_requirements()), "a protected package is no longer required?"
 
