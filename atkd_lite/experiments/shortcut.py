@@ -126,6 +126,7 @@ __all__ = [
     "tuning_hindsight",
     "tuning_markdown",
     "chosen_weights_markdown",
+    "switched_off",
     "teacher_mask_answer",
     "won_back",
     "won_back_markdown",
@@ -1078,6 +1079,28 @@ def chosen_weights_markdown(grids: dict, rho: float = 1.0) -> str:
                          + (" on random shades" if c["on"] == "val_random" else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def switched_off(results: ExperimentResults, rho: float = 1.0) -> list[str]:
+    """The methods whose tuning chose the *smallest* weight it tried, still at the edge
+    after every extension of its grid: the tuning turned the term (nearly) off, so their
+    runs say little about what the term can do.
+
+    Examples::
+
+        >>> from atkd_lite.experiments.results import ExperimentResults
+        >>> rows = [{"method": "a", "beta": b, "chosen": b == 1e-4, "edge": True}
+        ...         for b in (1e-4, 1e-3)]
+        >>> switched_off(ExperimentResults(settings={"tuning": {"1": rows}}))
+        ['a']
+    """
+    rows = results.settings.get("tuning", {}).get(f"{rho:g}", [])
+    out = []
+    for r in rows:
+        if r["chosen"] and r["edge"] and r["beta"] == min(
+                x["beta"] for x in rows if x["method"] == r["method"]):
+            out.append(r["method"])
+    return out
 
 
 def teacher_mask_answer(rows: Sequence[dict], controls: Sequence[dict] = ()) -> str:
