@@ -104,13 +104,23 @@ def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu",
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file (a device, a FIFO or a "
+                              "socket); give the path of a checkpoint file")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
+        if "weights only load failed" in str(err).lower():  # pickled objects, not tensors
+            raise CheckpointError(
+                f"{path} holds Python objects that an atkd_lite checkpoint never holds; it "
+                "is refused unread, since loading it could run code it contains. Use "
+                "checkpoints written by save_checkpoint (or save your model's state_dict "
+                "with it)") from None
         raise CheckpointError(
             f"{path} is corrupt or not a checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); delete it and train again "
-            "(pretrained_teacher(...) retrains automatically)"
+            f"{str(err).splitlines()[0] if str(err) else ''}); restore it, or train the "
+            "model again (pretrained_teacher(...) retrains a damaged cached teacher "
+            "itself)"
         ) from err
     if (not isinstance(blob, dict) or not isinstance(blob.get("meta"), dict)
             or blob["meta"].get("format") != CHECKPOINT_FORMAT

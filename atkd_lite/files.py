@@ -10,9 +10,11 @@ at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
 import stat
 import tempfile
@@ -330,7 +332,15 @@ def _write_temp(target: Path, write) -> Path:
                 os.fsync(fh.fileno())
         else:
             os.close(fd)
-            write(tmp)
+            try:
+                write(tmp)
+            except RuntimeError as err:  # torch.save's zip writer on a full disk
+                if "inline_container" not in str(err):
+                    raise
+                free = shutil.disk_usage(target.parent).free
+                raise OSError(errno.ENOSPC, f"could not write {target}: the writer stopped "
+                              f"part-way ({free:,} bytes free on its disk; the disk is "
+                              "probably full); free some space or write elsewhere") from None
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         # the permissions the file had, or a new file's (not mkstemp's private 0600)

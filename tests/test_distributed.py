@@ -413,7 +413,10 @@ def test_a_rank_stuck_in_a_collective_still_ends_on_sigterm(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in (0, 1)]
     try:
-        assert procs[1].stdout.readline().strip() == "joined"
+        import select
+
+        ready, _, _ = select.select([procs[1].stdout], [], [], 60)  # never wait forever
+        assert ready and procs[1].stdout.readline().strip() == "joined"
         time.sleep(1.0)  # inside the barrier
         procs[1].send_signal(signal.SIGTERM)
         start = time.monotonic()

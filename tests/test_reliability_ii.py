@@ -293,3 +293,37 @@ def test_two_sharded_builds_never_share_a_folder(tmp_path):  # item 2
     cache = TeacherCache.build_sharded(ak.teacher_cnn().eval(), data, folder, shard_size=8,
                                        batch_size=4, maps=["fma"], at=False, progress=False)
     assert len(cache) == 20
+
+
+def test_a_device_given_as_the_teacher_is_not_called_corrupt(capsys):  # messages
+    err = _cli_error(["distill", "--teacher", "/dev/null", "--device", "cpu", "--epochs", "1",
+                      "--per-class", "1", "--no-progress"], capsys)
+    assert "/dev/null is not a regular file" in err and "delete" not in err
+
+
+class PickledObject:
+    """Any class of the user's: torch.save pickles it, weights_only refuses it."""
+
+
+def test_a_pickle_is_refused_without_torchs_advice_to_unpickle(tmp_path):  # messages
+    from atkd_lite.checkpoints import CheckpointError, load_checkpoint
+
+    path = tmp_path / "model.pt"
+    torch.save({"meta": PickledObject()}, path)  # an object, not tensors
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "refused unread" in str(info.value)
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_a_full_disk_is_said_in_words(tmp_path, monkeypatch):  # messages
+    def full(obj, f, *args, **kwargs):  # what torch.save raises when the disk fills up
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 "
+                           "vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    target = tmp_path / "teacher.pt"
+    with pytest.raises(OSError, match="the disk is probably full") as info:
+        ak.save_checkpoint(target, ak.teacher_cnn())
+    assert info.value.errno == 28 and "inline_container" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
