@@ -180,6 +180,14 @@ def test_the_answer_follows_its_rules_and_quotes_the_rows(tmask, head):
     assert text.startswith(head)
     assert f"{100 * tmask['diff']:.0f} % of the cost" in text and "95 % of the cost" in text
     assert "does better than the same penalty on every pixel" in text and "+1.2 points" in text
+    assert "acts as a prior" not in text  # no control said the map's content is generic
+    same = {"method": "tmask", "baseline": "tmask-shuffled", "diff": -0.001,
+            "verdict": "no detectable difference at this sample size", "p_holm": 0.4}
+    shuffled = _row("tmask-shuffled", 0.7, 0.6, 0.8, "better")
+    text = sc.teacher_mask_answer([tmask, rrr, shuffled], [ctrl, same])
+    assert "the teacher maps of other images, 70 %" in text or \
+        "the teacher maps of other images won back 70 %" in text
+    assert text.endswith("not as knowledge of where it is in each image.")
     with pytest.raises(ValueError, match="rrr"):
         sc.teacher_mask_answer([tmask])
 

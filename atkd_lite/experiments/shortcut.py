@@ -1105,14 +1105,17 @@ def switched_off(results: ExperimentResults, rho: float = 1.0) -> list[str]:
 
 def teacher_mask_answer(rows: Sequence[dict], controls: Sequence[dict] = ()) -> str:
     """One paragraph that answers "can the clean teacher's map replace the human mask?"
-    from :func:`won_back` rows (which must include ``tmask`` and ``rrr``) and, optionally,
-    the control comparisons (rows of :func:`~atkd_lite.experiments.stats.compare_pairs`
-    for ``("tmask", "rrr-all")``, ``("tmask", "tmask-shuffled")``).
+    from :func:`won_back` rows (which must include ``tmask`` and ``rrr``; the controls
+    ``rrr-all`` and ``tmask-shuffled`` are quoted when present) and, optionally, the
+    control comparisons (rows of :func:`~atkd_lite.experiments.stats.compare_pairs` for
+    ``("tmask", "rrr-all")`` and ``("tmask", "tmask-shuffled")``).
 
     Every number and verdict comes from the rows; the words follow fixed rules: "yes, for
     most of the cost" when tmask is better than the plain student and its whole interval
     lies above one half; "in part" when it is better with an interval reaching below one
-    half; "no" when no difference is detected or it is worse.
+    half; "no" when no difference is detected or it is worse. When the teacher's own map
+    is not detectably better than other images' maps, the paragraph says that the map
+    acts as a prior of where the evidence usually is, not as knowledge of each image.
 
     Raises:
         ValueError: rows without ``tmask`` or ``rrr``.
@@ -1135,13 +1138,26 @@ def teacher_mask_answer(rows: Sequence[dict], controls: Sequence[dict] = ()) -> 
         head = "No"
     text = (f"**{head}.** With the clean teacher's saliency map as the mask, the student won "
             f"back {share(t)}; with the human-drawn mask, RRR won back {share(h)}. ")
+    quoted = {"rrr-all": "the same penalty on every pixel, with no map,",
+              "tmask-shuffled": "the teacher maps of other images"}
+    shown = [(what, by[m]) for m, what in quoted.items() if m in by]
+    if shown:
+        text += "For comparison, " + "; ".join(
+            f"{what}{' won back' if i == 0 else ','} {100 * r['diff']:.0f} % (95 % CI "
+            f"{100 * r['ci_low']:.0f} to {100 * r['ci_high']:.0f} %)"
+            for i, (what, r) in enumerate(shown)) + ". "
     words = {"better": "does better than", "worse": "does worse than"}
+    own_vs_other = None
     for c in controls:
-        what = {"rrr-all": "the same penalty on every pixel (no map at all)",
-                "tmask-shuffled": "the maps of other images"}.get(c["baseline"], c["baseline"])
+        what = quoted.get(c["baseline"], c["baseline"]).rstrip(",")
         verb = words.get(c["verdict"], "is not detectably different from")
-        text += (f"The teacher's own map {verb} {what} ({100 * c['diff']:+.1f} points of "
+        text += (f"Each image's own map {verb} {what} ({100 * c['diff']:+.1f} points of "
                  f"accuracy, Holm-adjusted p {format_p(c['p_holm'])}). ")
+        if c["baseline"] == "tmask-shuffled":
+            own_vs_other = c["verdict"]
+    if own_vs_other is not None and own_vs_other != "better":
+        text += ("So here the teacher's map acts as a prior of where the evidence usually "
+                 "is, not as knowledge of where it is in each image.")
     return text.strip()
 
 
