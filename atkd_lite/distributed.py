@@ -214,7 +214,7 @@ def signal_watchdog(who: str, grace: float = 5.0,
     collective operation (waiting for a rank that never comes) never sees them: it
     ignores ``kill`` and Ctrl-C until the group's timeout. Inside this block the
     interpreter's low-level handler also writes each signal to a pipe
-    (:func:`signal.set_wakeup_fd`), which a watcher thread reads: if the process has not
+    (``signal.set_wakeup_fd``), which a watcher thread reads: if the process has not
     left the block ``grace`` seconds after the signal (its own handler had no chance to
     run), the watcher says so on stderr and ends the process (exit status 128 + signal).
     A process that unwinds in time is not touched. Outside the main thread, a no-op.
