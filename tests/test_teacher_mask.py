@@ -208,3 +208,16 @@ def test_chosen_weights_show_every_grid_and_the_edges():
     assert lines[2] == ("| tmask | 0.01 (0.01 to 1) (edge) | 0.1 (0.01 to 1) on random "
                         "shades |")
     assert lines[3] == "| rrr | — | 10 (10 to 10) on random shades |"
+
+
+def test_the_controls_are_one_family_wherever_they_are_shown():
+    from atkd_lite.experiments.stats import holm
+
+    res = sc.load_shortcut("decoy-mlp")
+    rows = sc.control_comparisons(res)
+    assert [(r["method"], r["baseline"]) for r in rows] == list(sc.CONTROL_PAIRS)
+    values = sc.shortcut_values(res, 1.0)
+    raw = [stats.ttest_rel(list(values[a].values()), list(values[b].values())).pvalue
+           for a, b in sc.CONTROL_PAIRS]
+    for r, p in zip(rows, holm(raw)):
+        assert math.isclose(r["p_holm"], p, rel_tol=1e-6)

@@ -81,6 +81,7 @@ from atkd_lite.experiments.runner import (
 )
 from atkd_lite.experiments.stats import (
     compare_methods,
+    compare_pairs,
     comparison_markdown,
     format_p,
     verdict_sentence,
@@ -97,6 +98,7 @@ from atkd_lite.models import MLP_STUDENTS, build_student
 
 __all__ = [
     "CONTROLS",
+    "CONTROL_PAIRS",
     "DEFAULT_METHODS",
     "EVAL_SPLITS",
     "MAP_KINDS",
@@ -111,6 +113,7 @@ __all__ = [
     "grid_status",
     "headline_markdown",
     "control_cells",
+    "control_comparisons",
     "load_shortcut",
     "map_kinds_for",
     "map_markdown",
@@ -298,6 +301,15 @@ def _with_mask_boxes(data: DecoySet, where: str) -> DecoySet:
 
 #: the methods whose weights the controls take
 _CONTROLLED = ("tmask", "rrr")
+#: the one family of control comparisons, each method against its control (wherever
+#: it is shown, the same family, so the same Holm-adjusted p)
+CONTROL_PAIRS = (("tmask", "rrr-all"), ("tmask", "tmask-shuffled"), ("rrr", "rrr-wrong"))
+
+
+def control_comparisons(results: ExperimentResults, rho: float = 1.0) -> list[dict]:
+    """:data:`CONTROL_PAIRS` compared on paired seeds at one ρ, as one Holm family
+    (rows of :func:`~atkd_lite.experiments.stats.compare_pairs`)."""
+    return compare_pairs(shortcut_values(results, rho), list(CONTROL_PAIRS))
 
 
 def control_cells(train: DecoySet, cache, betas: dict, student_size: str,
