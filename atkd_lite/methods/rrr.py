@@ -11,6 +11,7 @@ from atkd_lite.device import autocast_context
 from atkd_lite.methods.base import Distiller
 from atkd_lite.methods.registry import register
 from atkd_lite.metrics import box_mask
+from atkd_lite.outputs import model_logits
 from atkd_lite.signals import ExampleMask
 
 __all__ = ["InputGradientPenalty", "RRRDistiller"]
@@ -27,7 +28,7 @@ class InputGradientPenalty(Distiller):
     def student_forward(self, x, y):
         x = x.detach().requires_grad_(True)
         with autocast_context(self.device, self.amp):
-            logits = self.student(x)
+            logits = model_logits(self.student(x), "the student")
         log_p = F.log_softmax(logits.float(), dim=1).sum()
         (grad,) = torch.autograd.grad(log_p, x, create_graph=True)
         return logits, grad
