@@ -597,9 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the student: a CNN size, or an MLP (mlp-512x2: the testbed where "
                         "the shortcut bites; give it --methods from MLP_METHODS, e.g. "
                         "student,kd,sals,tmask, and --lr 1e-3)")
-    p.add_argument("--controls", action="store_true",
-                   help="also run the controls of the teacher's-map-as-mask question "
-                        "(rrr-wrong, rrr-all, tmask-shuffled; needs tmask and rrr)")
+    p.add_argument("--controls", nargs="?", const=True, default=False, type=_list_of(str),
+                   help="also run the controls of the teacher's-map-as-mask question: all "
+                        "of them (rrr-wrong, rrr-all, tmask-shuffled, rrr-centre), or a "
+                        "comma-separated list; each needs the method whose weight it takes "
+                        "(tmask, rrr)")
     p.add_argument("--no-tune", action="store_true",
                    help="use every method's default weight instead of tuning it")
     p.add_argument("--tune-seeds", type=_list_of(int), default=[100],

@@ -100,6 +100,23 @@ def test_the_controls_move_the_mask_and_keep_the_images():
     assert torch.equal(true_m.sum((1, 2)), wrong_m.sum((1, 2)))  # of the same size
     assert torch.equal(torch.flip(true_m, (1, 2)), wrong_m)  # mirrored on both axes
     assert box_mask(everywhere.swatch_boxes, data.image_size).all()
+    centre = box_mask(sc._with_mask_boxes(data, "centre").swatch_boxes, data.image_size)
+    assert torch.equal(centre.sum((1, 2)), true_m.sum((1, 2)))  # the swatch's size
+    every_swatch = box_mask(decoy_mnist("train").swatch_boxes, data.image_size).any(0)
+    assert not (centre.any(0) & every_swatch).any()  # where no swatch ever is
+    assert centre[0, 12:16, 12:16].all()  # the middle of the 28 x 28 image
+
+
+def test_controls_are_chosen_by_name_and_need_their_methods():
+    with pytest.raises(ValueError, match="unknown control"):
+        sc.run_shortcut(methods=("student",), controls=["rrr-elsewhere"], seeds=(0,))
+    with pytest.raises(ValueError, match=r"lacks, \['tmask'\]"):
+        sc.run_shortcut(methods=("student",), references=("rrr",),
+                        controls=["rrr-centre", "rrr-all"], seeds=(0,))
+    cells = sc.control_cells(decoy_mnist("train").per_class(1), None, {"rrr": 0.1}, "mlp-256",
+                             1.0, ["rrr-centre"])
+    assert [c.label for c in cells] == ["rho=1/rrr-centre"]
+    assert cells[0].settings == {"beta": 0.1} and cells[0].extra["control"]
 
 
 def _results(acc: dict) -> ExperimentResults:

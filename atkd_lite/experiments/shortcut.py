@@ -159,7 +159,12 @@ CONTROLS = {
                "at tmask's weight",
     "tmask-shuffled": "tmask with the teacher maps of other images (a wrong teacher map), "
                       "at tmask's weight",
+    "rrr-centre": "RRR with its mask at the centre of the image, where no swatch ever is "
+                  "(a mask that misses the shortcut), at RRR's weight",
 }
+#: the tuned method whose weight each control takes
+_CONTROL_BASE = {"rrr-wrong": "rrr", "rrr-all": "tmask", "tmask-shuffled": "tmask",
+                 "rrr-centre": "rrr"}
 
 #: Decoy MNIST test accuracy (%) reported by the original papers (other networks and
 #: data sizes than ours): Ross et al.'s multilayer perceptron (two hidden layers of 50 and
@@ -288,12 +293,17 @@ def map_kinds_for(model: nn.Module) -> tuple[str, ...]:
 
 def _with_mask_boxes(data: DecoySet, where: str) -> DecoySet:
     """The same digits, with the boxes RRR reads its masks from moved (a control):
-    ``"opposite"`` mirrors each swatch box to the opposite corner, ``"all"`` covers the
-    whole image."""
+    ``"opposite"`` mirrors each swatch box to the opposite corner, ``"centre"`` moves it
+    (its size kept) to the middle of the image, where no swatch ever is, ``"all"`` covers
+    the whole image."""
     h, w = data.image_size
     b = data.swatch_boxes
     if where == "opposite":
         boxes = torch.stack([w - b[:, 2], h - b[:, 3], w - b[:, 0], h - b[:, 1]], 1)
+    elif where == "centre":
+        bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        x0, y0 = (w - bw) // 2, (h - bh) // 2
+        boxes = torch.stack([x0, y0, x0 + bw, y0 + bh], 1)
     else:
         boxes = torch.tensor([[0, 0, w, h]]).expand(len(b), 4).clone()
     return dataclasses.replace(data, swatch_boxes=boxes, name=f"{data.name}/mask={where}")
@@ -313,10 +323,10 @@ def control_comparisons(results: ExperimentResults, rho: float = 1.0) -> list[di
 
 
 def control_cells(train: DecoySet, cache, betas: dict, student_size: str,
-                  rho: float) -> list[GridCell]:
-    """The grid cells of :data:`CONTROLS` at one ρ: RRR with a wrong mask and with every
-    pixel as the mask (on ``train`` with moved mask boxes), and ``tmask`` with another
-    image's teacher map (``cache.shuffled``).
+                  rho: float, names: Sequence[str] = tuple(CONTROLS)) -> list[GridCell]:
+    """The grid cells of :data:`CONTROLS` at one ρ: RRR with a wrong mask, with a mask
+    that misses every swatch and with every pixel as the mask (on ``train`` with moved
+    mask boxes), and ``tmask`` with another image's teacher map (``cache.shuffled``).
 
     Args:
         train: the decoy training digits of this ρ.
@@ -324,11 +334,14 @@ def control_cells(train: DecoySet, cache, betas: dict, student_size: str,
         betas: the tuned weights; needs ``rrr`` and ``tmask``.
         student_size: the student.
         rho: the ρ the cells are labelled with.
+        names: which controls (default: all of :data:`CONTROLS`).
 
     Raises:
-        ValueError: ``betas`` lacks ``rrr`` or ``tmask`` (run them in the grid).
+        ValueError: an unknown control, or ``betas`` lacks the weight a control takes
+            (run its method in the grid).
     """
-    missing = [m for m in _CONTROLLED if m not in betas]
+    names = _check_controls(names)
+    missing = sorted({_CONTROL_BASE[n] for n in names} - set(betas))
     if missing:
         raise ValueError(f"the controls need the weights of {missing}: put 'tmask' in the "
                          "methods and 'rrr' in the references")
@@ -339,9 +352,34 @@ def control_cells(train: DecoySet, cache, betas: dict, student_size: str,
                                "control": CONTROLS[name]},
                         settings={"beta": weight}, **kw)
 
-    return [cell("rrr", "rrr-wrong", betas["rrr"], train=_with_mask_boxes(train, "opposite")),
-            cell("rrr", "rrr-all", betas["tmask"], train=_with_mask_boxes(train, "all")),
-            cell("tmask", "tmask-shuffled", betas["tmask"], cache=cache.shuffled(seed=0))]
+    make = {
+        "rrr-wrong": lambda: cell("rrr", "rrr-wrong", betas["rrr"],
+                                  train=_with_mask_boxes(train, "opposite")),
+        "rrr-all": lambda: cell("rrr", "rrr-all", betas["tmask"],
+                                train=_with_mask_boxes(train, "all")),
+        "tmask-shuffled": lambda: cell("tmask", "tmask-shuffled", betas["tmask"],
+                                       cache=cache.shuffled(seed=0)),
+        "rrr-centre": lambda: cell("rrr", "rrr-centre", betas["rrr"],
+                                   train=_with_mask_boxes(train, "centre")),
+    }
+    return [make[n]() for n in names]
+
+
+def _check_controls(controls) -> list[str]:
+    """The control names of ``controls`` (True: all, False/None/empty: none).
+
+    Raises:
+        ValueError: an unknown control name.
+    """
+    if controls is True:
+        return list(CONTROLS)
+    if not controls:
+        return []
+    names = [controls] if isinstance(controls, str) else list(controls)
+    unknown = [n for n in names if n not in CONTROLS]
+    if unknown:
+        raise ValueError(f"unknown control(s) {unknown}; choose from {list(CONTROLS)}")
+    return names
 
 
 def _weight_grid(method, factors: Sequence[float], rrr_lambdas: Sequence[float]) -> list[float]:
@@ -499,7 +537,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                  score_n: int | None = 500, max_teacher_gap: float = 0.05, output_dir=None,
                  device=None, data_seed: int = 0, progress: bool = True,
                  command: str | None = None, select_on: str = "val",
-                 controls: bool = False, **distill_kwargs) -> ExperimentResults:
+                 controls: bool | Sequence[str] = False,
+                 **distill_kwargs) -> ExperimentResults:
     """The shortcut experiment: every method × seed × ρ on the decoy digits, with references.
 
     For every ρ: the decoy training digits (``per_class`` a class, the swatch following
@@ -537,8 +576,9 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         command: recorded in the provenance.
         select_on: what the tuning chooses each weight on (:func:`tune_weights`):
             ``"val"``, the practitioner's grid, or ``"val_random"``, the oracle grid.
-        controls: also run :data:`CONTROLS` at every ρ (:func:`control_cells`; needs
-            ``tmask`` in ``methods`` and ``rrr`` in ``references``).
+        controls: also run controls at every ρ (:func:`control_cells`): True for every
+            one of :data:`CONTROLS`, or their names; each needs the method whose weight
+            it takes in the grid (``tmask`` in ``methods``, ``rrr`` in ``references``).
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill` (not ``beta``,
             which is tuned).
 
@@ -568,11 +608,12 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
         raise ValueError("beta is tuned per method here; pass tune=False to use each "
                          "method's default instead")
     _check_select_on(select_on)
-    missing = [m for m in _CONTROLLED if m not in [*methods, *references]]
-    if controls and missing:
-        raise ValueError(f"controls=True compares tmask and RRR with their controls; the "
-                         f"grid lacks {missing}: put 'tmask' in the methods and 'rrr' in "
-                         "the references")
+    controls = _check_controls(controls)
+    missing = sorted({_CONTROL_BASE[n] for n in controls} - {*methods, *references})
+    if missing:
+        raise ValueError(f"the controls {controls} take the weights of methods the grid "
+                         f"lacks, {missing}: put 'tmask' in the methods and 'rrr' in the "
+                         "references")
     kinds = map_kinds_for(build_student(student_size))  # an unknown student fails here
     if student_size in MLP_STUDENTS:
         no_maps = [m for m in methods if _needs_feature_maps(m)]
@@ -608,7 +649,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                              score_n=len(scored), map_kinds=list(kinds), chance=area,
                              tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={},
                              select_on=select_on,
-                             controls=list(CONTROLS) if controls else [],
+                             controls=controls,
                              completed_rhos=[], completed_references=[])
     settings["train_name"] = "decoy/train/rho=<rho>"
     results = ExperimentResults(settings=settings, teacher=setup0.teacher_info,
@@ -651,7 +692,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                          seeds, epochs, None if _upper_bound(name) else cache, score=score,
                          progress=progress, **weight, **distill_kwargs))
         if controls:
-            add(run_grid(setup, settings, control_cells(train, cache, betas, student_size, rho),
+            add(run_grid(setup, settings,
+                         control_cells(train, cache, betas, student_size, rho, controls),
                          seeds, epochs, None, score=score, progress=progress,
                          **distill_kwargs))
     if "clean" in references:  # the same digits without swatches: one run per seed for all ρ
