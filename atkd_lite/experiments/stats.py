@@ -45,6 +45,7 @@ __all__ = [
     "holm",
     "paired_comparison",
     "paired_values",
+    "short_verdict",
     "verdict_sentence",
 ]
 
@@ -254,6 +255,26 @@ def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points",
                 f"differences of about {scale * row['mde']:.{digits}f}{u} or more).")
     return (f"{row['method']} is {row['verdict']} than {row['baseline']}: {f.format(d)}"
             f"{u} ({ci}; {stats}).")
+
+
+def short_verdict(row: dict, scale: float = 100.0, unit: str = "points",
+                  digits: int = 1) -> str:
+    """One clause for one row of :func:`compare_methods`, for a list of many verdicts
+    whose protocol is stated once, e.g. "kd vs student: better, +2.3 points (95 % CI
+    +1.9 to +2.7)" (:func:`verdict_sentence` gives the whole sentence, with p and n).
+
+    Examples::
+
+        >>> short_verdict({"method": "kd", "baseline": "student", "diff": 0.023,
+        ...                "ci_low": 0.019, "ci_high": 0.027, "verdict": "better"})
+        'kd vs student: better, +2.3 points (95 % CI +1.9 to +2.7)'
+    """
+    f = f"{{:+.{digits}f}}"
+    u = f" {unit}" if unit else ""
+    word = "no detectable difference" if row["verdict"] == NO_DIFFERENCE else row["verdict"]
+    return (f"{row['method']} vs {row['baseline']}: {word}, {f.format(scale * row['diff'])}"
+            f"{u} (95 % CI {f.format(scale * row['ci_low'])} to "
+            f"{f.format(scale * row['ci_high'])})")
 
 
 def format_p(p: float) -> str:
