@@ -112,3 +112,88 @@ def test_compare_methods_missing_methods_are_clear():
     with pytest.raises(ValueError, match="no runs of \\['fma'\\]"):
         compare_methods({"student": {0: 0.9, 1: 0.8}, "kd": {0: 0.9, 1: 0.8}},
                         methods=["fma"])
+
+
+def _family(seed=3, m=5, n=10):
+    """A family of paired results: one clearly better, some near zero, one wider."""
+    rng = np.random.default_rng(seed)
+    base = 0.93 + 0.01 * rng.standard_normal(n)
+    shifts = [0.012, 0.004, -0.002, 0.0, 0.007][:m]
+    vals = {"base": dict(enumerate(base))}
+    for i, s in enumerate(shifts):
+        vals[f"m{i}"] = dict(enumerate(base + s + 0.004 * rng.standard_normal(n)))
+    return vals, [(f"m{i}", "base") for i in range(m)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_each_interval_excludes_zero_exactly_when_its_verdict_detects(seed):
+    """The family-adjusted interval agrees with the Holm verdict, row by row, and is the
+    t interval at the level Holm's step used (computed here with SciPy)."""
+    from atkd_lite.experiments.stats import compare_pairs
+
+    vals, pairs = _family(seed)
+    rows = compare_pairs(vals, pairs)
+    for r in rows:
+        excludes_zero = r["ci_low"] > 0 or r["ci_high"] < 0
+        assert excludes_zero == (r["verdict"] != "no detectable difference at this sample size")
+        d = np.array([vals[r["method"]][k] - vals["base"][k] for k in range(10)])
+        gamma = 0.05 * r["p"] / r["p_holm"]
+        half = stats.t.ppf(1 - gamma / 2, 9) * d.std(ddof=1) / math.sqrt(10)
+        assert r["ci_low"] == pytest.approx(d.mean() - half)
+        assert r["level"] == pytest.approx(1 - gamma)
+        # never narrower than the unadjusted 95 % interval, and the mde grows with it
+        assert r["ci_high"] - r["ci_low"] >= r["ci_high_raw"] - r["ci_low_raw"] - 1e-12
+        assert r["mde"] >= paired_comparison(vals[r["method"]], vals["base"])["mde"] - 1e-12
+
+
+def test_a_family_of_one_keeps_the_95_interval():
+    from atkd_lite.experiments.stats import compare_pairs
+
+    vals, pairs = _family(0, m=1)
+    r = compare_pairs(vals, pairs)[0]
+    assert r["level"] == pytest.approx(0.95)
+    assert r["ci_low"] == pytest.approx(r["ci_low_raw"])
+    assert "95 % CI" in verdict_sentence(r)
+
+
+@pytest.mark.parametrize("margin", [0.002, 0.005, 0.01])
+def test_equivalence_is_two_one_sided_tests_as_scipy_computes_them(margin):
+    from atkd_lite.experiments.stats import compare_pairs
+
+    vals, pairs = _family(1)
+    rows = compare_pairs(vals, pairs, margin=margin)
+    p_equiv = []
+    for r in rows:
+        d = np.array([vals[r["method"]][k] - vals["base"][k] for k in range(10)])
+        low = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+        high = stats.ttest_1samp(d, margin, alternative="less").pvalue
+        assert r["p_equiv"] == pytest.approx(max(low, high), rel=1e-9)
+        p_equiv.append(r["p_equiv"])
+    assert [r["p_equiv_holm"] for r in rows] == pytest.approx(holm(p_equiv))
+    for r in rows:
+        inside = -margin < r["equiv_low"] and r["equiv_high"] < margin
+        assert inside == r["equivalent"] == (r["p_equiv_holm"] < 0.05)
+        if r["p_holm"] < 0.05:
+            assert r["verdict"] in ("better", "worse")
+        else:
+            assert r["verdict"] == ("equivalent" if inside else
+                                    "inconclusive at this sample size")
+
+
+def test_equivalence_needs_a_tight_interval_not_a_small_mean():
+    """A mean difference of zero with a wide spread is inconclusive, not equivalent;
+    the same mean with a small spread is equivalent; a clear gain stays 'better'."""
+    from atkd_lite.experiments.stats import compare_pairs
+
+    base = {k: 0.9 for k in range(6)}
+    wide = {k: 0.9 + v for k, v in enumerate([0.03, -0.03, 0.02, -0.02, 0.01, -0.01])}
+    tight = {k: 0.9 + v for k, v in enumerate([0.001, -0.001, 0.002, -0.002, 0.0, 0.0])}
+    gain = {k: 0.95 + v for k, v in enumerate([0.001, -0.001, 0.002, -0.002, 0.0, 0.0])}
+    rows = compare_pairs({"b": base, "wide": wide, "tight": tight, "gain": gain},
+                         [("wide", "b"), ("tight", "b"), ("gain", "b")], margin=0.01)
+    assert [r["verdict"] for r in rows] == [
+        "inconclusive at this sample size", "equivalent", "better"]
+    assert "equivalent within ±1.0 points" in verdict_sentence(rows[1])
+    assert "neither a difference nor equivalence" in verdict_sentence(rows[0])
+    with pytest.raises(ValueError, match="positive"):
+        compare_pairs({"b": base, "t": tight}, [("t", "b")], margin=0)

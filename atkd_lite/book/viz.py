@@ -1326,7 +1326,7 @@ def tradeoff_plot(points: Sequence[Mapping[str, object]], x: str = "latency_ms",
 # Chapters "Efficiency" and "Conclusions": a family of verdicts as one figure
 
 #: colour of each verdict of :mod:`atkd_lite.experiments.stats`
-VERDICT_COLOURS = {"better": "C2", "worse": "C3"}
+VERDICT_COLOURS = {"better": "C2", "worse": "C3", "equivalent": "C0"}
 
 
 def difference_plot(rows, scale: float = 100.0, unit: str = "points",
@@ -1336,8 +1336,10 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
     """Paired differences with their intervals, one line per comparison (a forest plot).
 
     Each comparison is a dot at its mean paired difference with a bar for its confidence
-    interval, coloured by its verdict (green "better", red "worse", grey otherwise), the
-    verdict written at the right; a vertical line marks zero. Rows come from
+    interval (adjusted over its family, as the rows carry it), coloured by its verdict
+    (green "better", red "worse", blue "equivalent", grey otherwise), the verdict written
+    at the right; a vertical line marks zero. A family whose rows declare an equivalence
+    margin (:mod:`atkd_lite.experiments.questions`) gets its band ``±m`` shaded. Rows come from
     :func:`atkd_lite.experiments.stats.compare_methods` or ``compare_pairs``, which
     decide the family, the interval and the verdict: this only draws them.
 
@@ -1370,15 +1372,20 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
     if not any(groups.values()):
         raise ValueError("no comparisons to draw; give the rows of compare_methods()")
     lines: list[tuple[str, dict | None]] = []  # (text, row) from the top; row None: heading
+    bands: list[tuple[float, int, int]] = []  # (margin, first line, last line) per group
     for heading, group in groups.items():
         if heading is not None:
             lines.append((str(heading), None))
+        start = len(lines)
         for r in group:
             missing = {"method", "baseline", "diff", "ci_low", "ci_high", "verdict"} - set(r)
             if missing:
                 raise ValueError(f"a comparison row lacks {sorted(missing)}; give the rows "
                                  "of atkd_lite.experiments.stats.compare_methods()")
             lines.append((f"{r['method']} vs {r['baseline']}", r))
+        declared = {r.get("margin") for r in group} - {None}
+        if margin is None and len(declared) == 1:
+            bands.append((declared.pop(), start, len(lines) - 1))
     fig, ax = plt.subplots(figsize=(width, 0.8 + 0.32 * len(lines)))
     plt.close(fig)
     ticks, labels = [], []
@@ -1393,7 +1400,9 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
         d, lo, hi = (scale * float(r[k]) for k in ("diff", "ci_low", "ci_high"))
         ax.errorbar(d, y, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3,
                     markersize=5)
-        verdict = r["verdict"] if r["verdict"] in VERDICT_COLOURS else "no detectable diff."
+        verdict = {"no detectable difference at this sample size": "no detectable diff.",
+                   "inconclusive at this sample size": "inconclusive"}.get(
+                       r["verdict"], r["verdict"])
         ax.text(1.01, y, verdict, transform=ax.get_yaxis_transform(), va="center",
                 fontsize=7, color=colour)
         ticks.append(y)
@@ -1404,9 +1413,16 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
     if margin is not None:
         ax.axvspan(-scale * margin, scale * margin, color="C0", alpha=0.12, zorder=0,
                    label=f"{margin_label} ±{scale * margin:g} {unit}")
+    for k, (m, first, last) in enumerate(bands):  # the margins the rows declare
+        top, bottom = len(lines) - 1 - first + 0.4, len(lines) - 1 - last - 0.4
+        ax.fill_betweenx([bottom, top], -scale * m, scale * m, color="C0", alpha=0.12,
+                         zorder=0, linewidth=0,
+                         label=f"{margin_label} ±{scale * m:g} {unit}" if k == 0 else None)
+    if margin is not None or bands:
         ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_xlabel(xlabel or f"difference ({unit}): mean over pairs, bar = 95 % CI")
+    ax.set_xlabel(xlabel or f"difference ({unit}): mean over pairs, bar = confidence "
+                  "interval adjusted over its family")
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.86, 1))  # the verdicts stand right of the axis

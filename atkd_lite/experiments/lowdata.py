@@ -246,56 +246,72 @@ def reproduce(output_dir="results/mnist5k-lowdata", profile: str | None = None,
 
 
 def kd_controls(results) -> list[dict]:
-    """KD against each of its controls (:data:`KD_CONTROLS`), Holm-adjusted as one family.
+    """KD against each of its controls: the rows of the declared question
+    ``"kd-controls"`` (:mod:`atkd_lite.experiments.questions`: one family, an equivalence
+    margin of one point), each control as the method and ``kd`` as the baseline."""
+    from atkd_lite.experiments.questions import question
 
-    The rows of :func:`atkd_lite.experiments.stats.compare_methods`, each control as the
-    method and ``kd`` as the baseline; controls without runs are left out.
-    """
-    from atkd_lite.experiments.stats import compare_methods, paired_values
-
-    have = paired_values(results)
-    return compare_methods(results, baseline="kd",
-                           methods=[m for m in KD_CONTROLS if m in have])
+    return question("kd-controls").rows(results)
 
 
 def kd_controls_reading(rows) -> str:
     """What KD's controls say about its gain, in one sentence chosen by their verdicts.
 
-    ``rows``: :func:`kd_controls`. Matched label smoothing not detectably worse than KD
-    means that the soft targets' gain can be explained by their smoothing alone (the runs
-    cannot tell dark knowledge apart from it); a teacher trained on the student's labels
-    only that gives less means part of the gain is the teacher's extra labels; the
-    unlabelled transfer set either adds to KD or not. Defined in the book's chapter
+    ``rows``: :func:`kd_controls` (differences and equivalence within the question's
+    margin). Matched label smoothing *equivalent* to KD means that the soft targets' gain
+    can be explained by their smoothing alone (the runs cannot tell dark knowledge apart
+    from it); a teacher trained on the student's labels only that gives less means part
+    of the gain is the teacher's extra labels; the unlabelled transfer set adds to KD,
+    adds nothing (equivalent), or cannot be told. Defined in the book's chapter
     "Knowledge distillation"; chapter "Conclusions" prints the same sentence.
 
     Examples::
 
-        >>> rows = [{"method": "ls-matched", "verdict": "no detectable difference at "
-        ...          "this sample size"}, {"method": "kd-small-teacher", "verdict": "worse"}]
-        >>> kd_controls_reading(rows)[:60]
-        'Label smoothing with the matched ε is not detectably worse t'
+        >>> rows = [{"method": "ls-matched", "verdict": "equivalent", "margin": 0.01},
+        ...         {"method": "kd-small-teacher", "verdict": "worse"}]
+        >>> kd_controls_reading(rows)[:62]
+        'Label smoothing with the matched ε is equivalent to KD within '
     """
-    by = {r["method"]: r["verdict"] for r in rows}
+    from atkd_lite.experiments.stats import BETTER, EQUIVALENT, WORSE
+
+    by = {r["method"]: r for r in rows}
+
+    def within(r):
+        return f"within ±{100 * r['margin']:g} point{'s' if r['margin'] != 0.01 else ''}"
+
     readings = []
     if "ls-matched" in by:
+        r = by["ls-matched"]
         readings.append(
-            "label smoothing with the matched ε is not detectably worse than KD, so on "
+            f"label smoothing with the matched ε is equivalent to KD {within(r)}, so on "
             "these digits the soft targets' gain can be explained by their smoothing "
             "alone: this experiment cannot tell dark knowledge apart from it"
-            if by["ls-matched"] != "worse" else
+            if r["verdict"] == EQUIVALENT else
             "KD beats label smoothing with the matched ε, so its soft targets carry more "
-            "than their smoothing")
+            "than their smoothing" if r["verdict"] == WORSE else
+            "label smoothing with the matched ε beats KD, so the soft targets' extra "
+            "content does not help here" if r["verdict"] == BETTER else
+            "the runs cannot tell whether label smoothing with the matched ε explains "
+            "KD's gain (neither a difference nor equivalence is shown)")
     if "kd-small-teacher" in by:
+        r = by["kd-small-teacher"]
         readings.append(
             "a teacher that saw only the student's labels gives less, so part of the "
             "gain is the teacher's three times more labels"
-            if by["kd-small-teacher"] == "worse" else
-            "a teacher that saw only the student's labels gives as much, so the gain is "
-            "not borrowed labels")
+            if r["verdict"] == WORSE else
+            f"a teacher that saw only the student's labels gives as much ({within(r)}), "
+            "so the gain is not borrowed labels" if r["verdict"] == EQUIVALENT else
+            "a teacher that saw only the student's labels gives more" if r["verdict"] ==
+            BETTER else
+            "the runs cannot tell whether the teacher's extra labels matter")
     if "kd-transfer" in by:
-        readings.append("the unlabelled transfer set adds to KD"
-                        if by["kd-transfer"] == "better" else
-                        "the unlabelled transfer set adds nothing detectable")
+        r = by["kd-transfer"]
+        readings.append(
+            "the unlabelled transfer set adds to KD" if r["verdict"] == BETTER else
+            f"the unlabelled transfer set adds nothing ({within(r)})"
+            if r["verdict"] == EQUIVALENT else
+            "the unlabelled transfer set makes KD worse" if r["verdict"] == WORSE else
+            "the runs cannot tell whether the unlabelled transfer set adds anything")
     if not readings:
         return "No control of KD has runs here."
     reading = "; ".join(readings)

@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "ci_label",
     "comparison_markdown",
     "compare_methods",
     "compare_pairs",
@@ -51,6 +52,8 @@ __all__ = [
 
 #: the words of a verdict
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference at this sample size"
+#: the words of a verdict where an equivalence margin is declared (:func:`compare_pairs`)
+EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive at this sample size"
 
 
 def _values(x, name: str) -> dict:
@@ -212,27 +215,109 @@ def compare_methods(results, baseline: str = "student", methods: Sequence[str] |
     return compare_pairs(values, [(m, baseline) for m in family], alpha=alpha)
 
 
-def compare_pairs(results, pairs, metric: str = "test_acc", alpha: float = 0.05) -> list[dict]:
+def compare_pairs(results, pairs, metric: str = "test_acc", alpha: float = 0.05,
+                  margin: float | None = None) -> list[dict]:
     """A family of comparisons ``(method, baseline)``, each paired by seed, Holm-adjusted
     together; the rows are those of :func:`compare_methods`.
 
     For a family whose baseline differs from pair to pair, e.g. ``[("tiny/fma",
     "tiny/student"), ("small/fma", "small/student")]``.
 
+    **Intervals agree with the verdicts.** Each row's interval (``ci_low``, ``ci_high``,
+    at the confidence ``level``) is the t interval at the level Holm's procedure used for
+    that comparison, ``1 − α·p/p_Holm`` (``1 − α/k`` for the comparison Holm tested
+    against ``α/k``): it excludes zero exactly when the verdict detects a difference.
+    (It is not a simultaneous interval for the family; the unadjusted 95 % interval is
+    kept as ``ci_low_raw``, ``ci_high_raw``.) ``mde``, the smallest difference the design
+    detects with 80 % power, is computed at the same level.
+
+    **Equivalence.** With a ``margin`` ``m`` (in the metric's units, e.g. 0.01 for one
+    point of accuracy), each comparison also gets two one-sided tests (TOST: is the mean
+    difference above ``−m``? below ``+m``?), ``p_equiv`` the larger of the two, Holm-
+    adjusted over the family as ``p_equiv_holm``; ``equiv_low``/``equiv_high`` is the
+    matching ``1 − 2γ`` interval, inside ``±m`` exactly when equivalence is shown. A
+    comparison with no detected difference is then ``"equivalent"`` (within ``±m``) or
+    ``"inconclusive at this sample size"`` (neither shown), instead of "no detectable
+    difference". A detected difference keeps its verdict; ``equivalent`` says whether it
+    is also inside the margin.
+
     Raises:
-        ValueError: a method or baseline is missing (the available ones are listed).
+        ValueError: a method or baseline is missing (the available ones are listed), or
+            the margin is not positive.
+
+    Examples::
+
+        >>> runs = {"kd": {0: .950, 1: .952, 2: .951, 3: .953},
+        ...         "fma+kd": {0: .951, 1: .951, 2: .952, 3: .952}}
+        >>> row = compare_pairs(runs, [("fma+kd", "kd")], margin=0.01)[0]
+        >>> row["verdict"], round(100 * row["equiv_high"], 2) < 1
+        ('equivalent', True)
     """
+    from scipy import stats
+
     values = results if isinstance(results, Mapping) else paired_values(results, metric)
     missing = sorted({m for pair in pairs for m in pair if m not in values})
     if missing:
         raise ValueError(f"the results hold no runs of {missing}; they hold {list(values)}")
+    if margin is not None and not (math.isfinite(float(margin)) and margin > 0):
+        raise ValueError(f"an equivalence margin must be a positive number, got {margin!r}")
     rows = [{"method": m, "baseline": b, **paired_comparison(values[m], values[b])}
             for m, b in pairs]
+    family = len(rows)
     for row, p in zip(rows, holm([r["p"] for r in rows])):
-        row["p_holm"] = p
+        row.update(p_holm=p, alpha=alpha, family=family, margin=margin,
+                   ci_low_raw=row["ci_low"], ci_high_raw=row["ci_high"])
         row["verdict"] = (NO_DIFFERENCE if p >= alpha
                           else BETTER if row["diff"] > 0 else WORSE)
+        level = _step_level(row["p"], p, alpha, family)
+        se = row["sd"] / math.sqrt(row["n"])
+        t_crit = float(stats.t.ppf(1 - level / 2, row["n"] - 1))
+        row.update(level=1 - level, ci_low=row["diff"] - t_crit * se,
+                   ci_high=row["diff"] + t_crit * se,
+                   mde=(t_crit + float(stats.t.ppf(0.8, row["n"] - 1))) * se)
+    if margin is not None:
+        _equivalence(rows, float(margin), alpha)
     return rows
+
+
+def _step_level(p: float, p_holm: float, alpha: float, family: int) -> float:
+    """The per-comparison level Holm's step used: ``α·p/p_Holm`` (so that ``p`` is below
+    it exactly when ``p_Holm`` is below ``α``); ``α/family`` when ``p`` is 0."""
+    return alpha / family if p <= 0 or p_holm <= 0 else alpha * p / p_holm
+
+
+def _equivalence(rows: list[dict], margin: float, alpha: float) -> None:
+    """Two one-sided tests per row at ``±margin``, Holm over the rows (see
+    :func:`compare_pairs`)."""
+    from scipy import stats
+
+    for row in rows:
+        n, se = row["n"], row["sd"] / math.sqrt(row["n"])
+        if se > 0:
+            p_low = float(stats.t.sf((row["diff"] + margin) / se, n - 1))  # H0: δ ≤ −m
+            p_high = float(stats.t.cdf((row["diff"] - margin) / se, n - 1))  # H0: δ ≥ m
+            row["p_equiv"] = max(p_low, p_high)
+        else:
+            row["p_equiv"] = 0.0 if abs(row["diff"]) < margin else 1.0
+    for row, p in zip(rows, holm([r["p_equiv"] for r in rows])):
+        level = _step_level(row["p_equiv"], p, alpha, len(rows))
+        se = row["sd"] / math.sqrt(row["n"])
+        t_crit = float(stats.t.ppf(1 - level, row["n"] - 1))
+        row.update(p_equiv_holm=p, equivalent=p < alpha,
+                   equiv_low=row["diff"] - t_crit * se, equiv_high=row["diff"] + t_crit * se)
+        if row["verdict"] == NO_DIFFERENCE:
+            row["verdict"] = EQUIVALENT if p < alpha else INCONCLUSIVE
+
+
+def ci_label(row: dict) -> str:
+    """``"95 % CI"``, or the level of a family-adjusted interval, e.g. ``"98.3 % CI"``
+    (:func:`compare_pairs`)."""
+    level = f"{100 * row.get('level', 0.95):.1f}".rstrip("0").rstrip(".")
+    return f"{level} % CI"
+
+
+def _margin_text(row: dict, scale: float, unit: str, digits: int) -> str:
+    return f"±{scale * row['margin']:.{digits}f}{f' {unit}' if unit else ''}"
 
 
 def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points",
@@ -241,18 +326,28 @@ def verdict_sentence(row: dict, scale: float = 100.0, unit: str = "points",
     student: +2.3 points (95 % CI +1.9 to +2.7; Holm-adjusted p = 0.001; 10 paired seeds)."
 
     ``pairs`` names the paired units (e.g. ``"paired images"`` when two maps of one model
-    are compared image by image); ``digits`` the decimals shown.
+    are compared image by image); ``digits`` the decimals shown. The interval is the
+    row's own (family-adjusted, at the level it names).
     """
     f = f"{{:+.{digits}f}}"
     u = f" {unit}" if unit else ""
     d = scale * row["diff"]
-    ci = (f"95 % CI {f.format(scale * row['ci_low'])} to "
+    ci = (f"{ci_label(row)} {f.format(scale * row['ci_low'])} to "
           f"{f.format(scale * row['ci_high'])}")
     stats = f"Holm-adjusted p {format_p(row['p_holm'])}; {row['n']} {pairs}"
+    name = f"{row['method']} vs {row['baseline']}"
+    if row["verdict"] == EQUIVALENT:
+        return (f"{name}: equivalent within {_margin_text(row, scale, unit, digits)} "
+                f"({f.format(d)}{u}, {ci}; equivalence shown by two one-sided tests, "
+                f"Holm-adjusted p {format_p(row['p_equiv_holm'])}; {row['n']} {pairs}).")
+    if row["verdict"] == INCONCLUSIVE:
+        return (f"{name}: inconclusive at this sample size: neither a difference nor "
+                f"equivalence within {_margin_text(row, scale, unit, digits)} is shown "
+                f"({f.format(d)}{u}, {ci}; {stats}).")
     if row["verdict"] == NO_DIFFERENCE:
-        return (f"{row['method']} vs {row['baseline']}: no detectable difference at this "
-                f"sample size ({f.format(d)}{u}, {ci}; {stats}; the design detects "
-                f"differences of about {scale * row['mde']:.{digits}f}{u} or more).")
+        return (f"{name}: no detectable difference at this sample size ({f.format(d)}{u}, "
+                f"{ci}; {stats}; the design detects differences of about "
+                f"{scale * row['mde']:.{digits}f}{u} or more).")
     return (f"{row['method']} is {row['verdict']} than {row['baseline']}: {f.format(d)}"
             f"{u} ({ci}; {stats}).")
 
@@ -271,9 +366,12 @@ def short_verdict(row: dict, scale: float = 100.0, unit: str = "points",
     """
     f = f"{{:+.{digits}f}}"
     u = f" {unit}" if unit else ""
-    word = "no detectable difference" if row["verdict"] == NO_DIFFERENCE else row["verdict"]
+    word = {NO_DIFFERENCE: "no detectable difference",
+            INCONCLUSIVE: "inconclusive"}.get(row["verdict"], row["verdict"])
+    if row["verdict"] == EQUIVALENT:
+        word = f"equivalent within {_margin_text(row, scale, unit, digits)}"
     return (f"{row['method']} vs {row['baseline']}: {word}, {f.format(scale * row['diff'])}"
-            f"{u} (95 % CI {f.format(scale * row['ci_low'])} to "
+            f"{u} ({ci_label(row)} {f.format(scale * row['ci_low'])} to "
             f"{f.format(scale * row['ci_high'])})")
 
 
@@ -284,11 +382,12 @@ def format_p(p: float) -> str:
 
 def comparison_markdown(rows: Sequence[dict], scale: float = 100.0, unit: str = "pp") -> str:
     """A Markdown table of :func:`compare_methods` rows."""
-    lines = [f"| method | vs | mean | Δ ({unit}) | 95 % CI | p (Holm) | d_z | verdict |",
+    lines = [f"| method | vs | mean | Δ ({unit}) | CI (level) | p (Holm) | d_z | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['baseline']} | {scale * r['mean_a']:.2f} | "
             f"{scale * r['diff']:+.2f} | [{scale * r['ci_low']:+.2f}, {scale * r['ci_high']:+.2f}] "
+            f"({ci_label(r).removesuffix(' CI')}) "
             f"| {format_p(r['p_holm']).lstrip('= ')} | {r['d_z']:+.2f} | {r['verdict']} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,303 @@
+"""The book's research questions, declared once: each with its family of comparisons, its
+test, its decision rule and, where the answer may be "it adds nothing", an equivalence
+margin with its reason.
+
+A chapter never chooses a family, a threshold or a verdict rule: it asks a
+:class:`Question` for its rows (:meth:`Question.rows`), which are adjusted over the
+question's whole family, so one comparison has one adjusted p-value and one interval
+wherever it is printed (``tests/test_questions.py`` checks that no comparison of one
+committed experiment belongs to two questions). A question's claims are read by their
+declared rule (:meth:`Question.answers`), and :func:`summary` says a family in one
+sentence.
+
+The protocol is :func:`atkd_lite.experiments.stats.compare_pairs`: paired seeds, Holm
+over the family, intervals at the level of Holm's step (so an interval excludes zero
+exactly when a difference is detected) and, with a margin, two one-sided tests for
+equivalence.
+
+Examples::
+
+    >>> from atkd_lite.experiments.questions import question
+    >>> q = question("maps")
+    >>> q.results, len(q.comparisons), [c.name for c in q.claims]
+    ('mnist5k-lowdata', 5, ['Claim 1', 'Claim 2'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from atkd_lite.experiments.results import load_results
+from atkd_lite.experiments.stats import (
+    BETTER,
+    EQUIVALENT,
+    WORSE,
+    compare_pairs,
+    ci_label,
+)
+
+__all__ = [
+    "ALL_BETTER",
+    "ALL_EQUIVALENT",
+    "Claim",
+    "ONE_POINT",
+    "QUESTIONS",
+    "Question",
+    "answers_markdown",
+    "family_rows",
+    "question",
+    "questions_for",
+    "summary",
+]
+
+#: decision rules of a :class:`Claim`
+ALL_BETTER, ALL_EQUIVALENT = "every comparison better", "every comparison equivalent"
+
+#: the equivalence margin of the book's "adds nothing" questions: one point of accuracy
+ONE_POINT = 0.01
+
+ONE_POINT_REASON = (
+    "one point of test accuracy: about a third of KD's gain over the student alone on "
+    "these digits, the smallest gain for which the book would add a loss term to a "
+    "recipe, and about the spread between independently trained teachers (three runs of "
+    "fma+kd against kd gave −0.4, −0.1 and +0.4 points). Declared after the one-teacher "
+    "grids were seen and before any grid with several teachers was run")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement a question tests, with its decision rule.
+
+    Attributes:
+        name: a short label ("Claim 1").
+        text: what is claimed ("every attention map helps the student").
+        comparisons: the ``(method, baseline)`` pairs the rule reads (of the question's
+            family).
+        rule: :data:`ALL_BETTER` (supported when every comparison is "better") or
+            :data:`ALL_EQUIVALENT` (supported when every comparison is equivalent within
+            the question's margin; "not supported" when one differs; "inconclusive"
+            otherwise).
+    """
+
+    name: str
+    text: str
+    comparisons: tuple[tuple[str, str], ...]
+    rule: str = ALL_BETTER
+
+    def verdict(self, rows: Sequence[dict]) -> str:
+        """``"supported"``, ``"not supported (…)"`` or ``"inconclusive (…)"`` by the
+        rule, from the question's rows."""
+        by = {(r["method"], r["baseline"]): r for r in rows}
+        missing = [c for c in self.comparisons if c not in by]
+        if missing:
+            raise ValueError(f"{self.name} reads {missing}, which the rows do not hold; "
+                             "give the rows of its question (Question.rows)")
+        picked = [by[c] for c in self.comparisons]
+        n = len(picked)
+        if self.rule == ALL_BETTER:
+            k = sum(r["verdict"] == BETTER for r in picked)
+            return "supported" if k == n else f"not supported ({k} of {n} better)"
+        if self.rule == ALL_EQUIVALENT:
+            differ = [f"{r['method']} vs {r['baseline']}" for r in picked
+                      if r["verdict"] in (BETTER, WORSE)]
+            if differ:
+                return f"not supported ({', '.join(differ)} differ)"
+            k = sum(r["verdict"] == EQUIVALENT for r in picked)
+            return ("supported" if k == n else
+                    f"inconclusive ({k} of {n} shown equivalent)")
+        raise ValueError(f"unknown rule {self.rule!r}; use ALL_BETTER or ALL_EQUIVALENT")
+
+
+@dataclass(frozen=True)
+class Question:
+    """A research question: one committed experiment, one family of comparisons.
+
+    Attributes:
+        key: its name in :data:`QUESTIONS`.
+        text: the question in words.
+        results: the committed results it reads
+            (:func:`~atkd_lite.experiments.results.load_results`).
+        comparisons: the family, ``(method, baseline)`` pairs, adjusted together.
+        claims: the statements it tests, each with its rule.
+        margin: the equivalence margin (a fraction of accuracy), or ``None`` for a
+            question that asks only for differences.
+        margin_reason: why that margin.
+        chapter: where the book answers it.
+    """
+
+    key: str
+    text: str
+    results: str
+    comparisons: tuple[tuple[str, str], ...]
+    claims: tuple[Claim, ...] = ()
+    margin: float | None = None
+    margin_reason: str = ""
+    chapter: str = ""
+    metric: str = field(default="test_acc")
+
+    def rows(self, results=None) -> list[dict]:
+        """The family's rows (:func:`~atkd_lite.experiments.stats.compare_pairs`), each
+        with ``question`` set; ``results`` defaults to the committed ones."""
+        res = load_results(self.results) if results is None else results
+        rows = compare_pairs(res, self.comparisons, metric=self.metric,
+                             margin=self.margin)
+        for r in rows:
+            r["question"] = self.key
+        return rows
+
+    def answers(self, rows: Sequence[dict] | None = None) -> dict[str, str]:
+        """``{claim name: verdict}`` by each claim's declared rule."""
+        rows = self.rows() if rows is None else rows
+        return {c.name: c.verdict(rows) for c in self.claims}
+
+
+def _pairs(*pairs: str) -> tuple[tuple[str, str], ...]:
+    """``"fma vs student"`` → ``("fma", "student")``."""
+    return tuple(tuple(p.split(" vs ")) for p in pairs)  # type: ignore[misc]
+
+
+QUESTIONS: dict[str, Question] = {q.key: q for q in (
+    Question(
+        "baselines", "Do the published methods, Hinton's KD and Zagoruyko and "
+        "Komodakis' AT, help a student trained on 1,000 labelled digits?",
+        "mnist5k-lowdata", _pairs("kd vs student", "at vs student"),
+        claims=(Claim("KD helps", "knowledge distillation helps the student",
+                      _pairs("kd vs student")),),
+        chapter="03_knowledge_distillation"),
+    Question(
+        "kd-controls", "What is KD's gain made of: dark knowledge, label smoothing, the "
+        "teacher's extra labels, or more images?",
+        "mnist5k-lowdata", _pairs("ls vs kd", "ls-matched vs kd", "kd-small-teacher vs kd",
+                                  "kd-transfer vs kd"),
+        margin=ONE_POINT, margin_reason=ONE_POINT_REASON,
+        chapter="03_knowledge_distillation"),
+    Question(
+        "maps", "Does every attention map help the student, and does SALS help most?",
+        "mnist5k-lowdata", _pairs("fma vs student", "mip vs student", "sals vs student",
+                                  "sals vs fma", "sals vs mip"),
+        claims=(Claim("Claim 1", "every attention map (FMA, MIP, SALS) helps the student",
+                      _pairs("fma vs student", "mip vs student", "sals vs student")),
+                Claim("Claim 2", "SALS helps most: it beats the student and both other "
+                      "maps", _pairs("sals vs student", "sals vs fma", "sals vs mip"))),
+        chapter="05_attention_distillation"),
+    Question(
+        "maps-vs-baselines", "Does a map alone beat the published methods?",
+        "mnist5k-lowdata", _pairs("fma vs at", "mip vs at", "sals vs at", "fma vs kd",
+                                  "mip vs kd", "sals vs kd"),
+        chapter="05_attention_distillation"),
+    Question(
+        "on-kd", "Does the attention term add anything on top of KD?",
+        "mnist5k-lowdata", _pairs("at+kd vs kd", "fma+kd vs kd", "mip+kd vs kd",
+                                  "sals+kd vs kd"),
+        claims=(Claim("Adds nothing", "each attention term added to KD is equivalent to "
+                      "KD alone", _pairs("at+kd vs kd", "fma+kd vs kd", "mip+kd vs kd",
+                                         "sals+kd vs kd"), ALL_EQUIVALENT),),
+        margin=ONE_POINT, margin_reason=ONE_POINT_REASON,
+        chapter="05_attention_distillation"),
+    Question(
+        "wrong-maps", "Does the student need the teacher's own maps, or does any map do "
+        "as well?",
+        "mnist5k-lowdata", _pairs("fma-shuffled vs fma", "fma-untrained vs fma",
+                                  "sals-shuffled vs sals"),
+        claims=(Claim("Any map", "other images' maps and an untrained network's maps do "
+                      "as well as the teacher's", _pairs("fma-shuffled vs fma",
+                                                         "fma-untrained vs fma",
+                                                         "sals-shuffled vs sals"),
+                      ALL_EQUIVALENT),),
+        margin=ONE_POINT, margin_reason=ONE_POINT_REASON,
+        chapter="05_attention_distillation"),
+    Question(
+        "sizes", "Can one teacher's cached maps train students of several sizes?",
+        "mnist5k-sizes", _pairs("tiny/fma vs tiny/student", "small/fma vs small/student",
+                                "medium/fma vs medium/student"),
+        claims=(Claim("Claim 4", "the teacher's maps, computed once, help students of "
+                      "every size", _pairs("tiny/fma vs tiny/student",
+                                           "small/fma vs small/student",
+                                           "medium/fma vs medium/student")),),
+        chapter="07_efficiency"),
+    Question(
+        "clutter", "On digits hidden in clutter, does any method help the student?",
+        "cluttered-faithfulness", _pairs("kd vs student", "fma vs student",
+                                         "mip vs student", "sals vs student"),
+        chapter="06_faithfulness"),
+)}
+
+
+def question(key: str) -> Question:
+    """The declared question ``key``.
+
+    Raises:
+        ValueError: no such question (the declared ones are listed).
+    """
+    if key not in QUESTIONS:
+        raise ValueError(f"no question {key!r}; the declared ones are {list(QUESTIONS)}")
+    return QUESTIONS[key]
+
+
+def questions_for(results: str) -> list[Question]:
+    """Every question that reads the committed results ``results``, in declared order."""
+    return [q for q in QUESTIONS.values() if q.results == results]
+
+
+def summary(rows: Sequence[dict], scale: float = 100.0, unit: str = "points",
+            digits: int = 1) -> str:
+    """A family of comparisons in one sentence: each detected difference with its
+    interval, then the others by verdict, e.g. "better: kd vs student, +2.7 points (95 %
+    CI +2.1 to +3.3); no detectable difference: at vs student."
+
+    Examples::
+
+        >>> rows = [{"method": "kd", "baseline": "student", "diff": 0.027, "ci_low": 0.021,
+        ...          "ci_high": 0.033, "verdict": "better", "level": 0.975},
+        ...         {"method": "at", "baseline": "student", "diff": -0.003,
+        ...          "ci_low": -0.009, "ci_high": 0.003, "verdict": "no detectable "
+        ...          "difference at this sample size", "level": 0.95}]
+        >>> summary(rows)
+        'better: kd vs student, +2.7 points (97.5 % CI +2.1 to +3.3); no detectable difference: at vs student.'
+    """
+    if not rows:
+        raise ValueError("no comparisons to summarise; give the rows of a question")
+    f = f"{{:+.{digits}f}}"
+    u = f" {unit}" if unit else ""
+    parts = []
+    for word in (BETTER, WORSE):
+        hits = [r for r in rows if r["verdict"] == word]
+        if hits:
+            parts.append(f"{word}: " + ", ".join(
+                f"{r['method']} vs {r['baseline']}, {f.format(scale * r['diff'])}{u} "
+                f"({ci_label(r)} {f.format(scale * r['ci_low'])} to "
+                f"{f.format(scale * r['ci_high'])})" for r in hits))
+    rest: dict[str, list[str]] = {}
+    for r in rows:
+        if r["verdict"] not in (BETTER, WORSE):
+            word = r["verdict"].removesuffix(" at this sample size")
+            if r["verdict"] == EQUIVALENT:
+                word = f"equivalent within ±{scale * r['margin']:.{digits}f}{u}"
+            rest.setdefault(word, []).append(f"{r['method']} vs {r['baseline']}")
+    parts += [f"{word}: {', '.join(names)}" for word, names in rest.items()]
+    return "; ".join(parts) + "."
+
+
+def answers_markdown(q: Question, rows: Sequence[dict] | None = None) -> str:
+    """The question, each claim's verdict by its rule, and the family in one sentence
+    (:func:`summary`), as Markdown."""
+    rows = q.rows() if rows is None else rows
+    lines = [f"**{q.text}** {summary(rows)}"]
+    for c in q.claims:
+        lines.append(f"{c.name} ({c.text}): **{c.verdict(rows)}**.")
+    if q.margin is not None:
+        lines.append(f"(Equivalence margin ±{100 * q.margin:g} points: {q.margin_reason}.)")
+    return " ".join(lines)
+
+
+def family_rows(keys: Sequence[str], results: Mapping | None = None) -> dict[str, list[dict]]:
+    """``{question text: rows}`` for the questions ``keys``, ready for
+    :func:`~atkd_lite.book.viz.difference_plot`; ``results`` maps a results name to
+    results already loaded (the rest are loaded)."""
+    results = dict(results or {})
+    out = {}
+    for k in keys:
+        q = question(k)
+        out[q.text] = q.rows(results.get(q.results))
+    return out

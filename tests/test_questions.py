@@ -1,0 +1,85 @@
+"""The declared research questions: one family per comparison, claims read by their
+rules, equivalence only with a stated margin, every question answerable from the
+committed results."""
+
+import pytest
+
+from atkd_lite.experiments import questions as qs
+from atkd_lite.experiments.results import load_results
+from atkd_lite.experiments.stats import compare_pairs
+
+
+def test_no_comparison_of_one_experiment_belongs_to_two_questions():
+    seen = {}
+    for q in qs.QUESTIONS.values():
+        for m, b in q.comparisons:
+            key = (q.results, frozenset((m, b)))
+            assert key not in seen, (f"{m} vs {b} on {q.results} is in both {seen[key]!r} "
+                                     f"and {q.key!r}: it would print two adjusted p-values")
+            seen[key] = q.key
+
+
+def test_claims_read_only_their_own_family_and_equivalence_needs_a_margin():
+    for q in qs.QUESTIONS.values():
+        for c in q.claims:
+            assert set(c.comparisons) <= set(q.comparisons), (q.key, c.name)
+            if c.rule == qs.ALL_EQUIVALENT:
+                assert q.margin is not None, f"{q.key}: 'adds nothing' needs a margin"
+        if q.margin is not None:
+            assert q.margin > 0 and len(q.margin_reason) > 40, q.key
+
+
+@pytest.mark.parametrize("key", list(qs.QUESTIONS))
+def test_every_question_is_answered_from_the_committed_results(key):
+    q = qs.question(key)
+    rows = q.rows()
+    assert [(r["method"], r["baseline"]) for r in rows] == list(q.comparisons)
+    assert {r["question"] for r in rows} == {key}
+    # adjusted over the question's whole family, not over any part of it
+    alone = compare_pairs(load_results(q.results), q.comparisons[:1], margin=q.margin)[0]
+    if len(q.comparisons) > 1:
+        assert rows[0]["p_holm"] >= alone["p_holm"]
+        assert rows[0]["ci_high"] - rows[0]["ci_low"] >= alone["ci_high"] - alone["ci_low"]
+    text = qs.answers_markdown(q, rows)
+    assert q.text in text and all(c.name in text for c in q.claims)
+
+
+def _row(m, verdict):
+    return {"method": m, "baseline": "b", "verdict": verdict}
+
+
+def test_claim_rules_by_hand():
+    better = qs.Claim("c", "helps", (("x", "b"), ("y", "b")))
+    assert better.verdict([_row("x", "better"), _row("y", "better")]) == "supported"
+    assert better.verdict([_row("x", "better"), _row("y", "equivalent")]) == \
+        "not supported (1 of 2 better)"
+    same = qs.Claim("c", "adds nothing", (("x", "b"), ("y", "b")), qs.ALL_EQUIVALENT)
+    assert same.verdict([_row("x", "equivalent"), _row("y", "equivalent")]) == "supported"
+    assert same.verdict([_row("x", "equivalent"),
+                         _row("y", "inconclusive at this sample size")]) == \
+        "inconclusive (1 of 2 shown equivalent)"
+    assert same.verdict([_row("x", "worse"), _row("y", "equivalent")]) == \
+        "not supported (x vs b differ)"
+    with pytest.raises(ValueError, match="do not hold"):
+        better.verdict([_row("x", "better")])
+    with pytest.raises(ValueError, match="declared ones"):
+        qs.question("claim-9")
+
+
+def test_claim_2_needs_sals_to_beat_the_student_too():
+    """The audit's case: SALS 'better' than FMA and MIP while not beating the student
+    alone is not 'SALS helps most'."""
+    claim = qs.question("maps").claims[1]
+    rows = [_row(m, v) for m, v in (("sals", "no detectable difference at this sample "
+                                             "size"),)]
+    rows[0]["baseline"] = "student"
+    rows += [{"method": "sals", "baseline": "fma", "verdict": "better"},
+             {"method": "sals", "baseline": "mip", "verdict": "better"}]
+    assert claim.verdict(rows) == "not supported (2 of 3 better)"
+
+
+def test_summary_names_every_comparison_once():
+    rows = qs.question("maps-vs-baselines").rows()
+    text = qs.summary(rows)
+    for r in rows:
+        assert text.count(f"{r['method']} vs {r['baseline']}") == 1
