@@ -917,3 +917,31 @@ def test_drive_cache_outside_colab_says_what_to_do(tmp_path, monkeypatch):
         config.drive_cache(mount_point=tmp_path / "nodrive")
     with pytest.raises(RuntimeError, match="mount it by hand"):
         config.drive_cache(mount_point=tmp_path / "nodrive", mount=lambda point: None)
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          check=False)
+
+
+def test_the_release_the_chapters_install_exists_in_the_repository():
+    """The install cell names ``v<version>``: that tag must exist in the repository and
+    hold this version (RELEASING.md, step 4), or Colab's pip finds nothing to install.
+
+    A clone that carries no tags at all (``git clone --no-tags``, some CI checkouts)
+    cannot tell, and says so; a clone with tags but not this one fails.
+    """
+    if shutil.which("git") is None or _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout: no tags to check")
+    tags = _git("tag", "--list").stdout.split()
+    if not tags:
+        pytest.skip("this clone carries no tags (cloned without them); the release tag "
+                    "cannot be checked here")
+    assert RELEASE_REF in tags, (f"the chapters install {RELEASE_REF}, which is not a tag "
+                                 f"of this repository (tags: {tags}); tag the release "
+                                 "commit as RELEASING.md says")
+    at_tag = _git("show", f"{RELEASE_REF}:pyproject.toml")
+    assert at_tag.returncode == 0, at_tag.stderr
+    assert tomllib.loads(at_tag.stdout)["project"]["version"] == VERSION
+    for nb in BOOK_NOTEBOOKS:
+        assert INSTALL_URL in nb.read_text(), f"{nb.name} installs another reference"

@@ -31,6 +31,11 @@ def test_run_experiment_writes_results(teacher, tmp_path):
     for key in ("git", "device", "versions", "date", "wall_time_s"):
         assert key in blob["provenance"]
     assert blob["settings"]["train_size"] == 20 and blob["settings"]["test_size"] == 1000
+    # the teacher's weights are named exactly: the digest a checkpoint of them records
+    ckpt = ak.save_checkpoint(tmp_path / "teacher.pt", teacher)
+    stored = torch.load(ckpt, weights_only=False)["meta"]["sha256"]
+    assert blob["teacher"]["weights_sha256"] == stored
+    assert blob["teacher"]["source"] == "given"
     assert len(blob["runs"]) == 4
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["method"], r["seed"]) for r in rows] == [

@@ -173,6 +173,12 @@ def test_equivalence_is_two_one_sided_tests_as_scipy_computes_them(margin):
     for r in rows:
         inside = -margin < r["equiv_low"] and r["equiv_high"] < margin
         assert inside == r["equivalent"] == (r["p_equiv_holm"] < 0.05)
+        if r["verdict"] == "equivalent":  # the interval shown is the one it rests on
+            assert (r["ci_low"], r["ci_high"]) == (r["equiv_low"], r["equiv_high"])
+            gamma = 0.05 * r["p_equiv"] / r["p_equiv_holm"]
+            assert r["level"] == pytest.approx(1 - 2 * gamma)
+            assert -margin < r["ci_low"] and r["ci_high"] < margin
+            assert r["diff_ci_low"] < r["diff"] < r["diff_ci_high"]
         if r["p_holm"] < 0.05:
             assert r["verdict"] in ("better", "worse")
         else:

@@ -26,12 +26,26 @@ def test_difference_plot_draws_each_interval_and_the_margin():
     segs = [c.lines[2][0].get_segments()[0] for c in bars]
     assert [(s[0][0], s[1][0]) for s in segs] == [pytest.approx((1.0, 3.0)),
                                                   pytest.approx((-0.6, 0.3))]
-    band = [p for p in ax.patches if p.get_label().startswith("equivalence margin")]
-    assert len(band) == 1
-    x0 = band[0].get_x()
-    assert (x0, x0 + band[0].get_width()) == pytest.approx((-0.5, 0.5))
+    [band] = ax.patches
+    x0 = band.get_x()
+    assert (x0, x0 + band.get_width()) == pytest.approx((-0.5, 0.5))
+    assert "equivalence margin ±0.5 points" in ax.get_xlabel()
     with pytest.raises(ValueError, match="lacks"):
         viz.difference_plot([{"method": "kd"}])
+
+
+def test_a_margin_declared_by_the_rows_is_shaded_behind_its_family_only():
+    plain = [_row("kd", 0.02, 0.01, 0.03)]
+    declared = [dict(_row("fma+kd", -0.001, -0.004, 0.002, "equivalent"), margin=0.01),
+                dict(_row("sals+kd", 0.001, -0.003, 0.004, "equivalent"), margin=0.01)]
+    ax = viz.difference_plot({"first": plain, "second": declared}).axes[0]
+    [band] = ax.collections[-1:]  # fill_betweenx: the one band, after the error bars
+    xs, ys = band.get_paths()[0].vertices.T
+    assert (xs.min(), xs.max()) == pytest.approx((-1.0, 1.0))
+    # lines from the top: heading, kd, heading, fma+kd (y = 1), sals+kd (y = 0)
+    assert (ys.min(), ys.max()) == pytest.approx((-0.4, 1.4))
+    assert "±1 points" in ax.get_xlabel()
+    assert viz.VERDICT_COLOURS["equivalent"] != viz.VERDICT_COLOURS["better"]
 
 
 def test_paired_plot_shows_the_t_interval_of_the_differences():

@@ -1353,8 +1353,9 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
         width: figure width in inches (the height grows with the number of rows).
         xlabel: axis label (default: the difference and its interval, in ``unit``).
         margin: an equivalence margin ``m`` (unscaled, like the rows' differences):
-            the band ``−m … +m`` is shaded and named in a legend.
-        margin_label: the band's name in the legend.
+            the band ``−m … +m`` is shaded and named under the axis (rows that carry a
+            ``margin`` get theirs shaded behind their family without it).
+        margin_label: the band's name under the axis.
 
     Returns:
         Figure: one axis; rows from top to bottom in the given order.
@@ -1410,19 +1411,22 @@ def difference_plot(rows, scale: float = 100.0, unit: str = "points",
     ax.set_yticks(ticks, labels, fontsize=8)
     ax.set_ylim(-0.7, len(lines) - 0.3)
     ax.axvline(0, color="black", linewidth=0.8)
+    shaded = set()
     if margin is not None:
-        ax.axvspan(-scale * margin, scale * margin, color="C0", alpha=0.12, zorder=0,
-                   label=f"{margin_label} ±{scale * margin:g} {unit}")
-    for k, (m, first, last) in enumerate(bands):  # the margins the rows declare
+        ax.axvspan(-scale * margin, scale * margin, color="C0", alpha=0.12, zorder=0)
+        shaded.add(margin)
+    for m, first, last in bands:  # the margins the rows declare, behind their family
         top, bottom = len(lines) - 1 - first + 0.4, len(lines) - 1 - last - 0.4
         ax.fill_betweenx([bottom, top], -scale * m, scale * m, color="C0", alpha=0.12,
-                         zorder=0, linewidth=0,
-                         label=f"{margin_label} ±{scale * m:g} {unit}" if k == 0 else None)
-    if margin is not None or bands:
-        ax.legend(fontsize=7, loc="lower right")
+                         zorder=0, linewidth=0)
+        shaded.add(m)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_xlabel(xlabel or f"difference ({unit}): mean over pairs, bar = confidence "
-                  "interval adjusted over its family")
+    label = xlabel or (f"difference ({unit}): mean over pairs, bar = confidence interval "
+                       "adjusted over its family")
+    if shaded and xlabel is None:  # named under the axis, where it hides no row
+        label += "\nshaded: " + ", ".join(f"{margin_label} ±{scale * m:g} {unit}"
+                                          for m in sorted(shaded))
+    ax.set_xlabel(label)
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.86, 1))  # the verdicts stand right of the axis

@@ -33,8 +33,8 @@ from atkd_lite.experiments.stats import (
     BETTER,
     EQUIVALENT,
     WORSE,
-    compare_pairs,
     ci_label,
+    compare_pairs,
 )
 
 __all__ = [
@@ -124,6 +124,7 @@ class Question:
             question that asks only for differences.
         margin_reason: why that margin.
         chapter: where the book answers it.
+        title: a short heading for a figure (:func:`family_rows`).
     """
 
     key: str
@@ -135,6 +136,7 @@ class Question:
     margin_reason: str = ""
     chapter: str = ""
     metric: str = field(default="test_acc")
+    title: str = ""
 
     def rows(self, results=None) -> list[dict]:
         """The family's rows (:func:`~atkd_lite.experiments.stats.compare_pairs`), each
@@ -164,14 +166,16 @@ QUESTIONS: dict[str, Question] = {q.key: q for q in (
         "mnist5k-lowdata", _pairs("kd vs student", "at vs student"),
         claims=(Claim("KD helps", "knowledge distillation helps the student",
                       _pairs("kd vs student")),),
-        chapter="03_knowledge_distillation"),
+        chapter="03_knowledge_distillation",
+        title="1,000 digits: the published methods against the student"),
     Question(
         "kd-controls", "What is KD's gain made of: dark knowledge, label smoothing, the "
         "teacher's extra labels, or more images?",
         "mnist5k-lowdata", _pairs("ls vs kd", "ls-matched vs kd", "kd-small-teacher vs kd",
                                   "kd-transfer vs kd"),
         margin=ONE_POINT, margin_reason=ONE_POINT_REASON,
-        chapter="03_knowledge_distillation"),
+        chapter="03_knowledge_distillation",
+        title="1,000 digits: KD's controls against KD"),
     Question(
         "maps", "Does every attention map help the student, and does SALS help most?",
         "mnist5k-lowdata", _pairs("fma vs student", "mip vs student", "sals vs student",
@@ -180,12 +184,14 @@ QUESTIONS: dict[str, Question] = {q.key: q for q in (
                       _pairs("fma vs student", "mip vs student", "sals vs student")),
                 Claim("Claim 2", "SALS helps most: it beats the student and both other "
                       "maps", _pairs("sals vs student", "sals vs fma", "sals vs mip"))),
-        chapter="05_attention_distillation"),
+        chapter="05_attention_distillation",
+        title="1,000 digits, claims 1 and 2: the three maps"),
     Question(
         "maps-vs-baselines", "Does a map alone beat the published methods?",
         "mnist5k-lowdata", _pairs("fma vs at", "mip vs at", "sals vs at", "fma vs kd",
                                   "mip vs kd", "sals vs kd"),
-        chapter="05_attention_distillation"),
+        chapter="05_attention_distillation",
+        title="1,000 digits: each map against AT and KD"),
     Question(
         "on-kd", "Does the attention term add anything on top of KD?",
         "mnist5k-lowdata", _pairs("at+kd vs kd", "fma+kd vs kd", "mip+kd vs kd",
@@ -194,7 +200,8 @@ QUESTIONS: dict[str, Question] = {q.key: q for q in (
                       "KD alone", _pairs("at+kd vs kd", "fma+kd vs kd", "mip+kd vs kd",
                                          "sals+kd vs kd"), ALL_EQUIVALENT),),
         margin=ONE_POINT, margin_reason=ONE_POINT_REASON,
-        chapter="05_attention_distillation"),
+        chapter="05_attention_distillation",
+        title="1,000 digits: the attention term added to KD"),
     Question(
         "wrong-maps", "Does the student need the teacher's own maps, or does any map do "
         "as well?",
@@ -206,7 +213,8 @@ QUESTIONS: dict[str, Question] = {q.key: q for q in (
                                                          "sals-shuffled vs sals"),
                       ALL_EQUIVALENT),),
         margin=ONE_POINT, margin_reason=ONE_POINT_REASON,
-        chapter="05_attention_distillation"),
+        chapter="05_attention_distillation",
+        title="1,000 digits: the wrong maps against the teacher's"),
     Question(
         "sizes", "Can one teacher's cached maps train students of several sizes?",
         "mnist5k-sizes", _pairs("tiny/fma vs tiny/student", "small/fma vs small/student",
@@ -215,12 +223,14 @@ QUESTIONS: dict[str, Question] = {q.key: q for q in (
                       "every size", _pairs("tiny/fma vs tiny/student",
                                            "small/fma vs small/student",
                                            "medium/fma vs medium/student")),),
-        chapter="07_efficiency"),
+        chapter="07_efficiency",
+        title="Claim 4: FMA against the student, three student sizes"),
     Question(
         "clutter", "On digits hidden in clutter, does any method help the student?",
         "cluttered-faithfulness", _pairs("kd vs student", "fma vs student",
                                          "mip vs student", "sals vs student"),
-        chapter="06_faithfulness"),
+        chapter="06_faithfulness",
+        title="Digits in clutter: against the student alone"),
 )}
 
 
@@ -292,12 +302,12 @@ def answers_markdown(q: Question, rows: Sequence[dict] | None = None) -> str:
 
 
 def family_rows(keys: Sequence[str], results: Mapping | None = None) -> dict[str, list[dict]]:
-    """``{question text: rows}`` for the questions ``keys``, ready for
+    """``{question title: rows}`` for the questions ``keys``, ready for
     :func:`~atkd_lite.book.viz.difference_plot`; ``results`` maps a results name to
     results already loaded (the rest are loaded)."""
     results = dict(results or {})
     out = {}
     for k in keys:
         q = question(k)
-        out[q.text] = q.rows(results.get(q.results))
+        out[q.title or q.text] = q.rows(results.get(q.results))
     return out

@@ -31,6 +31,7 @@ from atkd_lite.data import load_dataset
 from atkd_lite.device import get_device, seed_everything
 from atkd_lite.engine import DistillConfig, distill, evaluate
 from atkd_lite.experiments.results import ExperimentResults, provenance
+from atkd_lite.files import tensor_digest
 from atkd_lite.methods import METHODS, signals_for
 from atkd_lite.models import build_student
 
@@ -120,9 +121,13 @@ def prepare_experiment(dataset: str, per_class: int | None, data_seed: int, teac
                                            progress=progress)
         teacher_meta = {"source": "pretrained_teacher", "epochs": teacher_epochs,
                         "recipe_key": meta.get("recipe_key")}
+    else:
+        teacher_meta = {"source": "given"}
     teacher.to(dev).eval()
     info = {"test_acc": evaluate(teacher, test, device=dev),
-            "parameters": count_parameters(teacher), **teacher_meta}
+            "parameters": count_parameters(teacher), **teacher_meta,
+            # which weights, exactly: the same digest a checkpoint of them carries
+            "weights_sha256": tensor_digest(teacher.state_dict())}
     return ExperimentSetup(dev, prov, train, test, teacher, info, t_start, dataset)
 
 

@@ -239,7 +239,10 @@ def compare_pairs(results, pairs, metric: str = "test_acc", alpha: float = 0.05,
     comparison with no detected difference is then ``"equivalent"`` (within ``±m``) or
     ``"inconclusive at this sample size"`` (neither shown), instead of "no detectable
     difference". A detected difference keeps its verdict; ``equivalent`` says whether it
-    is also inside the margin.
+    is also inside the margin. **The interval a row shows is the one its verdict rests
+    on**: for an "equivalent" row ``ci_low``/``ci_high``/``level`` are the equivalence
+    interval (inside ``±m``; the difference interval is kept as ``diff_ci_low``,
+    ``diff_ci_high``, ``diff_level``), for every other row the difference interval.
 
     Raises:
         ValueError: a method or baseline is missing (the available ones are listed), or
@@ -303,10 +306,14 @@ def _equivalence(rows: list[dict], margin: float, alpha: float) -> None:
         level = _step_level(row["p_equiv"], p, alpha, len(rows))
         se = row["sd"] / math.sqrt(row["n"])
         t_crit = float(stats.t.ppf(1 - level, row["n"] - 1))
-        row.update(p_equiv_holm=p, equivalent=p < alpha,
+        row.update(p_equiv_holm=p, equivalent=p < alpha, equiv_level=1 - 2 * level,
                    equiv_low=row["diff"] - t_crit * se, equiv_high=row["diff"] + t_crit * se)
         if row["verdict"] == NO_DIFFERENCE:
             row["verdict"] = EQUIVALENT if p < alpha else INCONCLUSIVE
+        if row["verdict"] == EQUIVALENT:  # show the interval the verdict rests on
+            row.update(diff_ci_low=row["ci_low"], diff_ci_high=row["ci_high"],
+                       diff_level=row["level"], ci_low=row["equiv_low"],
+                       ci_high=row["equiv_high"], level=row["equiv_level"])
 
 
 def ci_label(row: dict) -> str:
