@@ -83,3 +83,46 @@ def test_summary_names_every_comparison_once():
     text = qs.summary(rows)
     for r in rows:
         assert text.count(f"{r['method']} vs {r['baseline']}") == 1
+
+
+def _grid(teacher_shift, digest, seeds=range(6)):
+    """A fake grid of one teacher: student, kd and the +kd methods over a few seeds."""
+    from atkd_lite.experiments.results import ExperimentResults
+
+    base = {s: 0.93 + 0.002 * s for s in seeds}
+    gains = {"student": 0.0, "kd": 0.027, "at+kd": 0.027 + teacher_shift,
+             "fma+kd": 0.027 - teacher_shift, "mip+kd": 0.027, "sals+kd": 0.028}
+    runs = [{"method": m, "seed": s, "test_acc": base[s] + g + 0.001 * ((s * 7 + i) % 3)}
+            for i, (m, g) in enumerate(gains.items()) for s in seeds]
+    return ExperimentResults({"seeds": list(seeds)}, runs,
+                             {"weights_sha256": digest * 8})
+
+
+def test_across_teachers_pairs_the_teachers_own_means():
+    """The teacher as a random factor: each teacher's mean paired difference is one unit,
+    so the interval has teachers − 1 degrees of freedom (checked against SciPy)."""
+    import numpy as np
+    from scipy import stats
+
+    grids = [_grid(0.004, "a"), _grid(-0.002, "b"), _grid(0.001, "c")]
+    q = qs.question("on-kd")
+    rows = qs.across_teachers(q, grids)
+    vals = qs.teacher_values(grids)
+    assert list(vals["kd"]) == ["teacher 1 (aaaaaaaa)", "teacher 2 (bbbbbbbb)",
+                                "teacher 3 (cccccccc)"]
+    at = rows[0]
+    assert (at["method"], at["n"]) == ("at+kd", 3)
+    d = np.array([np.mean([r["test_acc"] for r in g.runs if r["method"] == "at+kd"]) -
+                  np.mean([r["test_acc"] for r in g.runs if r["method"] == "kd"])
+                  for g in grids])
+    assert at["diff"] == pytest.approx(d.mean())
+    assert at["p"] == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    # each teacher's own verdicts, on its own seeds
+    each = qs.per_teacher(q, grids)
+    assert len(each) == 3 and all(len(r) == 4 for r in each)
+    table = qs.teachers_markdown([q], grids)
+    assert table.count("\n") == 2 + 4 and "| on-kd | fma+kd vs kd |" in table
+    with pytest.raises(ValueError, match="at least 2"):
+        qs.teacher_values(grids[:1])
+    with pytest.raises(ValueError, match="same methods and seeds"):
+        qs.teacher_values([grids[0], _grid(0.0, "d", seeds=range(5))])

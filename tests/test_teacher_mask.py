@@ -199,14 +199,36 @@ def test_the_answer_follows_its_rules_and_quotes_the_rows(tmask, head):
     assert "does better than the same penalty on every pixel" in text and "+1.2 points" in text
     assert "acts as a prior" not in text  # no control said the map's content is generic
     same = {"method": "tmask", "baseline": "tmask-shuffled", "diff": -0.001,
-            "verdict": "no detectable difference at this sample size", "p_holm": 0.4}
+            "verdict": "equivalent", "margin": 0.01, "p_holm": 0.4}
     shuffled = _row("tmask-shuffled", 0.7, 0.6, 0.8, "better")
     text = sc.teacher_mask_answer([tmask, rrr, shuffled], [ctrl, same])
     assert "the teacher maps of other images, 70 %" in text or \
         "the teacher maps of other images won back 70 %" in text
+    assert "is equivalent, within ±1 point, to the teacher maps" in text
     assert text.endswith("not as knowledge of where it is in each image.")
+    # not shown equivalent (only not detectably different): the answer cannot tell
+    unsure = {**same, "verdict": "inconclusive at this sample size"}
+    text = sc.teacher_mask_answer([tmask, rrr, shuffled], [ctrl, unsure])
+    assert "acts as a prior" not in text and text.endswith("these runs cannot tell.")
     with pytest.raises(ValueError, match="rrr"):
         sc.teacher_mask_answer([tmask])
+
+
+@pytest.mark.parametrize("verdict, says", [
+    ("equivalent", "acted as a prior of where digits lie"),
+    ("better", "the map itself matters"),
+    ("inconclusive at this sample size", "The controls cannot say how"),
+    ("worse", "The controls cannot say how"),
+])
+def test_the_prior_clause_follows_the_equivalence_rule(verdict, says):
+    rows = [_row("rrr-all", 0.83, 0.81, 0.84, "better")]
+    ctrl = {"method": "tmask", "baseline": "tmask-shuffled", "diff": -0.001,
+            "verdict": verdict, "margin": 0.01}
+    text = sc.prior_clause(rows, [ctrl])
+    assert says in text
+    assert ("83 %" in text) == (verdict != "better")
+    with pytest.raises(ValueError, match="rrr-all"):
+        sc.prior_clause([], [ctrl])
 
 
 def test_chosen_weights_show_every_grid_and_the_edges():
@@ -238,3 +260,4 @@ def test_the_controls_are_one_family_wherever_they_are_shown():
            for a, b in sc.CONTROL_PAIRS]
     for r, p in zip(rows, holm(raw)):
         assert math.isclose(r["p_holm"], p, rel_tol=1e-6)
+        assert r["margin"] == 0.01  # "no better than its control" is an equivalence claim

@@ -35,20 +35,31 @@ from atkd_lite.experiments.stats import (
     WORSE,
     ci_label,
     compare_pairs,
+    paired_values,
 )
 
 __all__ = [
     "ALL_BETTER",
     "ALL_EQUIVALENT",
+    "CHEAP_OVERHEAD",
+    "SURVIVES_RANDOMISATION",
     "Claim",
     "ONE_POINT",
     "QUESTIONS",
     "Question",
+    "TEACHER_GRIDS",
+    "across_teachers",
     "answers_markdown",
+    "cheap_maps",
     "family_rows",
+    "per_teacher",
+    "teacher_values",
+    "teachers_markdown",
     "question",
     "questions_for",
     "summary",
+    "survive_randomisation",
+    "teacher_agreement",
 ]
 
 #: decision rules of a :class:`Claim`
@@ -311,3 +322,157 @@ def family_rows(keys: Sequence[str], results: Mapping | None = None) -> dict[str
         q = question(k)
         out[q.title or q.text] = q.rows(results.get(q.results))
     return out
+
+
+#: the low-data grid repeated with independently trained teachers (seeds 1, 2, 3), each
+#: the whole grid of ``mnist5k-lowdata`` on the same ten student seeds, at one commit
+TEACHER_GRIDS = ("mnist5k-lowdata-teacher1", "mnist5k-lowdata-teacher2",
+                 "mnist5k-lowdata-teacher3")
+
+
+def _teacher_label(res, i: int) -> str:
+    digest = res.teacher.get("weights_sha256")
+    return f"teacher {i + 1}" + (f" ({digest[:8]})" if digest else "")
+
+
+def teacher_values(grids: Sequence, metric: str = "test_acc") -> dict[str, dict[str, float]]:
+    """``{method: {teacher: mean over that teacher's seeds}}``: one value per teacher and
+    method, the unit of an analysis that treats the teacher as a random factor.
+
+    Raises:
+        ValueError: fewer than two grids, or grids that do not share their seeds.
+    """
+    if len(grids) < 2:
+        raise ValueError(f"the teacher as a random factor needs at least 2 teachers' grids, "
+                         f"got {len(grids)}")
+    out: dict[str, dict[str, float]] = {}
+    seeds = None
+    for i, res in enumerate(grids):
+        values = paired_values(res, metric)
+        these = {m: sorted(v) for m, v in values.items()}
+        if seeds is not None and these != seeds:
+            raise ValueError("the teachers' grids differ in their methods or seeds; run "
+                             "every teacher's grid with the same methods and seeds")
+        seeds = these
+        for m, v in values.items():
+            out.setdefault(m, {})[_teacher_label(res, i)] = sum(v.values()) / len(v)
+    return out
+
+
+def across_teachers(q: Question, grids: Sequence) -> list[dict]:
+    """The question answered with the teacher as a random factor: for each comparison the
+    teachers' mean paired differences (each over its own seeds) are the paired units,
+    so the interval, the test, Holm over the family and the equivalence test have
+    ``teachers − 1`` degrees of freedom (:func:`teacher_values`, then
+    :func:`~atkd_lite.experiments.stats.compare_pairs`)."""
+    rows = compare_pairs(teacher_values(grids, q.metric), q.comparisons, margin=q.margin)
+    for r in rows:
+        r["question"] = q.key
+    return rows
+
+
+def per_teacher(q: Question, grids: Sequence) -> list[list[dict]]:
+    """The question answered on each teacher's grid alone (its seeds paired): one list of
+    rows per teacher, in the order of ``grids``."""
+    return [q.rows(res) for res in grids]
+
+
+def teachers_markdown(questions: Sequence[Question], grids: Sequence) -> str:
+    """A table, one row per comparison: each teacher's verdict on its own seeds, and the
+    verdict across teachers (teacher as a random factor, with its interval)."""
+    labels = [_teacher_label(res, i) for i, res in enumerate(grids)]
+    lines = ["| question | comparison | " + " | ".join(labels) +
+             " | across teachers: Δ (points), CI | verdict across teachers |",
+             "|---|---|" + "---|" * len(labels) + "---|---|"]
+    for q in questions:
+        each = per_teacher(q, grids)
+        for k, r in enumerate(across_teachers(q, grids)):
+            verdicts = [rows[k]["verdict"].removesuffix(" at this sample size")
+                        .replace("no detectable difference", "n.d.") for rows in each]
+            lines.append(
+                f"| {q.key} | {r['method']} vs {r['baseline']} | " + " | ".join(verdicts) +
+                f" | {100 * r['diff']:+.2f} [{100 * r['ci_low']:+.2f}, "
+                f"{100 * r['ci_high']:+.2f}] ({ci_label(r).removesuffix(' CI')}) | "
+                f"{r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- rules that are not comparisons of accuracy: thresholds, declared once -------------
+
+#: claim 3, "the attention term costs little extra compute": a map is cheap when it costs
+#: at most this fraction of a plain forward pass of the teacher on top of it
+CHEAP_OVERHEAD = 0.10
+CHEAP_OVERHEAD_REASON = (
+    "a tenth of a forward pass: the paper's \"little extra compute\" read as an overhead "
+    "smaller than the run-to-run spread of a training step on a shared machine")
+
+#: a map "survives randomisation" when, with every layer of the network randomised, its
+#: rank correlation with the trained network's map stays above this
+SURVIVES_RANDOMISATION = 0.5
+SURVIVES_RANDOMISATION_REASON = (
+    "halfway between a map that no longer resembles the trained one (0) and one that is "
+    "unchanged (1): above it, the map owes more to the input and the architecture than "
+    "to what the network learned")
+
+
+def cheap_maps(extra: Mapping[str, float]) -> list[str]:
+    """The maps whose extra time over a plain forward pass (a fraction, e.g. ``{"fma":
+    0.04}``) is within :data:`CHEAP_OVERHEAD`, in the given order (claim 3's rule).
+
+    Examples::
+
+        >>> cheap_maps({"fma": 0.04, "mip": 0.12})
+        ['fma']
+    """
+    return [m for m, v in extra.items() if v <= CHEAP_OVERHEAD]
+
+
+def survive_randomisation(correlations: Mapping[str, float]) -> list[str]:
+    """The maps whose rank correlation with the trained network's map, with every layer
+    randomised, stays above :data:`SURVIVES_RANDOMISATION` (the sanity check's rule).
+
+    Examples::
+
+        >>> survive_randomisation({"fma": 0.93, "sals": 0.08})
+        ['fma']
+    """
+    return [m for m, v in correlations.items() if v > SURVIVES_RANDOMISATION]
+
+
+def _short(verdict: str) -> str:
+    return verdict.removesuffix(" at this sample size")
+
+
+def teacher_agreement(questions: Sequence[Question], grids: Sequence,
+                      results=None) -> str:
+    """Whether each comparison's verdict holds for every teacher, in one sentence: the
+    verdict on ``results`` (default: each question's committed results) against the
+    verdicts of the same question on each teacher's grid (:func:`per_teacher`).
+
+    Examples::
+
+        >>> q = Question("q", "?", "r", (("a", "b"),))
+        >>> base = {"b": {0: .90, 1: .91, 2: .92}}
+        >>> grids = [{**base, "a": {0: .95, 1: .96, 2: .96}},
+        ...          {**base, "a": {0: .93, 1: .90, 2: .92}}]
+        >>> teacher_agreement([q], grids, results=grids[0])[:47]
+        'Of 1 comparison, 0 get the same verdict from ev'
+    """
+    same, differ = 0, []
+    total = 0
+    for q in questions:
+        main = q.rows(results)
+        each = per_teacher(q, grids)
+        for k, r in enumerate(main):
+            total += 1
+            got = [_short(rows[k]["verdict"]) for rows in each]
+            if all(v == _short(r["verdict"]) for v in got):
+                same += 1
+                continue
+            counts = {v: got.count(v) for v in dict.fromkeys(got)}
+            differ.append(f"{r['method']} vs {r['baseline']} ({_short(r['verdict'])} here; "
+                          + ", ".join(f"{v} for {n} of {len(got)}" for v, n in counts.items())
+                          + ")")
+    text = (f"Of {total} comparison{'s' if total != 1 else ''}, {same} get the same verdict "
+            f"from every one of the {len(grids)} other teachers")
+    return text + (": " + "; ".join(differ) if differ else "") + "."

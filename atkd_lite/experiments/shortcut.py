@@ -80,6 +80,8 @@ from atkd_lite.experiments.runner import (
     teacher_cache_for,
 )
 from atkd_lite.experiments.stats import (
+    BETTER,
+    EQUIVALENT,
     compare_methods,
     compare_pairs,
     comparison_markdown,
@@ -130,6 +132,7 @@ __all__ = [
     "tuning_markdown",
     "chosen_weights_markdown",
     "switched_off",
+    "prior_clause",
     "teacher_mask_answer",
     "won_back",
     "won_back_markdown",
@@ -318,8 +321,14 @@ CONTROL_PAIRS = (("tmask", "rrr-all"), ("tmask", "tmask-shuffled"), ("rrr", "rrr
 
 def control_comparisons(results: ExperimentResults, rho: float = 1.0) -> list[dict]:
     """:data:`CONTROL_PAIRS` compared on paired seeds at one ρ, as one Holm family
-    (rows of :func:`~atkd_lite.experiments.stats.compare_pairs`)."""
-    return compare_pairs(shortcut_values(results, rho), list(CONTROL_PAIRS))
+    (rows of :func:`~atkd_lite.experiments.stats.compare_pairs`), with the book's
+    equivalence margin of one point (:data:`~atkd_lite.experiments.questions.ONE_POINT`):
+    "the map adds nothing over its control" is a claim of equivalence, not the absence
+    of a detected difference."""
+    from atkd_lite.experiments.questions import ONE_POINT
+
+    return compare_pairs(shortcut_values(results, rho), list(CONTROL_PAIRS),
+                         margin=ONE_POINT)
 
 
 def control_cells(train: DecoySet, cache, betas: dict, student_size: str,
@@ -1168,8 +1177,9 @@ def teacher_mask_answer(rows: Sequence[dict], controls: Sequence[dict] = ()) -> 
     most of the cost" when tmask is better than the plain student and its whole interval
     lies above one half; "in part" when it is better with an interval reaching below one
     half; "no" when no difference is detected or it is worse. When the teacher's own map
-    is not detectably better than other images' maps, the paragraph says that the map
-    acts as a prior of where the evidence usually is, not as knowledge of each image.
+    is equivalent (within the controls' margin) to other images' maps, the paragraph says
+    that the map acts as a prior of where the evidence usually is, not as knowledge of
+    each image; when neither a difference nor equivalence is shown, that it cannot tell.
 
     Raises:
         ValueError: rows without ``tmask`` or ``rrr``.
@@ -1200,19 +1210,58 @@ def teacher_mask_answer(rows: Sequence[dict], controls: Sequence[dict] = ()) -> 
             f"{what}{' won back' if i == 0 else ','} {100 * r['diff']:.0f} % (95 % CI "
             f"{100 * r['ci_low']:.0f} to {100 * r['ci_high']:.0f} %)"
             for i, (what, r) in enumerate(shown)) + ". "
-    words = {"better": "does better than", "worse": "does worse than"}
+    words = {"better": "does better than", "worse": "does worse than",
+             "equivalent": "is equivalent, within ±{m} point, to",
+             "inconclusive at this sample size": "is neither detectably different from "
+                                                 "nor shown equivalent to"}
     own_vs_other = None
     for c in controls:
         what = quoted.get(c["baseline"], c["baseline"]).rstrip(",")
-        verb = words.get(c["verdict"], "is not detectably different from")
+        verb = words.get(c["verdict"], "is not detectably different from").format(
+            m=f"{100 * (c.get('margin') or 0):g}")
         text += (f"Each image's own map {verb} {what} ({100 * c['diff']:+.1f} points of "
                  f"accuracy, Holm-adjusted p {format_p(c['p_holm'])}). ")
         if c["baseline"] == "tmask-shuffled":
             own_vs_other = c["verdict"]
-    if own_vs_other is not None and own_vs_other != "better":
+    if own_vs_other == "equivalent":
         text += ("So here the teacher's map acts as a prior of where the evidence usually "
                  "is, not as knowledge of where it is in each image.")
+    elif own_vs_other is not None and own_vs_other != "better":
+        text += ("Whether the teacher's map tells the student where the evidence is in "
+                 "each image, or only where it usually is, these runs cannot tell.")
     return text.strip()
+
+
+def prior_clause(rows: Sequence[dict], controls: Sequence[dict]) -> str:
+    """What the controls say about *how* the teacher's map helps, in one sentence chosen
+    by a fixed rule: ``rows`` are :func:`won_back` rows (with ``rrr-all``), ``controls``
+    the rows of :func:`control_comparisons` (with ``tmask`` vs ``tmask-shuffled``).
+
+    Each image's own map *equivalent* to other images' maps (within the controls'
+    margin) → the map acts as a prior of where digits lie; *better* → the map itself
+    matters; neither shown → the controls cannot say.
+
+    Raises:
+        ValueError: the rows lack ``rrr-all`` or the controls ``tmask-shuffled``.
+    """
+    by = {r["method"]: r for r in rows}
+    own = {c["baseline"]: c for c in controls}
+    if "rrr-all" not in by or "tmask-shuffled" not in own:
+        raise ValueError("give won_back rows with rrr-all and control_comparisons rows "
+                         "with tmask vs tmask-shuffled")
+    every = f"{100 * by['rrr-all']['diff']:.0f} %"
+    c = own["tmask-shuffled"]
+    if c["verdict"] == EQUIVALENT:
+        return ("The controls say how: each image's own map did as well as other images' "
+                f"maps (equivalent within ±{100 * c['margin']:g} point), and the same "
+                f"penalty on every pixel won back {every}, so the map acted as a prior of "
+                "where digits lie, not as knowledge of each image.")
+    if c["verdict"] == BETTER:
+        return ("The controls say the map itself matters: each image's own map did better "
+                "than other images' maps.")
+    return ("The controls cannot say how: each image's own map was neither detectably "
+            "better than other images' maps nor shown equivalent to them (the same "
+            f"penalty on every pixel won back {every}).")
 
 
 def accuracy_table(results: ExperimentResults, metric: str = "test_acc",
