@@ -52,6 +52,7 @@ __all__ = [
     "answers_markdown",
     "cheap_maps",
     "family_rows",
+    "grid_teacher",
     "per_teacher",
     "teacher_values",
     "teachers_markdown",
@@ -476,3 +477,28 @@ def teacher_agreement(questions: Sequence[Question], grids: Sequence,
     text = (f"Of {total} comparison{'s' if total != 1 else ''}, {same} get the same verdict "
             f"from every one of the {len(grids)} other teachers")
     return text + (": " + "; ".join(differ) if differ else "") + "."
+
+
+def grid_teacher(name: str):
+    """The teacher a committed grid of :data:`TEACHER_GRIDS` was distilled from, shipped
+    with its results (``teacher.pt``): ``(model, checkpoint metadata)``, its weights
+    checked against the digest the results recorded, so the reader holds exactly the
+    teacher the verdicts rest on.
+
+    Raises:
+        FileNotFoundError: these results ship no teacher.
+        ValueError: the shipped weights are not the ones the results name.
+    """
+    from atkd_lite.checkpoints import load_checkpoint
+    from atkd_lite.experiments.results import PACKAGED_RESULTS
+
+    res = load_results(name)
+    path = PACKAGED_RESULTS / name / "teacher.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"the results {name!r} ship no teacher ({path}); the "
+                                f"grids that do: {list(TEACHER_GRIDS)}")
+    model, meta = load_checkpoint(path)
+    if meta.get("sha256") != res.teacher.get("weights_sha256"):
+        raise ValueError(f"the teacher shipped with {name!r} is not the one its results "
+                         "name (weights digests differ); reinstall the package")
+    return model, meta
