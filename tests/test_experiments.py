@@ -140,3 +140,46 @@ def test_matched_label_smoothing_by_hand():
     assert eps == pytest.approx(0.4 * (1 - p) * 3 / 2)
     # the smoothed target's mass on the label equals KD's mixed target's
     assert 1 - eps + eps / 3 == pytest.approx(0.6 + 0.4 * p)
+
+
+def test_a_grid_run_in_two_parts_merges_into_the_grid_run_whole(teacher, tmp_path):
+    """Each run is seeded by its method and seed alone: the parts give the runs of the
+    whole grid, and merge_parts refuses parts that do not fit."""
+    from atkd_lite.experiments.lowdata import merge_parts
+
+    kw = dict(seeds=(0, 1), per_class=2, epochs=1, student_size="tiny", teacher=teacher,
+              device="cpu", progress=False, batch_size=16)
+    whole = run_experiment(methods=("student", "fma"), command="atkd-lite reproduce", **kw)
+    one = run_experiment(methods=("student",), command="atkd-lite reproduce --methods "
+                         "student --output-dir a", **kw)
+    two = run_experiment(methods=("fma",), command="atkd-lite reproduce --methods fma", **kw)
+    for part in (one, two):  # as if run from a clean checkout of one commit
+        part.provenance["git"] = {"commit": "0" * 40, "dirty": False}
+    merged = merge_parts([one, two], output_dir=tmp_path / "merged")
+    acc = {(r["method"], r["seed"]): r["test_acc"] for r in whole.runs}
+    assert {(r["method"], r["seed"]): r["test_acc"] for r in merged.runs} == acc
+    assert merged.settings["methods"] == ["student", "fma"]
+    assert merged.provenance["command"] == ("atkd-lite reproduce --methods student,fma "
+                                            f"--no-controls --output-dir {tmp_path / 'merged'}")
+    assert [p["command"] for p in merged.provenance["parts"]] == [
+        one.provenance["command"], two.provenance["command"]]
+    assert load_results(tmp_path / "merged").runs == merged.runs
+    with pytest.raises(ValueError, match="more than once"):
+        merge_parts([one, one])
+    other = ExperimentResults({**two.settings, "epochs": 2}, two.runs, two.teacher,
+                              two.provenance)
+    with pytest.raises(ValueError, match="'epochs'"):
+        merge_parts([one, other])
+    dirty = ExperimentResults(two.settings, two.runs, two.teacher,
+                              {**two.provenance, "git": {"commit": "0" * 40, "dirty": True}})
+    with pytest.raises(ValueError, match="uncommitted"):
+        merge_parts([one, dirty])
+
+
+def test_a_method_that_needs_swatch_masks_is_refused_before_any_work(teacher):
+    with pytest.raises(ValueError, match="swatch masks"):
+        run_experiment(methods=("student", "rrr"), seeds=(0,), per_class=2, epochs=1,
+                       teacher=None, device="cpu", progress=False)
+    # the default grid is the book's low-data grid, which runs on plain digits
+    from atkd_lite.experiments import ALL_METHODS
+    assert "rrr" not in ALL_METHODS and "fma+kd" in ALL_METHODS

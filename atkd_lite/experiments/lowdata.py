@@ -38,6 +38,7 @@ import torch
 
 from atkd_lite.checks import check_int
 from atkd_lite.config import profile as get_profile
+from atkd_lite.data import DecoySet, load_dataset
 from atkd_lite.distillers import METHODS
 from atkd_lite.engine import DistillConfig
 from atkd_lite.experiments.results import ExperimentResults
@@ -52,10 +53,16 @@ from atkd_lite.experiments.runner import (
 
 __all__ = ["ALL_METHODS", "CONTROLS", "KD_CONTROLS", "TUNED_LABEL_SMOOTHING",
            "control_cells", "kd_controls", "kd_controls_reading", "matched_label_smoothing",
+           "merge_parts",
            "reproduce", "run_experiment"]
 
 #: every method, in the order of the book's tables
-ALL_METHODS = tuple(METHODS)
+#: the methods of the low-data grid (the committed ``mnist5k-lowdata``): the student,
+#: Hinton's KD, Zagoruyko and Komodakis' AT and the three maps, alone and with KD. Not
+#: every registered method: RRR needs a shortcut's masks and ``tmask`` belongs to the
+#: shortcut experiment (``atkd-lite shortcut``); name them with ``--methods`` to run them.
+ALL_METHODS = ("student", "kd", "at", "fma", "mip", "sals", "at+kd", "fma+kd", "mip+kd",
+               "sals+kd")
 
 #: the controls of :func:`control_cells`, in the order of the book's tables
 CONTROLS = ("ls", "ls-matched", "kd-transfer", "kd-small-teacher", "fma-shuffled",
@@ -97,7 +104,7 @@ def control_cells(setup, cache, student_size: str, epochs: int, teacher_epochs: 
     table); builds the extra teachers and caches they need."""
     from atkd_lite.cache import TeacherCache
     from atkd_lite.checkpoints import pretrained_teacher
-    from atkd_lite.data import load_dataset, with_unlabelled
+    from atkd_lite.data import with_unlabelled
     from atkd_lite.device import seed_everything
     from atkd_lite.distillers import DEFAULT_ALPHA
     from atkd_lite.models import teacher_cnn
@@ -189,6 +196,11 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
         ExperimentResults
     """
     check_grid(methods, seeds)
+    masked = [m for m in methods if getattr(METHODS[m][0], "needs_swatch_masks", False)]
+    if masked and not isinstance(load_dataset(dataset, "train"), DecoySet):
+        raise ValueError(f"{masked} train only on data with swatch masks (decoy digits), "
+                         f"not on {dataset!r}; leave them out, or run the shortcut "
+                         "experiment (atkd-lite shortcut)")
     if controls and not use_cache:
         raise ValueError("the controls need the teacher cache; pass use_cache=True")
     check_int("epochs", epochs, minimum=1)
@@ -316,3 +328,81 @@ def kd_controls_reading(rows) -> str:
         return "No control of KD has runs here."
     reading = "; ".join(readings)
     return reading[0].upper() + reading[1:] + "."
+
+
+#: the settings in which the parts of one low-data grid may differ
+_PART_KEYS = ("methods", "controls")
+
+
+def merge_parts(parts: Sequence[ExperimentResults], output_dir=None) -> ExperimentResults:
+    """One low-data grid from parts run one after another, e.g. a grid that stopped
+    part-way (its results keep the runs that finished) and a second command that ran the
+    rest.
+
+    Every run is seeded by its method and seed alone and trains on the same digits and
+    the same teacher's cache, so which runs ran before it does not change it
+    (``tests/test_experiments.py`` checks a grid run whole and in two parts give the same
+    accuracies). The merge checks that the parts fit (one clean commit, the same teacher
+    weights, the same settings apart from their methods and controls, no method and seed
+    twice), keeps the runs in the order of the parts, lists each part's command, date
+    and wall time in the provenance (``parts``; ``wall_time_s`` is their sum), and
+    records as ``command`` the one command that runs the merged grid.
+
+    Raises:
+        ValueError: fewer than two parts, or parts that do not belong to one grid (the
+            message names the first difference).
+    """
+    import copy
+    import re
+
+    parts = list(parts)
+    if len(parts) < 2:
+        raise ValueError(f"give at least two parts to merge, got {len(parts)}")
+    commits = {(p.provenance.get("git") or {}).get("commit") for p in parts}
+    if len(commits) != 1 or None in commits:
+        raise ValueError(f"the parts ran at different (or unknown) commits "
+                         f"{sorted(map(str, commits))}; run every part at one commit")
+    if any((p.provenance.get("git") or {}).get("dirty") for p in parts):
+        raise ValueError("a part ran with uncommitted changes; run every part from a clean "
+                         "checkout so the commit records what ran")
+    first = parts[0]
+    mine = {k: v for k, v in first.settings.items() if k not in _PART_KEYS}
+    for i, p in enumerate(parts[1:], 1):
+        other = {k: v for k, v in p.settings.items() if k not in _PART_KEYS}
+        if other != mine:
+            key = next(k for k in sorted(set(other) | set(mine)) if other.get(k) != mine.get(k))
+            raise ValueError(f"part {i} differs from part 0 in the setting {key!r}; the "
+                             "parts of one grid differ only in their methods")
+        if p.teacher.get("weights_sha256") != first.teacher.get("weights_sha256") or \
+                p.teacher.get("weights_sha256") is None:
+            raise ValueError(f"part {i} used another teacher than part 0 (or a teacher "
+                             "whose weights were not recorded)")
+    runs = [copy.deepcopy(r) for p in parts for r in p.runs]
+    cells = [(r["method"], r["seed"]) for r in runs]
+    twice = sorted({c for c in cells if cells.count(c) > 1})
+    if twice:
+        raise ValueError(f"the parts hold the same method and seed more than once {twice}; "
+                         "each run belongs to one part")
+    ran = list(dict.fromkeys(r["method"] for r in runs))
+    settings = copy.deepcopy(first.settings)
+    settings["methods"] = [m for m in ran if m not in CONTROLS]
+    settings["controls"] = [c for c in CONTROLS if c in ran]
+    prov = copy.deepcopy(parts[-1].provenance)
+    prov["parts"] = [{k: p.provenance.get(k) for k in ("command", "date", "wall_time_s")}
+                     for p in parts]
+    prov["wall_time_s"] = sum(p.provenance.get("wall_time_s") or 0.0 for p in parts)
+    prov["date"] = max(p.provenance.get("date", "") for p in parts)
+    command = re.sub(r"\s--methods\s+\S+", "", str(prov.get("command") or "atkd-lite "
+                                                                         "reproduce"))
+    command = re.sub(r"\s--output-dir\s+\S+", "", command)
+    command += f" --methods {','.join(settings['methods'])}"
+    if not settings["controls"]:
+        command += " --no-controls"
+    if output_dir is not None:
+        command += f" --output-dir {output_dir}"
+    prov["command"] = command
+    merged = ExperimentResults(settings=settings, runs=runs,
+                               teacher=copy.deepcopy(first.teacher), provenance=prov)
+    if output_dir is not None:
+        merged.save(output_dir)
+    return merged
