@@ -126,3 +126,30 @@ def test_across_teachers_pairs_the_teachers_own_means():
         qs.teacher_values(grids[:1])
     with pytest.raises(ValueError, match="same methods and seeds"):
         qs.teacher_values([grids[0], _grid(0.0, "d", seeds=range(5))])
+
+
+@pytest.mark.parametrize("name", qs.TEACHER_GRIDS)
+def test_each_teacher_grid_ships_the_teacher_it_names(name):
+    """The shipped weights are the ones the results record (digest) and give the test
+    accuracy the results record (evaluated here)."""
+    import atkd_lite as ak
+
+    res = load_results(name)
+    model, meta = qs.grid_teacher(name)
+    assert meta["sha256"] == res.teacher["weights_sha256"]
+    acc = ak.evaluate(model, ak.load_dataset("mnist5k", "test"), device="cpu")
+    assert acc == pytest.approx(res.teacher["test_acc"], abs=1e-6)
+    # every teacher is its own: three different sets of weights
+    digests = {load_results(n).teacher["weights_sha256"] for n in qs.TEACHER_GRIDS}
+    assert len(digests) == len(qs.TEACHER_GRIDS)
+
+
+def test_a_teacher_other_than_the_one_named_is_refused(monkeypatch):
+    name = qs.TEACHER_GRIDS[0]
+    res = load_results(name)
+    res.teacher = {**res.teacher, "weights_sha256": "0" * 64}
+    monkeypatch.setattr(qs, "load_results", lambda _: res)
+    with pytest.raises(ValueError, match="not the one its results name"):
+        qs.grid_teacher(name)
+    with pytest.raises(FileNotFoundError, match="ship no teacher"):
+        qs.grid_teacher("mnist5k-sizes")
