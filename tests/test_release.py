@@ -93,13 +93,15 @@ def test_the_check_names_each_place_that_disagrees(tmp_path):
 def test_a_new_version_is_written_everywhere_and_nothing_else_changes(tmp_path):
     root = _copy_project(tmp_path)
     old = release.project_version(root)
+    major, minor, _ = (int(x) for x in old.split(".")[:3])
+    new = f"{major}.{minor + 1}.0"  # the next minor release, whatever the current one
     before = {p.relative_to(root): json.loads(p.read_text()) for p in release.notebooks(root)}
     unreleased = (root / "CHANGELOG.md").read_text().split("## [Unreleased]")[1] \
         .split(f"## [{old}]")[0].strip()
-    release.set_version("0.2.0", root=root, date="2027-01-15")
+    release.set_version(new, root=root, date="2027-01-15")
 
     assert release.problems(root) == []
-    assert release.project_version(root) == "0.2.0"
+    assert release.project_version(root) == new
     for rel, nb in before.items():  # only the install cell's ref, in chapters and copies
         after = json.loads((root / rel).read_text())
         assert len(after["cells"]) == len(nb["cells"]), rel
@@ -107,14 +109,14 @@ def test_a_new_version_is_written_everywhere_and_nothing_else_changes(tmp_path):
         first_code = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
         assert changed == [first_code], (rel, changed)
         src = "".join(after["cells"][first_code]["source"])
-        assert "@v0.2.0\"" in src and f"@v{old}" not in src
+        assert f"@v{new}\"" in src and f"@v{old}" not in src
     text = (root / "CHANGELOG.md").read_text()
-    assert "## [Unreleased]\n\n## [0.2.0] - 2027-01-15\n" in text
-    assert f"[Unreleased]: {release.homepage(root)}/compare/v0.2.0...HEAD" in text
-    assert f"[0.2.0]: {release.homepage(root)}/compare/v{old}...v0.2.0" in text
-    assert release.release_notes("0.2.0", root).strip() == unreleased
+    assert f"## [Unreleased]\n\n## [{new}] - 2027-01-15\n" in text
+    assert f"[Unreleased]: {release.homepage(root)}/compare/v{new}...HEAD" in text
+    assert f"[{new}]: {release.homepage(root)}/compare/v{old}...v{new}" in text
+    assert release.release_notes(new, root).strip() == unreleased
     assert f"## [{old}] - " in text  # the old release stays
-    assert "blob/v0.2.0/book/" in (root / "README.md").read_text()
+    assert f"blob/v{new}/book/" in (root / "README.md").read_text()
 
 
 @pytest.mark.parametrize("version, message", [

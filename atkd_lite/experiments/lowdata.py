@@ -57,10 +57,10 @@ __all__ = ["ALL_METHODS", "CONTROLS", "KD_CONTROLS", "TUNED_LABEL_SMOOTHING",
            "reproduce", "run_experiment"]
 
 #: every method, in the order of the book's tables
-#: the methods of the low-data grid (the committed ``mnist5k-lowdata``): the student,
-#: Hinton's KD, Zagoruyko and Komodakis' AT and the three maps, alone and with KD. Not
-#: every registered method: RRR needs a shortcut's masks and ``tmask`` belongs to the
-#: shortcut experiment (``atkd-lite shortcut``); name them with ``--methods`` to run them.
+#: the methods of the low-data grid (the committed ``mnist5k-lowdata``), that is the
+#: student, Hinton's KD, Zagoruyko and Komodakis' AT and the three maps, alone and with
+#: KD. Not every registered method (RRR needs a shortcut's masks and ``tmask`` belongs to
+#: the shortcut experiment, ``atkd-lite shortcut``); name them with ``--methods``.
 ALL_METHODS = ("student", "kd", "at", "fma", "mip", "sals", "at+kd", "fma+kd", "mip+kd",
                "sals+kd")
 

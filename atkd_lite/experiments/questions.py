@@ -66,7 +66,7 @@ __all__ = [
 #: decision rules of a :class:`Claim`
 ALL_BETTER, ALL_EQUIVALENT = "every comparison better", "every comparison equivalent"
 
-#: the equivalence margin of the book's "adds nothing" questions: one point of accuracy
+#: the equivalence margin of the book's "adds nothing" questions (one point of accuracy)
 ONE_POINT = 0.01
 
 ONE_POINT_REASON = (
@@ -171,6 +171,7 @@ def _pairs(*pairs: str) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(p.split(" vs ")) for p in pairs)  # type: ignore[misc]
 
 
+#: every declared question, by its key
 QUESTIONS: dict[str, Question] = {q.key: q for q in (
     Question(
         "baselines", "Do the published methods, Hinton's KD and Zagoruyko and "
@@ -400,8 +401,8 @@ def teachers_markdown(questions: Sequence[Question], grids: Sequence) -> str:
 
 # --- rules that are not comparisons of accuracy: thresholds, declared once -------------
 
-#: claim 3, "the attention term costs little extra compute": a map is cheap when it costs
-#: at most this fraction of a plain forward pass of the teacher on top of it
+#: claim 3 ("the attention term costs little extra compute") calls a map cheap when it
+#: costs at most this fraction of a plain forward pass of the teacher on top of it
 CHEAP_OVERHEAD = 0.10
 CHEAP_OVERHEAD_REASON = (
     "a tenth of a forward pass: the paper's \"little extra compute\" read as an overhead "

@@ -63,8 +63,8 @@ class RRRDistiller(InputGradientPenalty):
     #: its weight is chosen on test-like data (random shades), as the literature's upper
     #: bound is (see :func:`~atkd_lite.experiments.shortcut.tune_weights`)
     tuned_on_test_distribution = True
-    #: it trains only on data that carry swatch masks (a DecoySet): grids check this
-    #: before any work (:func:`~atkd_lite.experiments.lowdata.run_experiment`)
+    #: it trains only on data that carry swatch masks (a DecoySet), and grids check
+    #: this before any work (:func:`~atkd_lite.experiments.lowdata.run_experiment`)
     needs_swatch_masks = True
     #: (N, H, W) bool masks by dataset index, set by :meth:`prepare_data` (or :meth:`for_data`)
     masks: torch.Tensor | None = None
