@@ -41,7 +41,7 @@ from atkd_lite.config import profile as get_profile
 from atkd_lite.data import DecoySet, load_dataset
 from atkd_lite.distillers import METHODS
 from atkd_lite.engine import DistillConfig
-from atkd_lite.experiments.results import ExperimentResults
+from atkd_lite.experiments.results import ExperimentResults, check_parts
 from atkd_lite.experiments.runner import (
     GridCell,
     check_grid,
@@ -355,16 +355,7 @@ def merge_parts(parts: Sequence[ExperimentResults], output_dir=None) -> Experime
     import copy
     import re
 
-    parts = list(parts)
-    if len(parts) < 2:
-        raise ValueError(f"give at least two parts to merge, got {len(parts)}")
-    commits = {(p.provenance.get("git") or {}).get("commit") for p in parts}
-    if len(commits) != 1 or None in commits:
-        raise ValueError(f"the parts ran at different (or unknown) commits "
-                         f"{sorted(map(str, commits))}; run every part at one commit")
-    if any((p.provenance.get("git") or {}).get("dirty") for p in parts):
-        raise ValueError("a part ran with uncommitted changes; run every part from a clean "
-                         "checkout so the commit records what ran")
+    parts = check_parts(parts)
     first = parts[0]
     mine = {k: v for k, v in first.settings.items() if k not in _PART_KEYS}
     for i, p in enumerate(parts[1:], 1):

@@ -51,7 +51,8 @@ from atkd_lite.files import (
 )
 
 __all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
-           "packaged_results", "provenance", "release_output_dir", "results_digest"]
+           "check_parts", "packaged_results", "provenance", "release_output_dir",
+           "results_digest"]
 
 RESULTS_FORMAT = "atkd_lite.results/1"
 FILES = ("results.json", "results.csv", "results.md", "results.png")
@@ -331,6 +332,28 @@ def _parts_markdown(parts) -> str:
 #: committed results shipped inside the package (chapters load them by name, so they work
 #: wherever the package is installed, e.g. on Colab)
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
+
+
+def check_parts(parts) -> list[ExperimentResults]:
+    """The parts of one grid run as several commands, checked to come from one run of the
+    code: at least two, all at one known commit, none with uncommitted changes (the
+    common start of :func:`~atkd_lite.experiments.lowdata.merge_parts` and
+    :func:`~atkd_lite.experiments.shortcut.merge_shortcut`).
+
+    Raises:
+        ValueError: fewer than two parts, different or unknown commits, a dirty part.
+    """
+    parts = list(parts)
+    if len(parts) < 2:
+        raise ValueError(f"give at least two parts to merge, got {len(parts)}")
+    commits = {(p.provenance.get("git") or {}).get("commit") for p in parts}
+    if len(commits) != 1 or None in commits:
+        raise ValueError(f"the parts ran at different (or unknown) commits "
+                         f"{sorted(map(str, commits))}; run every part at one commit")
+    if any((p.provenance.get("git") or {}).get("dirty") for p in parts):
+        raise ValueError("a part ran with uncommitted changes; run every part from a clean "
+                         "checkout so the commit records what ran")
+    return parts
 
 
 def packaged_results() -> list[str]:

@@ -69,7 +69,7 @@ from atkd_lite.data import DecoySet, decoy_mnist
 from atkd_lite.device import eval_mode, get_device
 from atkd_lite.engine import evaluate
 from atkd_lite.experiments.faithfulness import scoring_subset
-from atkd_lite.experiments.results import ExperimentResults, load_results
+from atkd_lite.experiments.results import ExperimentResults, check_parts, load_results
 from atkd_lite.experiments.runner import (
     ExperimentSetup,
     GridCell,
@@ -895,17 +895,8 @@ def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> Exper
         ValueError: fewer than two parts, or parts that do not belong to one grid (the
             message names the first difference).
     """
-    parts = list(parts)
-    if len(parts) < 2:
-        raise ValueError(f"give at least two parts to merge, got {len(parts)}")
+    parts = check_parts(parts)
     first = parts[0]
-    commits = {(p.provenance.get("git") or {}).get("commit") for p in parts}
-    if len(commits) != 1 or None in commits:
-        raise ValueError(f"the parts ran at different (or unknown) commits "
-                         f"{sorted(map(str, commits))}; run every part at one commit")
-    if any((p.provenance.get("git") or {}).get("dirty") for p in parts):
-        raise ValueError("a part ran with uncommitted changes; run every part from a clean "
-                         "checkout so the commit records what ran")
     rhos: list[float] = []
     references: list[str] = []
     mine = {k: v for k, v in first.settings.items() if k not in _PART_KEYS}
