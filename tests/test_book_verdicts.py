@@ -83,3 +83,21 @@ def test_one_comparison_reads_the_same_in_every_chapter():
     assert len(seen) > 20  # the parser finds the book's comparisons
     clashes = {k: v for k, v in seen.items() if len(v["ci"]) > 1 or len(v["p"]) > 1}
     assert not clashes, f"printed differently in different places: {clashes}"
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.stem)
+def test_a_glued_text_shows_its_value_not_an_object(nb):
+    """``{glue:text}`` renders a glued value's plain text: a string glued as Markdown shows
+    there as "<IPython.core.display.Markdown object>" (use ``{glue:md}`` for it)."""
+    plain = {}
+    cells = json.loads(nb.read_text())["cells"]
+    for cell in cells:
+        for o in cell.get("outputs", []):
+            name = (o.get("metadata", {}).get("scrapbook") or {}).get("name")
+            for k, v in o.get("data", {}).items():
+                if name and k.endswith("text/plain"):
+                    plain[name] = "".join(v) if isinstance(v, list) else str(v)
+    bad = [n for cell in cells if cell["cell_type"] == "markdown"
+           for n in re.findall(r"\{glue:text\}`([^`:]+)", "".join(cell["source"]))
+           if plain.get(n, "").startswith("<IPython")]
+    assert not bad, f"{nb.name}: {bad} are Markdown; reference them with {{glue:md}}"

@@ -121,7 +121,8 @@ def test_across_teachers_pairs_the_teachers_own_means():
     each = qs.per_teacher(q, grids)
     assert len(each) == 3 and all(len(r) == 4 for r in each)
     table = qs.teachers_markdown([q], grids)
-    assert table.count("\n") == 2 + 4 and "| on-kd | fma+kd vs kd |" in table
+    assert table.count("\n") == 2 + 4 and "| fma+kd vs kd |" in table
+    assert table.splitlines()[0].count("|") == 2 + 3 + 1  # comparison, 3 teachers, across
     with pytest.raises(ValueError, match="at least 2"):
         qs.teacher_values(grids[:1])
     with pytest.raises(ValueError, match="same methods and seeds"):

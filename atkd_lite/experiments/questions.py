@@ -381,21 +381,21 @@ def per_teacher(q: Question, grids: Sequence) -> list[list[dict]]:
 
 def teachers_markdown(questions: Sequence[Question], grids: Sequence) -> str:
     """A table, one row per comparison: each teacher's verdict on its own seeds, and the
-    verdict across teachers (teacher as a random factor, with its interval)."""
+    verdict across teachers (teacher as a random factor) with its mean difference and
+    interval, in points."""
     labels = [_teacher_label(res, i) for i, res in enumerate(grids)]
-    lines = ["| question | comparison | " + " | ".join(labels) +
-             " | across teachers: Δ (points), CI | verdict across teachers |",
-             "|---|---|" + "---|" * len(labels) + "---|---|"]
+    lines = ["| comparison | " + " | ".join(labels) + " | across teachers |",
+             "|---|" + "---|" * len(labels) + "---|"]
     for q in questions:
         each = per_teacher(q, grids)
         for k, r in enumerate(across_teachers(q, grids)):
-            verdicts = [rows[k]["verdict"].removesuffix(" at this sample size")
-                        .replace("no detectable difference", "n.d.") for rows in each]
+            verdicts = [_short(rows[k]["verdict"]).replace("no detectable difference",
+                                                           "n.d.") for rows in each]
             lines.append(
-                f"| {q.key} | {r['method']} vs {r['baseline']} | " + " | ".join(verdicts) +
-                f" | {100 * r['diff']:+.2f} [{100 * r['ci_low']:+.2f}, "
-                f"{100 * r['ci_high']:+.2f}] ({ci_label(r).removesuffix(' CI')}) | "
-                f"{r['verdict']} |")
+                f"| {r['method']} vs {r['baseline']} | " + " | ".join(verdicts) +
+                f" | {_short(r['verdict']).replace('no detectable difference', 'n.d.')}, "
+                f"{100 * r['diff']:+.2f} [{100 * r['ci_low']:+.2f}, "
+                f"{100 * r['ci_high']:+.2f}] |")
     return "\n".join(lines) + "\n"
 
 
