@@ -26,7 +26,7 @@ Examples::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from atkd_lite.experiments.results import load_results
 from atkd_lite.experiments.stats import (
@@ -147,7 +147,7 @@ class Question:
     margin: float | None = None
     margin_reason: str = ""
     chapter: str = ""
-    metric: str = field(default="test_acc")
+    metric: str = "test_acc"
     title: str = ""
 
     def rows(self, results=None) -> list[dict]:
@@ -294,7 +294,7 @@ def summary(rows: Sequence[dict], scale: float = 100.0, unit: str = "points",
     rest: dict[str, list[str]] = {}
     for r in rows:
         if r["verdict"] not in (BETTER, WORSE):
-            word = r["verdict"].removesuffix(" at this sample size")
+            word = _short(r["verdict"])
             if r["verdict"] == EQUIVALENT:
                 word = f"equivalent within ±{scale * r['margin']:.{digits}f}{u}"
             rest.setdefault(word, []).append(f"{r['method']} vs {r['baseline']}")
