@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 
 from atkd_lite.book import viz
 from atkd_lite.book.viz import figure_png  # re-exported: the explorers' frames are PNGs
+from atkd_lite.book.viz.base import image_list, to_numpy
 
 __all__ = ["MAX_FRAMES", "WIDGET_VIEW_MIME", "Explorer", "explore", "figure_png",
            "filter_explorer", "frames_figure", "temperature_explorer", "widgets_available"]
@@ -345,7 +346,7 @@ def filter_explorer(images, kernels: Mapping[str, object], image: int = 0,
         and kernel; its static figure is the default image's response to every kernel
         (:func:`atkd_lite.book.viz.filter_responses` with the kernels shown).
     """
-    arrays = viz._as_list(images)
+    arrays = image_list(images)
     if not kernels:
         raise ValueError("give at least one kernel, e.g. {'vertical edge': [[1, 0, -1]] * 3}")
     if not 0 <= image < len(arrays):
@@ -402,8 +403,8 @@ def temperature_explorer(logits, images, labels=None, temperatures=(1, 2, 4, 8, 
         >>> ex.values
         {'image': 0, 'T': 1}
     """
-    z = viz._numpy(logits)
-    arrays = viz._as_list(images)
+    z = to_numpy(logits)
+    arrays = image_list(images)
     if z.ndim != 2 or len(z) != len(arrays):
         raise ValueError(f"need logits shaped ({len(arrays)}, K) for {len(arrays)} images, "
                          f"got {z.shape}")
