@@ -26,6 +26,7 @@ Defined in the book's chapter "Your own model".
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Sequence
@@ -39,9 +40,10 @@ from atkd_lite.checks import check_int
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
 from atkd_lite.device import get_device, seed_everything
-from atkd_lite.distillers import METHODS
-from atkd_lite.engine import distill, evaluate, train_model
+from atkd_lite.engine import evaluate, train_model
 from atkd_lite.experiments.results import ExperimentResults, load_results, provenance
+from atkd_lite.experiments.runner import ExperimentSetup, GridCell, run_grid
+from atkd_lite.methods import METHODS
 from atkd_lite.models import build_model
 
 __all__ = ["PUBLISHED", "PUBLISHED_SOURCES", "RECIPES", "Recipe", "beside_published",
@@ -280,7 +282,7 @@ def run_recipe(name: str | Recipe, *, methods: Sequence[str] | None = None,
     Args:
         name (str or Recipe): a name from :data:`RECIPES`, or a :class:`Recipe`.
         methods, seeds (optional): override the recipe's.
-        root: the data cache (default :func:`~atkd_lite.config.cache_dir`).
+        root: the data cache (default :func:`~atkd_lite.files.cache_dir`).
         output_dir (optional): results (``results.json`` …) and ``teacher.pt`` are
             written there after every run; runs already saved there with the same
             settings are kept, not repeated (an interrupted Colab session resumes).
@@ -327,36 +329,19 @@ def run_recipe(name: str | Recipe, *, methods: Sequence[str] | None = None,
                 "train_name": train.name, "train_size": len(train), "test_name": test.name,
                 "test_size": len(test), "epochs": recipe.student_epochs,
                 "student_size": _describe(recipe.student)}
-    results = ExperimentResults(
-        settings=settings, provenance=provenance(command, dev),
-        teacher={"test_acc": evaluate(teacher, test, device=dev),
-                 "parameters": count_parameters(teacher), "train_time_s": teacher_s})
+    setup = ExperimentSetup(
+        dev, provenance(command, dev), train, test, teacher,
+        {"test_acc": evaluate(teacher, test, device=dev),
+         "parameters": count_parameters(teacher), "train_time_s": teacher_s},
+        t_start, recipe.dataset)
     done = {}
     if folder is not None and (folder / "results.json").exists():
-        done = _resumable_runs(folder, settings, results.provenance)
-    for method in recipe.methods:
-        for seed in recipe.seeds:
-            if (method, seed) in done:
-                results.runs.append(done[(method, seed)])
-                continue
-            seed_everything(seed)
-            student = _model(recipe.student, train)
-            res = distill(teacher, student, train, test, method=method,
-                          epochs=recipe.student_epochs, lr=recipe.lr,
-                          weight_decay=recipe.weight_decay, batch_size=recipe.batch_size,
-                          augment=recipe.augment, flip=recipe.flip, seed=seed, device=dev,
-                          progress=progress, eval_every=0)
-            results.runs.append({"method": method, "seed": seed, "test_acc": res.test_acc,
-                                 "parameters": res.student_parameters,
-                                 "time_per_epoch_s": res.time_per_epoch,
-                                 "params": res.params, "history": res.history.records})
-            results.provenance["wall_time_s"] = time.perf_counter() - t_start
-            if folder is not None:
-                results.save(folder)
-            if progress:
-                print(f"{method:10s} seed {seed}: test accuracy {100 * res.test_acc:.2f}% "
-                      f"({res.time_per_epoch:.1f} s an epoch)", flush=True)
-    results.provenance["wall_time_s"] = time.perf_counter() - t_start
-    if folder is not None:
-        results.save(folder)
-    return results
+        done = _resumable_runs(folder, settings, setup.provenance)
+    cells = [GridCell(method, student=functools.partial(_model, recipe.student))
+             for method in recipe.methods]
+    # one grid runner for every experiment: the recipe's own student network, its
+    # optimiser settings, and the runs an interrupted session already made
+    return run_grid(setup, settings, cells, recipe.seeds, recipe.student_epochs,
+                    output_dir=folder, progress=progress, done=done, lr=recipe.lr,
+                    weight_decay=recipe.weight_decay, batch_size=recipe.batch_size,
+                    augment=recipe.augment, flip=recipe.flip)

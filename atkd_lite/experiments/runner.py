@@ -18,7 +18,7 @@ Defined in the book's chapter "Knowledge distillation".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +73,9 @@ class GridCell:
         teacher: the teacher for this cell (default: the experiment's).
         cache: the teacher cache for this cell (default: the grid's).
         train: the training images for this cell (default: the experiment's).
+        student: a function of the training images that returns a fresh student, for a
+            student that no size names (a recipe's own network); default
+            :func:`~atkd_lite.models.build_student` with ``student_size``.
     """
 
     method: str
@@ -83,6 +86,7 @@ class GridCell:
     teacher: object = None
     cache: object = None
     train: object = None
+    student: Callable[[object], torch.nn.Module] | None = None
 
     @property
     def label(self) -> str:
@@ -145,17 +149,22 @@ def teacher_cache_for(setup: ExperimentSetup, methods: Sequence[str], progress: 
 
 def distill_run(setup: ExperimentSetup, method: str, seed: int, epochs: int,
                 student_size: str = "small", cache: TeacherCache | None = None,
-                progress: bool = False, teacher=None, train=None, **distill_kwargs):
+                progress: bool = False, teacher=None, train=None, student=None,
+                **distill_kwargs):
     """Distil one fresh, seeded student; returns ``(DistillResult, run record)``.
 
     The seed fixes the student's initialisation (seeded before it is built) and the
     batch order, so runs of different methods with one seed are paired. ``teacher`` and
-    ``train`` replace the setup's (for controls).
+    ``train`` replace the setup's (for controls); ``student`` (a function of the training
+    images) builds the student instead of ``student_size``.
     """
     train = setup.train if train is None else train
     seed_everything(seed)
-    student = build_student(student_size, in_channels=train.in_channels,
-                            num_classes=train.num_classes, image_size=train.image_size)
+    if student is not None:
+        student = student(train)
+    else:
+        student = build_student(student_size, in_channels=train.in_channels,
+                                num_classes=train.num_classes, image_size=train.image_size)
     res = distill(setup.teacher if teacher is None else teacher, student, train, setup.test,
                   method=method, epochs=epochs, seed=seed, cache=cache, device=setup.device,
                   progress=progress, **distill_kwargs)
@@ -185,7 +194,8 @@ def grid_settings(dataset: str, setup: ExperimentSetup, *, per_class, data_seed:
 def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
              seeds: Sequence[int], epochs: int, cache: TeacherCache | None = None, *,
              score: Callable[[object], dict] | None = None, output_dir=None,
-             progress: bool = True, **distill_kwargs) -> ExperimentResults:
+             progress: bool = True, done: Mapping[tuple[str, int], dict] | None = None,
+             **distill_kwargs) -> ExperimentResults:
     """Every cell × every seed: a fresh student distilled from ``setup``'s teacher.
 
     Args:
@@ -198,6 +208,9 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
         score: ``score(DistillResult) -> dict`` added to each run's record (e.g. map scores).
         output_dir: save there after every run, and at the end.
         progress: one line per run.
+        done: runs already made, by (cell label, seed): kept as they are instead of run
+            again (an interrupted session that resumes; the caller decides which runs
+            may be kept).
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill`; a grid evaluates
             the test data after the last epoch only (``eval_every=0``) unless they say
             otherwise.
@@ -207,13 +220,18 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
     """
     results = ExperimentResults(settings=settings, teacher=setup.teacher_info,
                                 provenance=setup.provenance)
+    done = done or {}
     for cell in cells:
         for seed in seeds:
+            if (cell.label, seed) in done:
+                results.runs.append(done[(cell.label, seed)])
+                continue
             settings = {"eval_every": 0, **distill_kwargs, **cell.settings}
             res, record = distill_run(setup, cell.method, seed, settings.pop("epochs", epochs),
                                       cell.student_size,
                                       cache if cell.cache is None else cell.cache,
-                                      teacher=cell.teacher, train=cell.train, **settings)
+                                      teacher=cell.teacher, train=cell.train,
+                                      student=cell.student, **settings)
             record.update(method=cell.label, **cell.extra)
             if score is not None:
                 record.update(score(res))
@@ -224,4 +242,7 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
             if progress:
                 print(f"{cell.label:12s} seed {seed}: test accuracy "
                       f"{100 * res.test_acc:.2f}%", flush=True)
+    results.provenance["wall_time_s"] = time.perf_counter() - setup.t_start
+    if output_dir is not None:
+        results.save(output_dir)
     return results
