@@ -18,6 +18,7 @@ from atkd_lite.cli.options import (
 
 
 def run_faithfulness_command(args) -> int:
+    """``atkd-lite faithfulness``: the maps scored against the digits' boxes."""
     from atkd_lite.experiments.faithfulness import (
         DEFAULT_METHODS,
         MAP_KINDS,

@@ -13,6 +13,7 @@ from atkd_lite.cli.options import (
 
 
 def run_reproduce(args) -> int:
+    """``atkd-lite reproduce``: the low-data grid with the profile's settings."""
     from atkd_lite.experiments import reproduce
 
     settings, teacher = prepare_grid(args, args.methods or [], dataset=False)

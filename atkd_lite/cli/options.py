@@ -63,6 +63,8 @@ def probability_list(text: str) -> list[float]:
 
 
 def add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """The options every command takes: ``--device``, ``--dist-backend``, ``--seed`` (when
+    ``seed``) and ``--no-progress``."""
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: auto = cuda → mps → cpu)")
     p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
@@ -74,6 +76,8 @@ def add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def add_distill_options(p: argparse.ArgumentParser) -> None:
+    """The distillation settings a command may override (epochs, weights, layers, form,
+    learning rate, batch size), each ``None`` unless given."""
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="student epochs (default: the profile's or the tuned value)")
     p.add_argument("--alpha", type=float, default=None, help="KD weight (default: tuned)")
@@ -128,6 +132,7 @@ def distill_settings(args) -> dict:
 
 
 def check_choices(what: str, values, valid) -> None:
+    """Refuse any of ``values`` not in ``valid``, naming them and the choices."""
     bad = [v for v in values if v not in valid]
     if bad:
         raise ValueError(f"unknown {what}(s) {', '.join(map(str, bad))}; choose from "
@@ -135,18 +140,21 @@ def check_choices(what: str, values, valid) -> None:
 
 
 def check_dataset(name: str) -> None:
+    """Refuse a dataset name that :data:`atkd_lite.data.DATASETS` does not know."""
     from atkd_lite.data import DATASETS
 
     check_choices("dataset", [name], list(DATASETS))
 
 
 def load_teacher(path):
+    """The teacher of a ``--teacher`` checkpoint (verified on loading), or None."""
     from atkd_lite.checkpoints import load_checkpoint
 
     return load_checkpoint(path)[0] if path else None
 
 
 def check_seeds(seeds) -> None:
+    """Refuse negative or repeated ``--seeds`` (paired seeds must differ)."""
     bad = [s for s in seeds or [] if s < 0]
     if bad:
         raise ValueError(f"argument --seeds: seeds must be non-negative integers, got {bad}")

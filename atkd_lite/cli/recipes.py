@@ -15,6 +15,7 @@ from atkd_lite.cli.options import (
 
 
 def run_recipe_command(args) -> int:
+    """``atkd-lite recipe``: a whole recipe (teacher, grid, report)."""
     from atkd_lite.device import get_device
     from atkd_lite.experiments.recipes import RECIPES, run_recipe
     from atkd_lite.methods import METHODS

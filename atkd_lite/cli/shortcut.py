@@ -23,6 +23,7 @@ from atkd_lite.cli.options import (
 
 
 def run_shortcut_command(args) -> int:
+    """``atkd-lite shortcut``: the decoy-digits grid."""
     from atkd_lite.data import decoy_mnist
     from atkd_lite.experiments.shortcut import (
         DEFAULT_METHODS,
@@ -55,6 +56,7 @@ def run_shortcut_command(args) -> int:
 
 
 def run_merge(args) -> int:
+    """``atkd-lite shortcut-merge``: parts of one shortcut grid joined into one."""
     from atkd_lite.experiments.shortcut import load_shortcut, merge_shortcut, shortcut_markdown
 
     parts = [load_shortcut(path) for path in args.parts]  # every part readable: then write

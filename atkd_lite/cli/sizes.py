@@ -16,6 +16,7 @@ from atkd_lite.cli.options import (
 
 
 def run_sizes_command(args) -> int:
+    """``atkd-lite sizes``: students of several sizes from one teacher cache."""
     from atkd_lite.experiments.sizes import SIZES, run_sizes
 
     methods = args.methods or ["student", "fma"]

@@ -18,6 +18,7 @@ from atkd_lite.cli.options import (
 
 
 def run_datasets(args) -> int:
+    """``atkd-lite datasets``: one line per dataset."""
     from atkd_lite.data import DATASETS
 
     for name, about in DATASETS.items():
@@ -26,6 +27,7 @@ def run_datasets(args) -> int:
 
 
 def run_train_teacher(args) -> int:
+    """``atkd-lite train-teacher``: train the teacher into the cache or ``--output``."""
     import atkd_lite as ak
     from atkd_lite.checkpoints import teacher_cache_path
 
@@ -89,6 +91,7 @@ def run_train_teacher(args) -> int:
 
 
 def run_distill(args) -> int:
+    """``atkd-lite distill``: one student from the teacher; ``--output`` keeps it."""
     import atkd_lite as ak
     from atkd_lite.distillers import parse_method
 

@@ -15,6 +15,7 @@ from atkd_lite.cli.options import (
 
 
 def run_tune(args) -> int:
+    """``atkd-lite tune``: every method's weight chosen on the validation split."""
     from atkd_lite.device import get_device
     from atkd_lite.experiments.tuning import SEARCHES, tune, tuning_markdown
 
