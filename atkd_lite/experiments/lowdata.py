@@ -37,11 +37,11 @@ from collections.abc import Sequence
 import torch
 
 from atkd_lite.checks import check_int
-from atkd_lite.config import profile as get_profile
 from atkd_lite.data import DecoySet, load_dataset
 from atkd_lite.distillers import METHODS
 from atkd_lite.engine import DistillConfig
-from atkd_lite.experiments.results import ExperimentResults, check_parts
+from atkd_lite.experiments.profiles import profile as get_profile
+from atkd_lite.experiments.results import ExperimentResults, check_parts, merged_provenance
 from atkd_lite.experiments.runner import (
     GridCell,
     check_grid,
@@ -378,11 +378,8 @@ def merge_parts(parts: Sequence[ExperimentResults], output_dir=None) -> Experime
     settings = copy.deepcopy(first.settings)
     settings["methods"] = [m for m in ran if m not in CONTROLS]
     settings["controls"] = [c for c in CONTROLS if c in ran]
-    prov = copy.deepcopy(parts[-1].provenance)
-    prov["parts"] = [{k: p.provenance.get(k) for k in ("command", "date", "wall_time_s")}
-                     for p in parts]
+    prov = merged_provenance(parts, parts[-1])
     prov["wall_time_s"] = sum(p.provenance.get("wall_time_s") or 0.0 for p in parts)
-    prov["date"] = max(p.provenance.get("date", "") for p in parts)
     command = re.sub(r"\s--methods\s+\S+", "", str(prov.get("command") or "atkd-lite "
                                                                          "reproduce"))
     command = re.sub(r"\s--output-dir\s+\S+", "", command)

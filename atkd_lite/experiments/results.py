@@ -24,6 +24,7 @@ Defined in the book's chapter "Knowledge distillation".
 
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as _dt
 import hashlib
@@ -35,6 +36,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +53,7 @@ from atkd_lite.files import (
 )
 
 __all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
-           "check_parts", "packaged_results", "provenance", "release_output_dir",
+           "check_parts", "merged_provenance", "packaged_results", "provenance", "release_output_dir",
            "results_digest"]
 
 RESULTS_FORMAT = "atkd_lite.results/1"
@@ -338,7 +340,7 @@ def check_parts(parts) -> list[ExperimentResults]:
     """The parts of one grid run as several commands, checked to come from one run of the
     code: at least two, all at one known commit, none with uncommitted changes (the
     common start of :func:`~atkd_lite.experiments.lowdata.merge_parts` and
-    :func:`~atkd_lite.experiments.shortcut.merge_shortcut`).
+    :func:`~atkd_lite.experiments.shortcut.grid.merge_shortcut`).
 
     Raises:
         ValueError: fewer than two parts, different or unknown commits, a dirty part.
@@ -354,6 +356,18 @@ def check_parts(parts) -> list[ExperimentResults]:
         raise ValueError("a part ran with uncommitted changes; run every part from a clean "
                          "checkout so the commit records what ran")
     return parts
+
+
+def merged_provenance(parts: Sequence[ExperimentResults], base: ExperimentResults) -> dict:
+    """``base``'s provenance for a grid joined from ``parts``: a copy, with each part's
+    command, date and wall time under ``parts`` and the latest date as its date (the
+    caller sets the wall time: parts run one after another add up, side by side they
+    do not)."""
+    prov = copy.deepcopy(base.provenance)
+    prov["parts"] = [{k: p.provenance.get(k) for k in ("command", "date", "wall_time_s")}
+                     for p in parts]
+    prov["date"] = max(p.provenance.get("date", "") for p in parts)
+    return prov
 
 
 def packaged_results() -> list[str]:

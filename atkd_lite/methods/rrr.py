@@ -61,7 +61,7 @@ class RRRDistiller(InputGradientPenalty):
     #: the penalty weight λ when none is given (tuned per experiment)
     default_beta = 10.0
     #: its weight is chosen on test-like data (random shades), as the literature's upper
-    #: bound is (see :func:`~atkd_lite.experiments.shortcut.tune_weights`)
+    #: bound is (see :func:`~atkd_lite.experiments.shortcut.grid.tune_weights`)
     tuned_on_test_distribution = True
     #: it trains only on data that carry swatch masks (a DecoySet), and grids check
     #: this before any work (:func:`~atkd_lite.experiments.lowdata.run_experiment`)
