@@ -22,9 +22,13 @@ Three layers, so the method stands apart from what serves the book:
   first names of ``checks``/``device``/``files``/``outputs`` and ``methods``, kept for
   old code.)
 - :mod:`atkd_lite.experiments` — the one grid runner, results with provenance, the
-  statistics protocol, and the experiments (low-data, sizes, faithfulness, shortcut);
-- :mod:`atkd_lite.book` — figures, widgets and exercise checks, which only the chapters
-  need.
+  statistics protocol, the profiles, and the experiments (low-data, sizes, faithfulness,
+  shortcut, the attention overhead);
+- :mod:`atkd_lite.book` — figures, widgets, exercise checks and Colab's Drive cache, which
+  only the chapters need.
+
+On top of the three: the command line, :mod:`atkd_lite.cli`, and ``config``, the first
+name of the cache directory, the profiles and the Drive cache, kept for old code.
 
 Submodules are imported lazily, so ``import atkd_lite`` stays fast (torch, captum and
 torchvision load only when a name that needs them is first used).
@@ -55,8 +59,8 @@ _LAZY = {
     # running
     "get_device": "device",
     "seed_everything": "device",
-    "cache_dir": "config",
-    "profile": "config",
+    "cache_dir": "files",
+    "profile": "experiments.profiles",
     # training and checkpoints
     "train_model": "engine",
     "evaluate": "engine",

@@ -23,7 +23,6 @@ from torch import nn
 
 from atkd_lite import distributed
 from atkd_lite.checks import check_int
-from atkd_lite.config import cache_dir
 from atkd_lite.cost import count_parameters
 from atkd_lite.data import load_dataset
 from atkd_lite.device import seed_everything
@@ -31,6 +30,7 @@ from atkd_lite.engine import train_model
 from atkd_lite.files import (
     FileLock,
     atomic_write,
+    cache_dir,
     check_output_file,
     sweep_temp_files,
     tensor_digest,

@@ -4,7 +4,8 @@
 (:func:`check_output_file` / :func:`check_output_dir` check a path before any work,
 :func:`sweep_temp_files` removes a killed writer's leftovers), :func:`tensor_digest`
 fingerprints tensors, and :class:`FileLock` keeps two processes from doing the same work
-at once.
+at once. :func:`cache_dir` is where the package keeps what it makes once and reuses
+(teacher checkpoints, teacher maps, downloaded datasets).
 """
 
 from __future__ import annotations
@@ -32,15 +33,44 @@ except ImportError:  # Windows: FileLock degrades to a no-op with a warning
 
 
 __all__ = [
+    "CACHE_ENV",
     "FileLock",
     "LockHeldError",
     "atomic_write",
     "atomic_write_files",
+    "cache_dir",
     "check_output_dir",
     "check_output_file",
     "sweep_temp_files",
     "tensor_digest",
 ]
+
+#: the environment variable that names the cache directory
+CACHE_ENV = "ATKD_LITE_CACHE"
+
+
+def cache_dir(path: str | os.PathLike | None = None, create: bool = True) -> Path:
+    """The cache directory (``path``, else ``$ATKD_LITE_CACHE``, else ``~/.cache/atkd_lite``).
+
+    Raises:
+        PermissionError: if the directory cannot be created or written, with the
+            environment variable to set instead.
+    """
+    chosen = path or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "atkd_lite"
+    chosen = Path(chosen).expanduser()
+    if create:
+        try:
+            chosen.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=chosen, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            raise PermissionError(
+                f"the cache directory {str(chosen)!r} is not writable ({err.strerror or err}); "
+                f"set the environment variable {CACHE_ENV} to a writable folder of your "
+                f"own, e.g. export {CACHE_ENV}=$HOME/.cache/atkd_lite (not a shared "
+                "folder such as /tmp, where another user could plant files)"
+            ) from err
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ import torch
 
 import atkd_lite as ak
 from atkd_lite.cache import TeacherCache
-from atkd_lite.config import cache_dir
 from atkd_lite.engine import distill
+from atkd_lite.files import cache_dir
 
 SEEDS = (0, 1)
 

@@ -39,8 +39,10 @@ LAYERS = ("core", "experiments", "book", "cli")
 
 def _layer(module: str) -> str:
     parts = module.split(".")
-    if parts[1:2] in (["cli"], ["__main__"]):
-        return "cli"  # the command line: the top, over the experiments
+    if parts[1:2] in (["cli"], ["__main__"], ["config"]):
+        # the command line, and ``config`` (the first name of the cache directory, the
+        # profiles and the Drive cache, re-exported from three layers): the top
+        return "cli"
     return parts[1] if len(parts) > 1 and parts[1] in ("experiments", "book") else "core"
 
 

@@ -567,8 +567,8 @@ def test_every_protected_package_is_a_requirement():
 def test_profiles_train_students_with_the_tuned_recipe():
     """Every profile's students: the tuned epochs and batch (DistillConfig's defaults,
     chosen by benchmarks/tune_defaults.py), enough steps on the low-data set."""
-    from atkd_lite.config import PROFILES
     from atkd_lite.engine import DistillConfig
+    from atkd_lite.experiments.profiles import PROFILES
 
     tuned = DistillConfig()
     for prof in PROFILES.values():
@@ -583,7 +583,7 @@ def test_profiles_train_students_with_the_tuned_recipe():
 
 
 def test_gpu_profile_has_more_data_and_seeds_than_the_cpu_profile():
-    from atkd_lite.config import PROFILES
+    from atkd_lite.experiments.profiles import PROFILES
 
     cpu, gpu = PROFILES["cpu"], PROFILES["gpu"]
     assert gpu.dataset == "mnist" and cpu.dataset == "mnist5k"
@@ -608,7 +608,7 @@ OPT_OUT = re.compile(r"#\s*not from the profile:\s*\S")
 
 
 def _profile_datasets() -> set[str]:
-    from atkd_lite.config import PROFILES
+    from atkd_lite.experiments.profiles import PROFILES
 
     return {p.dataset for p in PROFILES.values()}
 
@@ -629,7 +629,7 @@ def profile_problems(nb) -> list[str]:
     and ``for epoch in range(<number>)``. A line with ``# not from the profile: <why>``
     (on any line of the flagged call, or in the comment just above it) is accepted.
     """
-    from atkd_lite.config import Profile
+    from atkd_lite.experiments.profiles import Profile
 
     fields = {f for f in Profile.__dataclass_fields__ if f not in ("name", "notes")}
     datasets = _profile_datasets()
@@ -890,7 +890,8 @@ def test_float16_autocast_with_the_scaler_trains_on_the_cpu():
 
 
 def test_drive_cache_mounts_drive_and_points_the_cache_there(tmp_path, monkeypatch):
-    from atkd_lite import config
+    import atkd_lite as ak
+    from atkd_lite.book import colab as config
 
     monkeypatch.delenv(config.CACHE_ENV, raising=False)
     mounted = []
@@ -903,14 +904,14 @@ def test_drive_cache_mounts_drive_and_points_the_cache_there(tmp_path, monkeypat
     assert mounted == [str(tmp_path / "drive")]
     assert path == tmp_path / "drive" / "MyDrive" / config.DRIVE_FOLDER and path.is_dir()
     assert os.environ[config.CACHE_ENV] == str(path)
-    assert config.cache_dir() == path  # what pretrained_teacher and TeacherCache use
+    assert ak.cache_dir() == path  # what pretrained_teacher and TeacherCache use
     # a second call (a second chapter) finds Drive mounted and does not mount again
     assert config.drive_cache(mount_point=tmp_path / "drive", mount=fake_mount) == path
     assert len(mounted) == 1
 
 
 def test_drive_cache_outside_colab_says_what_to_do(tmp_path, monkeypatch):
-    from atkd_lite import config
+    from atkd_lite.book import colab as config
 
     monkeypatch.setitem(sys.modules, "google.colab", None)  # not Colab: the import fails
     with pytest.raises(RuntimeError, match="ATKD_LITE_CACHE"):
@@ -945,3 +946,20 @@ def test_the_release_the_chapters_install_exists_in_the_repository():
     assert tomllib.loads(at_tag.stdout)["project"]["version"] == VERSION
     for nb in BOOK_NOTEBOOKS:
         assert INSTALL_URL in nb.read_text(), f"{nb.name} installs another reference"
+
+
+def test_the_first_names_of_the_cache_profiles_and_drive_still_work():
+    """``atkd_lite.config`` (the chapters call ``ak.config.drive_cache()``) re-exports the
+    very objects of their new homes, and nothing in the package imports it (tests/test_architecture.py: it is on top)."""
+    import atkd_lite as ak
+    from atkd_lite import config, files
+    from atkd_lite.book import colab
+    from atkd_lite.experiments import profiles
+
+    homes = {"cache_dir": files, "CACHE_ENV": files, "drive_cache": colab,
+             "DRIVE_FOLDER": colab, "DRIVE_MOUNT": colab, "PROFILES": profiles,
+             "Profile": profiles, "profile": profiles, "PROFILE_ENV": profiles}
+    assert sorted(config.__all__) == sorted(homes)
+    for name, home in homes.items():
+        assert getattr(config, name) is getattr(home, name), name
+    assert ak.profile is profiles.profile and ak.cache_dir is files.cache_dir

@@ -117,12 +117,12 @@ def test_every_label_is_checked_not_only_the_first():  # item 9
 
 
 def test_the_cache_error_suggests_no_shared_folder(tmp_path, monkeypatch):  # item 8
-    import atkd_lite.config as config
+    import atkd_lite.files as files
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(config.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(PermissionError) as err:
         ak.cache_dir(tmp_path / "cache")
     suggested = str(err.value).split("e.g.")[1]

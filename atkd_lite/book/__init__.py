@@ -5,7 +5,8 @@
   figure elsewhere;
 - :mod:`atkd_lite.book.exercises` — check functions for the chapters' exercises;
 - :mod:`atkd_lite.book.predictions` — confusion matrices, soft targets per class,
-  ambiguous examples.
+  ambiguous examples;
+- :mod:`atkd_lite.book.colab` — on Colab, the cache kept in Google Drive.
 
 Nothing in the core (:mod:`atkd_lite`) or in :mod:`atkd_lite.experiments` imports this
 layer.
