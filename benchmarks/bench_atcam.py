@@ -2,7 +2,7 @@
 
 Measures, in one run with interleaved repetitions, on the CPU and on CUDA when present,
 the median over repetitions of each variant's time divided by the plain forward's time in
-the same repetition (:func:`atkd_lite.cost.attention_overhead`), for three networks:
+the same repetition (:func:`atkd_lite.experiments.overhead.attention_overhead`), for three networks:
 
 - ``teacher`` — the book's teacher (:func:`atkd_lite.teacher_cnn`, 1x28x28), whose
   capture points are its post-ReLU block outputs;
@@ -14,7 +14,7 @@ Ratios: FMA ÷ plain and MIP ÷ plain, ``cam(x)`` versus ``model(x)`` both under
 ``torch.no_grad()`` (goal: <= 1.10 on the CPU, <= 1.15 on a GPU, at batch 128); SALS ÷
 plain, ``saliency_map(model, x)`` (a forward and a backward to the input; reported),
 timed in repetitions of its own (its memory churn would disturb the others). And the
-floor, read ÷ plain (:data:`atkd_lite.cost.FLOOR`), timed with FMA and MIP: the same
+floor, read ÷ plain (:data:`atkd_lite.experiments.overhead.FLOOR`), timed with FMA and MIP: the same
 capture with each captured map read once (a channel sum) and nothing else computed. No
 map made from the captured outputs can cost less, so a goal below the floor cannot be met
 by any change to the map computation, only by reading less (fewer or smaller layers).
@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import compile_in_process, generic_cnn, provenance, resnet18  # noqa: E402
 
 import atkd_lite as ak  # noqa: E402
-from atkd_lite.cost import FLOOR, attention_overhead  # noqa: E402
 from atkd_lite.device import COMPILE_MODES  # noqa: E402
+from atkd_lite.experiments.overhead import FLOOR, attention_overhead  # noqa: E402
 
 #: name -> (builder, input channels, input side)
 MODELS = {
@@ -68,7 +68,7 @@ def bench(device, batch: int, reps: int, warmup: int, size: int = 28, model: str
           compile: bool | str = False, compile_model: bool = False):
     """Per-variant median seconds and median paired ratio to ``plain`` for one network.
 
-    The measuring code is :func:`atkd_lite.cost.attention_overhead` (the book's chapter
+    The measuring code is :func:`atkd_lite.experiments.overhead.attention_overhead` (the book's chapter
     "Attention maps" calls it too), on a freshly initialised network seeded with 0.
     ``size`` applies to the book's teacher; the other networks use their own input size.
     """

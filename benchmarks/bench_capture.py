@@ -6,7 +6,7 @@ raw maps (resize, min-max normalise each layer, combine, normalise again). This 
 times, interleaved in one run (median of paired ratios to the plain forward, under
 ``torch.no_grad()``), the same capture growing one step at a time:
 
-- ``floor`` — each captured map read once (``cost.read_once``, a channel sum) and nothing
+- ``floor`` — each captured map read once (``overhead.read_once``, a channel sum) and nothing
   else: no map made from the captured outputs can cost less;
 - ``abs-mean eager`` — ATCam's capture as its call runs it: each map reduced to
   ``mean_c |A|`` in its hook (a ReLU output is summed as it is);
@@ -48,8 +48,9 @@ from common import interleaved, median, paired, parse_timing_args, provenance  #
 
 import atkd_lite as ak  # noqa: E402
 import atkd_lite.atcam_fast as atcam_fast  # noqa: E402
-from atkd_lite.cost import read_once, settle_heap  # noqa: E402
+from atkd_lite.cost import settle_heap  # noqa: E402
 from atkd_lite.device import compile_function  # noqa: E402
+from atkd_lite.experiments.overhead import read_once  # noqa: E402
 
 
 def variants(model: torch.nn.Module, x: torch.Tensor, compile: bool = True) -> dict:

@@ -14,7 +14,7 @@ over rounds of the two steps' times *in the same round*:
 - floor: read cached step ÷ plain student (CE) step     the least an attention term costs
 
 The floor step is the CE step plus a term that reads each of the student's captured maps
-once (ATCam's capture with :func:`atkd_lite.cost.read_once`, a channel sum, averaged into
+once (ATCam's capture with :func:`atkd_lite.experiments.overhead.read_once`, a channel sum, averaged into
 the loss) and backpropagates through that read: any attention map of the student pays at
 least this. (The cached FMA/MIP steps also carry the KD term on the cached logits: compare
 with the "kd cached / ce" row, 1.03-1.05 on the CPU.)
@@ -57,9 +57,9 @@ from common import (  # noqa: E402
 import atkd_lite as ak  # noqa: E402
 from atkd_lite.atcam import ATCam  # noqa: E402
 from atkd_lite.cache import TeacherCache  # noqa: E402
-from atkd_lite.cost import read_once  # noqa: E402
 from atkd_lite.device import COMPILE_MODES, autocast_context  # noqa: E402
 from atkd_lite.distillers import make_distiller  # noqa: E402
+from atkd_lite.experiments.overhead import read_once  # noqa: E402
 
 VARIANTS = [  # (name, method, cached)
     ("ce", "student", False),

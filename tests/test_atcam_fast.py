@@ -595,7 +595,7 @@ def test_compile_model_gives_the_eager_logits_maps_and_gradients_from_one_graph(
 def test_compile_model_settings_and_copies():
     import copy
 
-    from atkd_lite.cost import attention_overhead
+    from atkd_lite.experiments.overhead import attention_overhead
 
     model, _ = build("generic")
     with pytest.raises(ValueError, match="compile_model must be True or False"):
@@ -694,8 +694,8 @@ def test_a_compiled_step_has_the_eager_loss_and_gradients_online_and_cached(monk
 
 
 def test_compile_maps_is_refused_where_no_atcam_map_is_used():
-    from atkd_lite.cost import attention_overhead
     from atkd_lite.distillers import make_distiller
+    from atkd_lite.experiments.overhead import attention_overhead
 
     teacher, student = ak.teacher_cnn().eval(), ak.student_cnn("small")
     for method in ("at", "kd", "sals", "student"):

@@ -8,7 +8,7 @@ from captum.attr import IntegratedGradients, LayerGradCam
 import atkd_lite as ak
 from atkd_lite.attributions import MAP_METHODS, attribution_maps, model_randomisation
 from atkd_lite.book import viz
-from atkd_lite.cost import FLOOR, VARIANTS, attention_overhead, read_once
+from atkd_lite.experiments.overhead import FLOOR, VARIANTS, attention_overhead, read_once
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,12 @@
   class), :mod:`~atkd_lite.experiments.sizes` (students of three sizes from one cache),
   :mod:`~atkd_lite.experiments.faithfulness` (maps against known boxes),
   :mod:`~atkd_lite.experiments.shortcut` (a decoy in the corner: does the teacher's
-  attention keep the student off it?).
+  attention keep the student off it?), :mod:`~atkd_lite.experiments.overhead` (what the
+  maps cost next to a forward pass);
+- :mod:`~atkd_lite.experiments.profiles` — the CPU and GPU settings the chapters and
+  ``atkd-lite reproduce`` run with;
+- :mod:`~atkd_lite.experiments.questions` — the questions every chapter answers, each
+  with its family of comparisons and its rule.
 
 Examples::
 
@@ -18,6 +23,7 @@ Examples::
     True
 """
 
+from atkd_lite.experiments import overhead, profiles
 from atkd_lite.experiments.lowdata import ALL_METHODS, reproduce, run_experiment
 from atkd_lite.experiments.results import (
     PACKAGED_RESULTS,
@@ -28,4 +34,5 @@ from atkd_lite.experiments.results import (
 )
 
 __all__ = ["ALL_METHODS", "PACKAGED_RESULTS", "ExperimentResults", "load_results",
-           "packaged_results", "provenance", "reproduce", "run_experiment"]
+           "overhead", "packaged_results", "profiles", "provenance", "reproduce",
+           "run_experiment"]
