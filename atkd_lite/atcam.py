@@ -21,7 +21,9 @@ so maps of a half-precision teacher and a float32 student are comparable.
 
 The small functions :func:`select_layers`, :func:`normalize_maps`, :func:`resize_maps`,
 :func:`layer_map`, :func:`combine_maps` and :func:`attention_from_features` are the
-reusable pieces; the distillation engine and the book call them directly.
+reusable pieces; the distillation engine and the book call them directly. Which layers
+are kept, and the forward hooks that capture them, are in :mod:`atkd_lite.capture`
+(:func:`select_layers` is defined there); :class:`ATCam` puts the steps together.
 
 Cost. The method's claim is that the maps come almost for free, so they are computed
 with less memory traffic than the formulas above suggest: :mod:`atkd_lite.atcam_fast`
@@ -30,6 +32,35 @@ cache-sized chunks, a hand-written backward for ``norm``, compiled code on reque
 They change no number: the maps and gradients equal the plain formulas bit for bit
 (``tests/test_atcam_fast.py``), compiled ones to rounding.
 
+Compiling. ``ATCam(compile=...)`` compiles the map computation after the capture
+(resize, normalisations, combination: some 40 small operations) with ``torch.compile``,
+True or a mode such as ``"reduce-overhead"`` (CUDA graphs on a GPU); on the CPU also
+each signed captured map's ``mean_c |A|`` (one fused pass instead of forming ``|A|``
+first). On the CPU the compiled tail and attention loss take less time than the eager
+ones; on a GPU it is the way to fewer launches (``benchmarks/bench_compile.py`` and
+``benchmarks/bench_capture.py`` measure both; figures in ``benchmarks/RESULTS.md``). Off
+by default: the compiled maps equal the eager ones to rounding (~1e-6), not bit for bit;
+the first call of each input shape and grad mode compiles (seconds to a minute, with a
+C++ compiler on the CPU), which a book student's faster steps pay back only after
+thousands of steps, more than a student of the book trains on the CPU profile. Compiled
+maps support one backward pass (a student's training), not a double backward through
+them.
+
+``ATCam(compile_model=True)`` compiles the network's forward pass together with the
+capture and the maps, into one graph, in ``compile``'s mode (``"default"`` when
+``compile`` is False). The eager capture must read every captured feature map once more
+after the network wrote it (a floor that ``benchmarks/bench_capture.py`` measures);
+compiled with the network, each ``mean_c |A|`` is read inside the network's own fused
+kernels (the batch norm and ReLU that follow a conv read the same tensor), below that
+floor. Compare with the network compiled alone (``torch.compile(model)``, what a user who
+compiles gets): ``benchmarks/bench_atcam.py --compile-model``, figures in
+``benchmarks/RESULTS.md``. The first call of each train/eval mode and input size runs
+eagerly (it fixes and checks the capture points and which of them the network modifies
+in place afterwards: that call decides it for the compiled ones), the next one compiles
+(tens of seconds on two cores); the logits and maps equal the eager ones to rounding (in
+training, a dropout layer draws other masks when compiled). Measured with torch 2.14.
+Off by default, for the reasons given for ``compile``.
+
 Defined in the book's chapter "Attention maps", which derives every step.
 """
 
@@ -37,7 +68,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -46,7 +76,6 @@ from torch import nn
 from atkd_lite.atcam_fast import (
     COMBINE,
     EPS,
-    Reduced,
     WholeGraph,
     bilinear,
     channel_mean,
@@ -59,14 +88,27 @@ from atkd_lite.atcam_fast import (
     resize_weights,
     traceable_maps_from_raw,
 )
+from atkd_lite.capture import (
+    check_count,
+    check_features,
+    check_first_last,
+    find_capture_points,
+    hooked_forward,
+    kept_outputs,
+    modified_after_hook,
+    ran_in_order,
+    reduce_kept,
+    select_layers,
+)
 from atkd_lite.checks import check_model_input
 from atkd_lite.device import at_least_float32, check_compile_mode
-from atkd_lite.outputs import model_logits, unwrap_model
+from atkd_lite.outputs import unwrap_model
 
 __all__ = [
     "ATCam",
     "COMBINE",
     "attention_from_features",
+    "check_map_options",
     "combine_maps",
     "layer_map",
     "normalize_maps",
@@ -77,41 +119,9 @@ __all__ = [
 ]
 
 
-def _check_count(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(
-            f"{name} must be a non-negative int (how many capture points to keep); got {value!r}"
-        )
-    return value
-
-
-def select_layers(names: Sequence[str], first: int = 2, last: int = 2) -> list[str]:
-    """Keep the first ``first`` and the last ``last`` of an ordered list of names.
-
-    A name in both ends is kept once; if ``first + last >= len(names)`` all names are kept.
-    The order of ``names`` is preserved.
-
-    Args:
-        names (sequence of str): capture points in forward order.
-        first (int): how many of the earliest to keep.
-        last (int): how many of the latest to keep.
-
-    Returns:
-        list of str: the kept names, in their original order.
-
-    Examples::
-
-        >>> select_layers(["c1", "c2", "c3", "c4", "c5"], first=2, last=2)
-        ['c1', 'c2', 'c4', 'c5']
-        >>> select_layers(["c1", "c2", "c3"], first=2, last=2)
-        ['c1', 'c2', 'c3']
-    """
-    first, last = _check_count("first", first), _check_count("last", last)
-    if first == 0 and last == 0:
-        raise ValueError("first and last are both 0, so no layer would be kept; use first>=1 or last>=1")
-    n = len(names)
-    keep = set(range(min(first, n))) | set(range(max(0, n - last), n))
-    return [names[i] for i in sorted(keep)]
+# old private names of this module, now public in atkd_lite.capture
+_check_count = check_count
+_check_features = check_features
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -146,15 +156,6 @@ def normalize_maps(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return min_max_normalize(maps, eps)
 
 
-def _check_features(features) -> None:
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(
-            f"features must be a 4-D feature map (B, C, H, W); got {shape}. "
-            "Capture a module whose output is a conv feature map."
-        )
-
-
 def layer_map(
     features: torch.Tensor,
     p: float = 1,
@@ -186,7 +187,7 @@ def layer_map(
         tensor([[[1., 0.],
                  [0., 0.]]])
     """
-    _check_features(features)
+    check_features(features)
     size = check_size(size)
     with float32_if_autocast(features.device):
         m = channel_mean(features, p)
@@ -309,12 +310,34 @@ def attention_from_features(
     if not features:
         raise ValueError("attention_from_features needs at least one feature map")
     for a in features:
-        _check_features(a)
+        check_features(a)
     workspace: dict = {}
     with float32_if_autocast(features[0].device):
         raw = [channel_mean(a, p, workspace) for a in features]
     maps, per_layer = maps_from_raw(raw, size, combine)
     return (maps, per_layer) if return_layers else maps
+
+
+def check_map_options(combine, p, size, compile, compile_model
+                      ) -> tuple[str, float, tuple[int, int] | None, str | None]:
+    """:class:`ATCam`'s map options checked, in this order (a ValueError names the first
+    bad one): ``combine`` (returned lower-cased), ``p`` (a number in (0, 16]), ``size``
+    (:func:`~atkd_lite.atcam_fast.check_size`), ``compile`` (returned as its mode,
+    :func:`~atkd_lite.device.check_compile_mode`, ``"default"`` where only
+    ``compile_model`` asks for compiling) and ``compile_model`` (True or False)."""
+    if not isinstance(combine, str) or combine.lower() not in COMBINE:
+        raise ValueError(f"unknown combine mode {combine!r}; use one of {sorted(COMBINE)}")
+    # |A|^p over- or underflows float32 beyond 16 (all-zero or one-pixel maps); the
+    # chained comparison is False for NaN and infinity too
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 16:
+        raise ValueError(f"p must be a positive number up to 16 (1 or 2 are usual; "
+                         f"larger powers overflow float32); got {p!r}")
+    size, mode = check_size(size), check_compile_mode(compile)
+    if not isinstance(compile_model, bool):
+        raise ValueError(f"compile_model must be True or False; got {compile_model!r}")
+    if compile_model and mode is None:
+        mode = check_compile_mode(True)
+    return combine.lower(), p, size, mode
 
 
 class ATCam:
@@ -344,36 +367,11 @@ class ATCam:
         p (float): exponent in ``mean_c |A|^p`` (default 1).
         size (two ints, optional): output (H, W) of the maps; default the input's H×W.
         compile (bool or str): compile the map computation after the capture (resize,
-            normalisations, combination: some 40 small operations) with
-            ``torch.compile``, True or a mode such as ``"reduce-overhead"`` (CUDA graphs
-            on a GPU); on the CPU also each signed captured map's ``mean_c |A|`` (one
-            fused pass instead of forming ``|A|`` first). On the CPU the compiled tail
-            and attention loss take less time than the eager ones; on a GPU it is the
-            way to fewer launches (``benchmarks/bench_compile.py`` and
-            ``benchmarks/bench_capture.py`` measure both; figures in
-            ``benchmarks/RESULTS.md``). Off by default: the compiled maps equal the eager
-            ones to rounding (~1e-6), not bit for bit; the first call of each input shape
-            and grad mode compiles (seconds to a minute, with a C++ compiler on the CPU),
-            which a book student's faster steps pay back only after thousands of steps,
-            more than a student of the book trains on the CPU profile.
-            Compiled maps support one backward pass (a student's training), not a double
-            backward through them.
+            normalisations, combination) with ``torch.compile``: True or a mode such as
+            ``"reduce-overhead"``. Off by default: see *Compiling* in :mod:`atkd_lite.atcam`.
         compile_model (bool): compile the network's forward pass together with the
             capture and the maps, into one graph, in ``compile``'s mode (``"default"``
-            when ``compile`` is False). The eager capture must read every captured
-            feature map once more after the network wrote it (a floor that
-            ``benchmarks/bench_capture.py`` measures); compiled with the network, each
-            ``mean_c |A|`` is read inside the network's own fused kernels (the batch norm
-            and ReLU that follow a conv read the same tensor), below that floor. Compare
-            with the network compiled alone (``torch.compile(model)``, what a user who
-            compiles gets): ``benchmarks/bench_atcam.py --compile-model``, figures in
-            ``benchmarks/RESULTS.md``. The first call of each
-            train/eval mode and input size runs eagerly (it fixes and checks the capture
-            points and which of them the network modifies in place afterwards: that
-            call decides it for the compiled ones), the next one compiles (tens of
-            seconds on two cores); the logits and maps equal the eager ones to rounding
-            (in training, a dropout layer draws other masks when compiled). Measured
-            with torch 2.14. Off by default, for the reasons given under ``compile``.
+            when ``compile`` is False). Off by default: see *Compiling* above.
 
     Examples::
 
@@ -410,57 +408,20 @@ class ATCam:
         compile_model: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"model must be a torch.nn.Module (a CNN returning logits); got {type(model).__name__}"
-            )
-        self.first = _check_count("first", first)
-        self.last = _check_count("last", last)
-        if first == 0 and last == 0:
-            raise ValueError(
-                "first and last are both 0, so no layer would be kept; use first>=1 or last>=1"
-            )
-        if not isinstance(combine, str) or combine.lower() not in COMBINE:
-            raise ValueError(f"unknown combine mode {combine!r}; use one of {sorted(COMBINE)}")
-        # |A|^p over- or underflows float32 beyond 16 (all-zero or one-pixel maps); the
-        # chained comparison is False for NaN and infinity too
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 16:
-            raise ValueError(f"p must be a positive number up to 16 (1 or 2 are usual; "
-                             f"larger powers overflow float32); got {p!r}")
+            raise TypeError("model must be a torch.nn.Module (a CNN returning logits); "
+                            f"got {type(model).__name__}")
+        self.first, self.last = check_first_last(first, last)
+        combine, p, size, compile = check_map_options(combine, p, size, compile, compile_model)
         model = unwrap_model(model)  # DataParallel/DDP/compiled: hook the network itself
         self.model = model
-        self.combine = combine.lower()
-        self.p = p
-        self.size = check_size(size)
-        self.compile = check_compile_mode(compile)
-        if not isinstance(compile_model, bool):
-            raise ValueError(f"compile_model must be True or False; got {compile_model!r}")
+        self.combine, self.p, self.size, self.compile = combine, p, size, compile
         self.compile_model = compile_model
-        if compile_model and self.compile is None:
-            self.compile = check_compile_mode(True)
         self._named = dict(model.named_modules())
-
-        self.keep_all = isinstance(layers, str) and layers == "all"
-        if self.keep_all:
-            layers = None
-        # candidates: ordered names, or None while the Conv2d order is still unknown
-        if layers is not None:
-            if isinstance(layers, str):
-                layers = [layers]
-            self._check_names(list(layers), source="layers")
-            self._candidates: list[str] | None = list(layers)
-        elif callable(getattr(model, "atkd_capture_points", None)):
-            names = list(model.atkd_capture_points())
-            self._check_names(names, source="model.atkd_capture_points()")
-            self._candidates = names
-        else:
-            self._candidates = None
-            self._convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-            if not self._convs:
-                raise ValueError(
-                    f"{type(model).__name__} has no nn.Conv2d layer, so ATCam has nothing to "
-                    "capture; pass layers=[...] naming modules with 4-D outputs, or give the "
-                    "model an atkd_capture_points() method"
-                )
+        # which layers (atkd_lite.capture): candidates are ordered names, or None while
+        # the Conv2d order is still unknown (the first call learns it from every Conv2d)
+        self.keep_all, self._candidates, convs = find_capture_points(model, layers, self._named)
+        if self._candidates is None:
+            self._convs = convs
         self.layer_names: list[str] | None = (
             None if self._candidates is None else self._select(self._candidates)
         )
@@ -476,17 +437,6 @@ class ATCam:
 
     def _select(self, names: list[str]) -> list[str]:
         return list(names) if self.keep_all else select_layers(names, self.first, self.last)
-
-    def _check_names(self, names: list[str], source: str) -> None:
-        if not names:
-            raise ValueError(f"{source} is empty; name at least one module with 4-D outputs")
-        unknown = [n for n in names if n not in self._named or n == ""]
-        if unknown:
-            valid = [n for n in self._named if n]
-            raise ValueError(
-                f"unknown layer name(s) {unknown} in {source}; valid names "
-                f"(model.named_modules()) are: {valid}"
-            )
 
     # ------------------------------------------------------------------ capture
     def features(self, x: torch.Tensor, reduce: Callable[[torch.Tensor], object] | None = None
@@ -530,100 +480,23 @@ class ATCam:
         return self._capture(x, reduce=lambda a, name, as_hooked=True: reduce(a))
 
     def _capture(self, x: torch.Tensor, reduce: Callable | None = None):
-        """One forward pass with hooks on the capture points; logits and kept outputs.
-
-        With ``reduce``, each kept output is reduced inside its hook (to its raw per-layer
-        map), so the full-size feature map is read while it is still in cache and is
-        freed as the forward pass goes on, as in a plain forward (keeping every captured
-        map alive to the end forces fresh allocations and costs ~10-30 % of a forward on
-        the CPU). That is only the same as reducing after the forward if nothing modifies
-        the output in place later (e.g. ``Conv2d`` followed by ``ReLU(inplace=True)``:
-        the captured tensor then holds the activation). So the first call in each of
-        train/eval mode keeps the outputs, as :meth:`features` does, and notes which ones
-        were modified after their hook (their version counter moved); those are always
-        reduced after the forward, the others inside the hook. An early-reduced output
-        still alive at the end is checked again and, if it was modified, reduced again
-        from its final value, so the maps never differ from ``attention_from_features(
-        self.features(x)[1])``.
-        """
+        """One forward pass with hooks on the capture points: logits and kept outputs, or
+        with ``reduce`` their reductions (in the hook where that is safe, learnt in ``_late``
+        by a first call per train/eval mode: :func:`~atkd_lite.capture.reduce_kept`)."""
         hooked = self.layer_names if self.layer_names is not None else self._convs
-        captured: dict[str, object] = {}  # insertion order = first-run order
-        versions: dict[str, int] = {}  # version counter at hook time (probe calls)
         mode = bool(self.model.training)
         late = self._late.get(mode) if reduce is not None else None
         early = late is not None and self.layer_names is not None
-
-        def make_hook(name: str):
-            def hook(module, args, output):
-                if isinstance(output, torch.Tensor) and not output.is_inference():
-                    versions[name] = output._version
-                if early and name not in late and isinstance(output, torch.Tensor) \
-                        and output.dim() == 4:
-                    output = Reduced(reduce(output, name), weakref.ref(output),
-                                      versions.get(name))
-                captured[name] = output  # last run wins if a module runs twice
-
-            return hook
-
-        handles = []
-        try:
-            for name in hooked:
-                module = self.model.get_submodule(name)
-                handles.append(module.register_forward_hook(make_hook(name)))
-            try:
-                logits = model_logits(self.model(x))  # tensor, (logits, ...) or dict
-            except RuntimeError as err:
-                if "too small" not in str(err) and "smaller than" not in str(err):
-                    raise
-                raise ValueError(
-                    f"{type(self.model).__name__} cannot take images of "
-                    f"{tuple(x.shape[-2:])}: its downsampling leaves nothing at some layer "
-                    f"({str(err).splitlines()[0]}); use larger images (e.g. resize them) "
-                    "or a network made for this size") from err
-        finally:
-            for h in handles:
-                h.remove()
-
+        logits, captured, versions = hooked_forward(self.model, x, hooked,
+                                                    reduce if early else None, late)
         if self.layer_names is None:  # auto Conv2d mode: the first call fixes the order
-            ran = list(captured)
-            if not ran:
-                raise ValueError(
-                    "none of the model's Conv2d layers ran in its forward pass; "
-                    "pass layers=[...] naming modules that do run"
-                )
-            self.layer_names = self._select(ran)
-        missing = [n for n in self.layer_names if n not in captured]
-        if missing:
-            raise ValueError(
-                f"capture point(s) {missing} did not run in the forward pass; "
-                "choose modules that the model's forward calls"
-            )
-        feats = [captured[n] for n in self.layer_names]
-        for name, a in zip(self.layer_names, feats):
-            if not isinstance(a, Reduced) and (not isinstance(a, torch.Tensor) or a.dim() != 4):
-                got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
-                raise ValueError(
-                    f"capture point {name!r} returned {got}, not a 4-D feature map "
-                    "(B, C, H, W); choose a conv/activation module instead"
-                )
+            self.layer_names = self._select(ran_in_order(captured))
+        feats = kept_outputs(captured, self.layer_names)
         if reduce is None:
             return logits, feats
         if late is None and len(versions) == len(captured):  # probe: learn what is safe
-            self._late[mode] = {n for n in self.layer_names
-                                if captured[n]._version != versions[n]}
-        out = []
-        for name, a in zip(self.layer_names, feats):
-            if isinstance(a, Reduced):
-                final = a.ref()
-                if final is None or a.version is None or final._version == a.version:
-                    out.append(a.value)
-                    continue
-                late.add(name)  # modified in place after the hook: reduce the final value
-                a = final
-            # a tensor modified after its hook may no longer be its ReLU's output
-            as_hooked = name in versions and a._version == versions[name]
-            out.append(reduce(a, name, as_hooked))
-        return logits, out
+            self._late[mode] = modified_after_hook(self.layer_names, captured, versions)
+        return logits, reduce_kept(self.layer_names, feats, versions, reduce, late)
 
     def _workspace(self) -> dict:
         ws = getattr(self._scratch, "ws", None)

@@ -39,7 +39,6 @@ Examples::
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -267,9 +266,7 @@ def run_faithfulness(dataset: str = "cluttered", methods: Sequence[str] = DEFAUL
     results = run_grid(setup, settings, [GridCell(m, student_size) for m in methods], seeds,
                        epochs, cache, score=lambda res: score(res.student),
                        output_dir=output_dir, progress=progress, **distill_kwargs)
-    results.provenance["wall_time_s"] = time.perf_counter() - setup.t_start
     if output_dir is not None:
-        results.save(output_dir)
         _write_faithfulness_md(results, Path(output_dir))
     return results
 

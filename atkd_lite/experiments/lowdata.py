@@ -31,7 +31,6 @@ Defined in the book's chapter "Knowledge distillation".
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import torch
@@ -219,12 +218,8 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
                              student_size=student_size, epochs=epochs, methods=methods,
                              seeds=seeds, cached=use_cache, distill_kwargs=distill_kwargs,
                              controls=[c.label for c in cells[len(methods):]])
-    results = run_grid(setup, settings, cells, seeds, epochs, cache, output_dir=output_dir,
-                       progress=progress, **distill_kwargs)
-    results.provenance["wall_time_s"] = time.perf_counter() - setup.t_start
-    if output_dir is not None:
-        results.save(output_dir)
-    return results
+    return run_grid(setup, settings, cells, seeds, epochs, cache, output_dir=output_dir,
+                    progress=progress, **distill_kwargs)
 
 
 def reproduce(output_dir="results/mnist5k-lowdata", profile: str | None = None,

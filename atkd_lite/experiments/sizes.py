@@ -78,9 +78,6 @@ def run_sizes(dataset: str = "mnist5k", sizes: Sequence[str] = SIZES,
              for size in sizes for m in methods]
     results = run_grid(setup, settings, cells, seeds, epochs, cache, output_dir=output_dir,
                        progress=progress, **distill_kwargs)
-    results.provenance["wall_time_s"] = time.perf_counter() - setup.t_start
-    if output_dir is not None:
-        results.save(output_dir)
     return results
 
 
