@@ -33,6 +33,7 @@ __all__ = [
     "find_capture_points",
     "hooked_forward",
     "kept_outputs",
+    "layer_selection",
     "modified_after_hook",
     "ran_in_order",
     "reduce_kept",
@@ -100,6 +101,51 @@ def select_layers(names: Sequence[str], first: int = 2, last: int = 2) -> list[s
     n = len(names)
     keep = set(range(min(first, n))) | set(range(max(0, n - last), n))
     return [names[i] for i in sorted(keep)]
+
+
+def layer_selection(spec, first: int = 2, last: int = 2, what: str = "layers") -> dict:
+    """:class:`~atkd_lite.atcam.ATCam` keyword arguments for one network's capture points.
+
+    Args:
+        spec: None (``first``/``last`` of the network's automatic capture points, the
+            default); a list of module names (exactly those, in that order); a dict
+            ``{"first": f, "last": l}`` or a pair of ints ``(f, l)`` (this network's own
+            counts of its automatic capture points); or ``"all"`` (every automatic one).
+        first, last (int): the counts used when ``spec`` is None.
+        what (str): the argument's name, for errors.
+
+    Returns:
+        dict: ``layers``, ``first``, ``last`` for ATCam.
+
+    Raises:
+        TypeError: anything else (says what is accepted).
+
+    Examples::
+
+        >>> layer_selection(["layer1", "layer4"])
+        {'layers': ['layer1', 'layer4'], 'first': 2, 'last': 0}
+        >>> layer_selection({"first": 1, "last": 3})
+        {'layers': None, 'first': 1, 'last': 3}
+    """
+    if spec is None:
+        return {"layers": None, "first": first, "last": last}
+    if isinstance(spec, str):
+        return ({"layers": "all", "first": first, "last": last} if spec == "all"
+                else {"layers": [spec], "first": 1, "last": 0})
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"first", "last"})
+        if unknown:
+            raise TypeError(f"{what} as a dict takes 'first' and 'last', not {unknown}")
+        return {"layers": None, "first": spec.get("first", first),
+                "last": spec.get("last", last)}
+    if isinstance(spec, (list, tuple)) and spec:
+        if all(isinstance(v, str) for v in spec):
+            return {"layers": list(spec), "first": len(spec), "last": 0}
+        if len(spec) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in spec):
+            return {"layers": None, "first": spec[0], "last": spec[1]}
+    raise TypeError(f"{what} must be None, a list of module names (e.g. ['layer1', "
+                    "'layer4']), {'first': F, 'last': L}, a pair (F, L) or 'all'; got "
+                    f"{spec!r}")
 
 
 def check_layer_names(named: dict, names: list[str], source: str) -> None:

@@ -16,7 +16,7 @@ the data. This module is the package's only contact with that machinery:
   success and on error; a process group started by the library itself is torn down when
   the process exits.
 
-The training loop (:func:`atkd_lite.engine.fit`) wraps the trainable network in
+The training loop (:func:`atkd_lite.loop.fit`) wraps the trainable network in
 :class:`~torch.nn.parallel.DistributedDataParallel` (the frozen teacher is left out of
 it), gives every rank a strided share of each global batch, and all-reduces the epoch's
 figures, so that every rank reports the same history.

@@ -215,3 +215,35 @@ def test_the_kind_detector_finds_a_planted_comparison(tmp_path):
                        'for k in ("fma", "mip"):\n    pass\n')
     assert [h.split(": ", 1)[1] for h in _kind_comparisons(planted, tmp_path)] == [
         "kind == 'sals'", "kinds & {'fma', 'mip'}"]
+
+
+def test_a_method_receives_the_run_settings_as_one_object():
+    """``distill`` validates its settings once and hands the method the whole
+    ``DistillConfig`` (KD's weight resolved), instead of forwarding them field by field;
+    a method without maps keeps no layer selection of its own."""
+    from atkd_lite.methods import DEFAULT_ALPHA, make_distiller
+    from atkd_lite.settings import DistillConfig
+
+    seen = {}
+
+    class Spy(Distiller):
+        def setup(self, x_probe):
+            seen["config"] = self.config
+
+    train = ak.load_dataset("mnist5k", "train").per_class(2)
+    teacher = ak.teacher_cnn().eval()
+    ak.distill(teacher, ak.student_cnn("tiny"), train, method=Spy, epochs=1, beta=0.5, T=4.0,
+               first=1, progress=False, device="cpu")
+    cfg = seen["config"]
+    assert isinstance(cfg, DistillConfig)
+    assert (cfg.epochs, cfg.beta, cfg.T, cfg.first, cfg.alpha) == (1, 0.5, 4.0, 1, 0.0)
+    kd = make_distiller("kd", ak.student_cnn("tiny"), teacher, DistillConfig(first=1, T=2.0))
+    assert (kd.alpha, kd.T, kd.config.first) == (DEFAULT_ALPHA, 2.0, 1)
+    assert not any(hasattr(kd, name) for name in ("first", "last", "size", "teacher_layers"))
+    # the keywords of earlier versions are fields of the config; an unknown one is named
+    fma = make_distiller("fma", ak.student_cnn("tiny"), teacher, first=1, last=1)
+    assert (fma.config.first, fma.config.last, fma.alpha) == (1, 1, 0.0)
+    with pytest.raises(TypeError, match="beta_at.*the AT weight is beta"):
+        make_distiller("at", ak.student_cnn("tiny"), teacher, beta_at=10.0)
+    with pytest.raises(ValueError, match="compile_maps .* leave it False"):
+        make_distiller("kd", ak.student_cnn("tiny"), teacher, compile_maps=True)

@@ -34,7 +34,7 @@ class Profile:
     """Settings that differ between a quick CPU run and a full GPU run.
 
     Every student in every chapter trains for ``student_epochs``: the 30 epochs of the
-    committed experiments and of the tuned recipe (:class:`~atkd_lite.engine.DistillConfig`),
+    committed experiments and of the tuned recipe (:class:`~atkd_lite.settings.DistillConfig`),
     with ``batch_size`` images a step: the tuned 128, which on the low-data set
     (``low_data_per_class`` × 10 classes = 1,000 images) gives 8 steps an epoch, 240 in a
     run. One epoch budget for all students, so a chapter's live run is the same recipe as

@@ -52,7 +52,7 @@ class Search:
 
     Attributes:
         method: the distillation method the runs use.
-        setting: the :class:`~atkd_lite.engine.DistillConfig` field tuned.
+        setting: the :class:`~atkd_lite.settings.DistillConfig` field tuned.
         grid: the five starting values, increasing.
         upper: the largest value the setting can take (None: unbounded).
         integer: the setting takes whole numbers (extensions are rounded).

@@ -34,17 +34,18 @@ class ATDistiller(Distiller):
     signal = ATMaps()
     default_beta = 100.0
 
-    def __init__(self, student, teacher, **kw):
-        super().__init__(student, teacher, **kw)
-        self.by_depth = self.teacher_layers is None and self.student_layers is None
+    def __init__(self, student, teacher, config=None, **kw):
+        super().__init__(student, teacher, config, **kw)
+        cfg = self.config
+        self.by_depth = cfg.teacher_layers is None and cfg.student_layers is None
         if self.by_depth:
             self.student_cam = ATCam(student, layers="all")
             self.teacher_cam = ATCam(teacher, layers="all")
         else:
             self.student_cam = ATCam(student, **layer_selection(
-                self.student_layers, self.first, self.last, "student_layers"))
+                cfg.student_layers, cfg.first, cfg.last, "student_layers"))
             self.teacher_cam = ATCam(teacher, **layer_selection(
-                self.teacher_layers, self.first, self.last, "teacher_layers"))
+                cfg.teacher_layers, cfg.first, cfg.last, "teacher_layers"))
         self.pairs: list[tuple[int, int]] | None = None
 
     def setup(self, x_probe: torch.Tensor) -> None:

@@ -1,7 +1,7 @@
 """The shared base of the ATCam-map methods (FMA, MIP, and your own map): the attention
 loss between one map per network, each made from its own capture points.
 
-Each network's map is combined from its own selection (:func:`~atkd_lite.methods.base.layer_selection`)
+Each network's map is combined from its own selection (:func:`~atkd_lite.capture.layer_selection`)
 and resized to one size (the input's, or ``size``), so the teacher's and the student's
 selections may differ in length and in depth. The map is the method's
 :class:`~atkd_lite.signals.ATCamMap`: the built-in FMA and MIP maps take
@@ -34,8 +34,11 @@ class ATCamDistiller(Distiller):
     signal: ATCamMap = ATCamMap("fma")
     uses_atcam_maps = True
 
-    def __init__(self, student, teacher, **kw):
-        super().__init__(student, teacher, **kw)
+    def __init__(self, student, teacher, config=None, **kw):
+        super().__init__(student, teacher, config, **kw)
+        cfg = self.config
+        #: compile both networks' map computation (``DistillConfig.compile_maps``)
+        self.compile_maps = cfg.compile_maps
         fast = self.signal.is_builtin()
         if self.compile_maps and not fast:
             raise ValueError(f"compile_maps compiles the FMA and MIP maps; "
@@ -43,11 +46,11 @@ class ATCamDistiller(Distiller):
                              "it False")
         self.fast = fast
         cams = {}
-        for who, net, spec in (("student", student, self.student_layers),
-                               ("teacher", teacher, self.teacher_layers)):
+        for who, net, spec in (("student", student, cfg.student_layers),
+                               ("teacher", teacher, cfg.teacher_layers)):
             cams[who] = ATCam(net, combine=self.signal.combine if fast else "fma",
-                              size=self.size, compile=self.compile_maps,
-                              **layer_selection(spec, self.first, self.last, f"{who}_layers"))
+                              size=cfg.size, compile=self.compile_maps,
+                              **layer_selection(spec, cfg.first, cfg.last, f"{who}_layers"))
         self.student_cam, self.teacher_cam = cams["student"], cams["teacher"]
 
     def setup(self, x_probe: torch.Tensor) -> None:
@@ -59,11 +62,12 @@ class ATCamDistiller(Distiller):
                 check_map_sizes(who, cam.layer_names, feats, f"{self.signal.key.upper()} map")
 
     def cache_needs(self) -> dict:
-        needs = {"maps": [self.signal.key], "size": self.size}
+        cfg = self.config
+        needs = {"maps": [self.signal.key], "size": cfg.size}
         if self.teacher_cam.layer_names is not None:  # known after setup()
             needs["layers"] = list(self.teacher_cam.layer_names)
-        if self.teacher_layers is None:
-            needs.update(first=self.first, last=self.last)
+        if cfg.teacher_layers is None:
+            needs.update(first=cfg.first, last=cfg.last)
         return needs
 
     def _maps(self, cam: ATCam, x: torch.Tensor):

@@ -51,11 +51,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atkd_lite.capture import layer_selection
 from atkd_lite.data import UNLABELLED
 from atkd_lite.device import autocast_context
 from atkd_lite.losses.attention import attention_loss
 from atkd_lite.losses.kd import kd_loss
 from atkd_lite.outputs import model_logits
+from atkd_lite.settings import DistillConfig
 from atkd_lite.signals import Logits, Signal
 
 __all__ = ["DEFAULT_ALPHA", "Distiller", "check_map_sizes", "layer_selection"]
@@ -78,23 +80,20 @@ class Distiller(nn.Module):
 
     Args:
         student, teacher (nn.Module): the networks (the teacher is never trained).
-        alpha (float): weight of KD; CE gets ``1 − alpha``. 0 = no KD.
-        beta (float, optional): weight of the attention term; None = ``default_beta``.
-        T (float): KD temperature.
-        attention_form (str): the form of :func:`~atkd_lite.losses.attention_loss`.
-        label_smoothing (float): cross-entropy's label smoothing (0: none; a control for
-            KD's soft targets).
-        first, last (int): ATCam's layer selection (FMA and MIP), for a network whose own
-            selection is None.
-        teacher_layers, student_layers (optional): each network's capture points, see
-            :func:`layer_selection` (None: ``first``/``last`` of its automatic ones).
-        size (two ints, optional): map size (FMA and MIP); None = the input's H×W.
+        config (DistillConfig, optional): the run's settings, one object
+            (:class:`~atkd_lite.settings.DistillConfig`; default: its defaults); the
+            distiller keeps it whole (:attr:`config`) and each method reads the fields it
+            uses: ``alpha`` (KD's weight, CE gets ``1 − alpha``; None or 0 = no KD),
+            ``beta`` (the attention term's weight; None = ``default_beta``), ``T``,
+            ``attention_form``, ``label_smoothing``, ``amp``, and for the methods with
+            maps ``first``/``last``, ``teacher_layers``/``student_layers`` (see
+            :func:`~atkd_lite.capture.layer_selection`), ``size`` and ``compile_maps``
+            (FMA and MIP only: compile both networks' map computation and the attention
+            loss as one graph; a method without ATCam maps ignores it in a config and
+            refuses it as a keyword).
         cache (TeacherCache, optional): teacher logits and maps by dataset index.
-        amp (bool, optional): autocast on CUDA (None = on there).
-        compile_maps (bool or str): FMA and MIP: compile both networks' map computation
-            (``ATCam(..., compile=)``) and the attention loss, as one graph; off by default
-            (equal to rounding, not bit for bit, and the first steps compile). The
-            :class:`~atkd_lite.engine.DistillConfig` setting of the same name.
+        **settings: fields of the config to change, e.g. ``alpha=0.5, beta=0.3`` (the
+            keywords of earlier versions, which all are fields).
     """
 
     #: the teacher signal matched by the attention term, or None without a term
@@ -107,24 +106,23 @@ class Distiller(nn.Module):
     #: that ``compile_maps`` applies to
     uses_atcam_maps: bool = False
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 0.0,
-                 beta: float | None = None, T: float = 8.0, attention_form: str = "l2",
-                 first: int = 2, last: int = 2, size: Sequence[int] | None = None,
-                 cache=None, amp: bool | None = None, label_smoothing: float = 0.0,
-                 teacher_layers=None, student_layers=None, compile_maps: bool | str = False):
+    def __init__(self, student: nn.Module, teacher: nn.Module,
+                 config: DistillConfig | None = None, *, cache=None, **settings):
         super().__init__()
-        self.student, self.teacher = student, teacher
-        self.teacher_layers, self.student_layers = teacher_layers, student_layers
-        self.alpha, self.T = float(alpha), float(T)
-        self.beta = float(self.default_beta if beta is None else beta)
-        self.attention_form = attention_form
-        self.first, self.last, self.size = first, last, size
-        self.cache, self.amp = cache, amp
-        self.label_smoothing = float(label_smoothing)
-        if compile_maps and not self.uses_atcam_maps:
+        if config is not None and not isinstance(config, DistillConfig):
+            raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
+        if settings.get("compile_maps") and not self.uses_atcam_maps:
             raise ValueError(f"compile_maps compiles ATCam's map computation, which only FMA "
                              f"and MIP use; {type(self).__name__} has none: leave it False")
-        self.compile_maps = compile_maps
+        #: the run's settings, whole (:class:`~atkd_lite.settings.DistillConfig`)
+        self.config = (config or DistillConfig()).replace(**settings)
+        cfg = self.config
+        self.student, self.teacher = student, teacher
+        self.alpha, self.T = float(cfg.alpha or 0.0), float(cfg.T)
+        self.beta = float(self.default_beta if cfg.beta is None else cfg.beta)
+        self.attention_form = cfg.attention_form
+        self.label_smoothing = float(cfg.label_smoothing)
+        self.cache, self.amp = cache, cfg.amp
 
     def train(self, mode: bool = True) -> Distiller:
         """Train or evaluate the student; the teacher always stays in eval mode."""
@@ -217,51 +215,6 @@ class Distiller(nn.Module):
             terms["loss_att"] = self.attention_term(s_att, t_att)
             total = total + self.beta * terms["loss_att"]
         return logits, {"loss": total, **terms}
-
-
-def layer_selection(spec, first: int = 2, last: int = 2, what: str = "layers") -> dict:
-    """:class:`~atkd_lite.atcam.ATCam` keyword arguments for one network's capture points.
-
-    Args:
-        spec: None (``first``/``last`` of the network's automatic capture points, the
-            default); a list of module names (exactly those, in that order); a dict
-            ``{"first": f, "last": l}`` or a pair of ints ``(f, l)`` (this network's own
-            counts of its automatic capture points); or ``"all"`` (every automatic one).
-        first, last (int): the counts used when ``spec`` is None.
-        what (str): the argument's name, for errors.
-
-    Returns:
-        dict: ``layers``, ``first``, ``last`` for ATCam.
-
-    Raises:
-        TypeError: anything else (says what is accepted).
-
-    Examples::
-
-        >>> layer_selection(["layer1", "layer4"])
-        {'layers': ['layer1', 'layer4'], 'first': 2, 'last': 0}
-        >>> layer_selection({"first": 1, "last": 3})
-        {'layers': None, 'first': 1, 'last': 3}
-    """
-    if spec is None:
-        return {"layers": None, "first": first, "last": last}
-    if isinstance(spec, str):
-        return ({"layers": "all", "first": first, "last": last} if spec == "all"
-                else {"layers": [spec], "first": 1, "last": 0})
-    if isinstance(spec, dict):
-        unknown = sorted(set(spec) - {"first", "last"})
-        if unknown:
-            raise TypeError(f"{what} as a dict takes 'first' and 'last', not {unknown}")
-        return {"layers": None, "first": spec.get("first", first),
-                "last": spec.get("last", last)}
-    if isinstance(spec, (list, tuple)) and spec:
-        if all(isinstance(v, str) for v in spec):
-            return {"layers": list(spec), "first": len(spec), "last": 0}
-        if len(spec) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in spec):
-            return {"layers": None, "first": spec[0], "last": spec[1]}
-    raise TypeError(f"{what} must be None, a list of module names (e.g. ['layer1', "
-                    "'layer4']), {'first': F, 'last': L}, a pair (F, L) or 'all'; got "
-                    f"{spec!r}")
 
 
 def check_map_sizes(who: str, names: Sequence[str], features: Sequence[torch.Tensor],

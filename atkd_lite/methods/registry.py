@@ -97,18 +97,21 @@ def parse_method(method) -> tuple[str, type[Distiller], bool]:
     return name, cls, use_kd
 
 
-def make_distiller(method, student: nn.Module, teacher: nn.Module, *,
+def make_distiller(method, student: nn.Module, teacher: nn.Module, config=None, *,
                    alpha: float | None = None, **kw) -> Distiller:
     """The distiller for ``method`` (see :data:`METHODS`), e.g. ``"fma+kd"``, or for a
     Distiller subclass (see :func:`parse_method`).
 
-    ``alpha`` is the KD weight for ``kd`` and ``+kd`` methods (None:
-    :data:`~atkd_lite.methods.base.DEFAULT_ALPHA`) and is forced to 0 for the others; the
-    other keywords go to the distiller.
+    ``alpha`` (else the ``config``'s) is the KD weight for ``kd`` and ``+kd`` methods
+    (None: :data:`~atkd_lite.methods.base.DEFAULT_ALPHA`) and is forced to 0 for the
+    others; ``config`` (a :class:`~atkd_lite.settings.DistillConfig`) and the other
+    keywords go to the distiller.
     """
     _, cls, use_kd = parse_method(method)
+    if alpha is None and config is not None:
+        alpha = config.alpha
     alpha = (DEFAULT_ALPHA if alpha is None else alpha) if use_kd else 0.0
-    return cls(student, teacher, alpha=alpha, **kw)
+    return cls(student, teacher, config, alpha=alpha, **kw)
 
 
 def signals_for(methods: Iterable) -> dict:

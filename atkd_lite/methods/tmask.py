@@ -60,7 +60,8 @@ class TeacherMaskDistiller(InputGradientPenalty):
 
     def teacher_online(self, x, y):
         """The teacher's logits (None without KD) and its map, computed now."""
-        kw = {"first": self.first, "last": self.last, "size": self.size or tuple(x.shape[-2:])}
+        cfg = self.config
+        kw = {"first": cfg.first, "last": cfg.last, "size": cfg.size or tuple(x.shape[-2:])}
         return self.teacher_logits(x, None), self.signal.compute(self.teacher, x, y, **kw)
 
     def attention_term(self, grad, t_map):

@@ -40,7 +40,7 @@ def learning_curves(histories: Mapping[str, object], key: str = "test_acc",
     """One line per run: a metric against the epoch.
 
     Args:
-        histories: run name -> a :class:`~atkd_lite.engine.History` (``history[key]``), a
+        histories: run name -> a :class:`~atkd_lite.loop.History` (``history[key]``), a
             dict of lists, or a plain list of values (one per epoch).
         key: the metric to plot, e.g. ``"test_acc"`` or ``"train_loss"``.
         ylabel: axis label (default: ``key`` in words, e.g. "test accuracy (%)").
