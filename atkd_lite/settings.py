@@ -23,7 +23,7 @@ __all__ = ["DistillConfig"]
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """The settings of :func:`distill`; the defaults are the tuned values.
+    """The settings of :func:`~atkd_lite.engine.distill`; the defaults are the tuned values.
 
     The defaults were chosen on the embedded digits' fit/val split (never the test split)
     in the low-data setting (100 digits a class): every method's weight and the epochs by

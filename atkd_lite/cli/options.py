@@ -17,6 +17,7 @@ def int_at_least(minimum: int, kind: str):
     """An argparse ``type`` accepting integers >= ``minimum`` (``kind`` names them)."""
 
     def parse(text: str) -> int:
+        """``text`` as an integer of at least ``minimum``, or an argparse error."""
         try:
             value = int(text)
         except ValueError:
@@ -28,14 +29,22 @@ def int_at_least(minimum: int, kind: str):
     return parse
 
 
-positive_int = int_at_least(1, "positive")
-nonneg_int = int_at_least(0, "non-negative")
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer of at least 1."""
+    return int_at_least(1, "positive")(text)
+
+
+def nonneg_int(text: str) -> int:
+    """An argparse ``type``: an integer of at least 0."""
+    return int_at_least(0, "non-negative")(text)
 
 
 def list_of(kind):
     """An argparse ``type`` for comma-separated values, e.g. ``0,1,2``."""
 
     def parse(text: str) -> list:
+        """``text`` split at commas, each item converted by ``kind``, or an argparse
+        error."""
         items = [t for t in text.replace(" ", "").split(",") if t]
         try:
             if not items:
@@ -98,6 +107,8 @@ def add_distill_options(p: argparse.ArgumentParser) -> None:
 
 def add_grid_options(p: argparse.ArgumentParser, methods: str, seeds: str,
                       output_dir: str) -> None:
+    """The options of a grid command (output folder, methods, seeds, teacher, digits a
+    class), with its defaults named in the help."""
     p.add_argument("--output-dir", default=output_dir,
                    help=f"where to write results.{{json,csv,md,png}} (default: {output_dir})")
     p.add_argument("--methods", type=list_of(str), default=None,
