@@ -30,7 +30,11 @@ with less memory traffic than the formulas above suggest: :mod:`atkd_lite.atcam_
 holds those fast paths (each layer reduced inside the forward pass, ``|A|`` formed in
 cache-sized chunks, a hand-written backward for ``norm``, compiled code on request).
 They change no number: the maps and gradients equal the plain formulas bit for bit
-(``tests/test_atcam_fast.py``), compiled ones to rounding.
+(``tests/test_atcam_fast.py``), compiled ones to rounding. The eager fast path is on by
+default, where the design (``DESIGN.md``) asks for an opt-in backend: being bit for bit the
+reference, it changes nothing but the cost, which is the method's claim; the compiled
+paths, which change numbers to rounding, are opt-in. The reference reads top to bottom in
+this module and :mod:`atkd_lite.capture`.
 
 Compiling. ``ATCam(compile=...)`` compiles the map computation after the capture
 (resize, normalisations, combination: some 40 small operations) with ``torch.compile``,

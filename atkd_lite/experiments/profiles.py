@@ -7,6 +7,10 @@ available and ``cpu`` otherwise. Chapters, ``atkd-lite reproduce`` and ``atkd-li
 take every setting the profile defines from it (``P.dataset``, ``P.student_epochs``,
 ``P.batch_size``, ...), never from a number typed in a notebook.
 
+The design (``DESIGN.md``) puts the profiles with the book; they live one layer lower,
+with the experiments, because ``atkd-lite reproduce`` (:mod:`atkd_lite.experiments.lowdata`)
+runs with them too, and an experiment may not import the book.
+
 Examples::
 
     >>> import atkd_lite as ak
