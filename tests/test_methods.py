@@ -247,3 +247,73 @@ def test_a_method_receives_the_run_settings_as_one_object():
         make_distiller("at", ak.student_cnn("tiny"), teacher, beta_at=10.0)
     with pytest.raises(ValueError, match="compile_maps .* leave it False"):
         make_distiller("kd", ak.student_cnn("tiny"), teacher, compile_maps=True)
+
+
+def _hand_input_map(x, scales, size):
+    """The input map by hand with torch.nn.functional: pool, bilinear resize, min-max."""
+    def norm(m):
+        lo = m.amin(dim=(-2, -1), keepdim=True)
+        hi = m.amax(dim=(-2, -1), keepdim=True)
+        return (m - lo) / (hi - lo)
+
+    ink = x.mean(1, keepdim=True)
+    per_layer = [norm(F.interpolate(F.adaptive_avg_pool2d(ink, s), size=size,
+                                    mode="bilinear", align_corners=False)[:, 0])
+                 for s in scales]
+    return norm(torch.stack(per_layer).mean(0))
+
+
+def test_the_input_map_is_the_input_blurred_to_the_teachers_scales():
+    """``fma-input`` (a control): its target is the input averaged down to each kept
+    layer's resolution of the teacher, resized, normalised and averaged like FMA's —
+    checked by hand, the same online and from a cache, and trained at FMA's weight."""
+    from atkd_lite.methods import make_distiller
+    from atkd_lite.methods.input_map import InputMap
+
+    torch.manual_seed(0)
+    teacher = ak.teacher_cnn().eval()
+    x = torch.rand(4, 1, 28, 28)
+    cam = ak.ATCam(teacher)
+    scales = [tuple(f.shape[-2:]) for f in cam.features(x)[1]]
+    assert len(set(scales)) > 1  # several resolutions: a real blur, not one image
+    by_hand = _hand_input_map(x, scales, (28, 28))
+    assert torch.allclose(InputMap().compute(teacher, x), by_hand, atol=1e-5)
+    # a sharp input is smoothed: the map of one bright pixel spreads over its neighbours
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[..., 14, 14] = 1.0
+    assert (InputMap().compute(teacher, dot) > 0.1).sum() > 1
+
+    train = ak.load_dataset("mnist5k", "train").per_class(2)
+    d = make_distiller("fma-input", ak.student_cnn("tiny"), teacher)
+    d.setup(train.subset(range(2)).float_images())
+    xs = train.subset(range(8)).float_images()
+    online = d.teacher_online(xs, train.labels[:8])[1]
+    assert torch.allclose(online, _hand_input_map(xs, d.scales, (28, 28)), atol=1e-5)
+    cache = TeacherCache.build(teacher, train, maps=["input"], at=False, progress=False,
+                               device="cpu", map_dtype="float32")
+    assert torch.equal(cache.read(InputMap(), torch.arange(8)), online)
+    assert d.beta == METHODS["fma"][0].default_beta and "fma-input+kd" not in METHODS
+    res = ak.distill(teacher, ak.student_cnn("tiny"), train, method="fma-input", epochs=1,
+                     cache=cache, progress=False, device="cpu")
+    assert res.history.last["loss_att"] > 0
+
+
+def test_the_low_data_controls_are_chosen_by_name(tmp_path):
+    """``controls=[names]`` runs just those controls (``student-shift`` online with the
+    teacher's shift, ``fma-input`` from the grid's cache); an unknown name is refused
+    before any work, from Python and from the command line."""
+    from atkd_lite.experiments.lowdata import TEACHER_SHIFT, run_experiment
+
+    with pytest.raises(ValueError, match="unknown control.*'nope'"):
+        run_experiment(methods=("student",), seeds=[0], controls=["nope"], teacher=object())
+    assert main(["reproduce", "--controls", "nope", "--output-dir", str(tmp_path / "x"),
+                 "--device", "cpu"]) == 2
+    torch.manual_seed(0)
+    res = run_experiment(methods=("student",), seeds=[0], per_class=3, epochs=1,
+                         teacher=ak.teacher_cnn().eval(), device="cpu", progress=False,
+                         controls=["fma-input", "student-shift"])
+    assert res.settings["controls"] == ["student-shift", "fma-input"]  # CONTROLS' order
+    runs = {r["method"]: r for r in res.runs}
+    assert runs["student-shift"]["params"]["augment"] == TEACHER_SHIFT
+    assert not runs["student-shift"]["params"]["cached"]
+    assert runs["fma-input"]["params"]["cached"] and runs["fma-input"]["params"]["beta"] > 0

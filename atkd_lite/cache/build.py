@@ -11,6 +11,7 @@ whole result. :func:`compute_teacher_signals` returns the tensors and the ``meta
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -74,6 +75,10 @@ def compute_teacher_signals(teacher: nn.Module, data: ImageSet,
     if bad:
         raise ValueError(f"unknown map kind(s) {bad}; choose from {list(MAPS)}")
     signals = {k: map_signal(k) for k in kinds}
+    # a map computed from the input and the teacher (not from the capture) gets the
+    # cache's layer selection when its compute takes one (the input map's scales)
+    layer_kw = {k: ({"first": first, "last": last} if _takes(sig.compute, "first") else {})
+                for k, sig in signals.items()}
     if map_dtype not in MAP_DTYPES:
         raise ValueError(f"map_dtype must be one of {list(MAP_DTYPES)}, got {map_dtype!r}")
     check_number("p", p, positive=True)
@@ -136,7 +141,7 @@ def compute_teacher_signals(teacher: nn.Module, data: ImageSet,
             for kind, sig in signals.items():  # then those that run the teacher again
                 if not sig.uses_features:
                     with autocast_context(dev, amp):
-                        s = sig.compute(teacher, x, y)
+                        s = sig.compute(teacher, x, y, **layer_kw[kind])
                     maps_out[kind][idx] = quantise(s, qdtype)
     if world > 1:  # every process gets the whole cache
         for t in (logits_out, *maps_out.values(), *at_out):
@@ -163,3 +168,9 @@ def compute_teacher_signals(teacher: nn.Module, data: ImageSet,
             _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
     }
     return logits_out, maps_out, at_out, meta
+
+
+def _takes(fn, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -50,7 +50,7 @@ from atkd_lite.experiments.runner import (
     teacher_cache_for,
 )
 
-__all__ = ["ALL_METHODS", "CONTROLS", "KD_CONTROLS", "TUNED_LABEL_SMOOTHING",
+__all__ = ["ALL_METHODS", "CONTROLS", "KD_CONTROLS", "TEACHER_SHIFT", "TUNED_LABEL_SMOOTHING",
            "control_cells", "kd_controls", "kd_controls_reading", "matched_label_smoothing",
            "merge_parts",
            "reproduce", "run_experiment"]
@@ -65,7 +65,11 @@ ALL_METHODS = ("student", "kd", "at", "fma", "mip", "sals", "at+kd", "fma+kd", "
 
 #: the controls of :func:`control_cells`, in the order of the book's tables
 CONTROLS = ("ls", "ls-matched", "kd-transfer", "kd-small-teacher", "fma-shuffled",
-            "sals-shuffled", "fma-untrained")
+            "sals-shuffled", "fma-untrained", "student-shift", "fma-input")
+
+#: the shift augmentation (pixels) the book's teachers train with, which ``student-shift``
+#: gives the student alone (``atkd-lite train-teacher``'s default)
+TEACHER_SHIFT = 2
 
 #: the family of KD's controls, each against KD itself (one family wherever it is shown:
 #: chapters 3 and 10 print the same adjusted p-values)
@@ -98,9 +102,15 @@ def matched_label_smoothing(teacher_logits: torch.Tensor, labels: torch.Tensor,
 
 
 def control_cells(setup, cache, student_size: str, epochs: int, teacher_epochs: int,
-                  progress: bool = False, **distill_kwargs) -> list:
-    """The grid cells of :data:`CONTROLS` for the low-data experiment (see the module's
-    table); builds the extra teachers and caches they need."""
+                  progress: bool = False, names: Sequence[str] = CONTROLS,
+                  **distill_kwargs) -> list:
+    """The grid cells of the controls ``names`` (of :data:`CONTROLS`) for the low-data
+    experiment (see the module's table), in :data:`CONTROLS`' order; builds only the extra
+    teachers and caches those need.
+
+    Raises:
+        ValueError: an unknown control (the known ones are listed).
+    """
     from atkd_lite.cache import TeacherCache
     from atkd_lite.checkpoints import pretrained_teacher
     from atkd_lite.data import with_unlabelled
@@ -108,55 +118,88 @@ def control_cells(setup, cache, student_size: str, epochs: int, teacher_epochs: 
     from atkd_lite.distillers import DEFAULT_ALPHA
     from atkd_lite.models import teacher_cnn
 
+    unknown = [n for n in names if n not in CONTROLS]
+    if unknown:
+        raise ValueError(f"unknown control(s) {unknown}; choose from {list(CONTROLS)}")
     cfg = DistillConfig().replace(**distill_kwargs)
     train = setup.train
-    alpha = DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha
-    eps = matched_label_smoothing(cache.logits(torch.arange(len(train))).cpu(), train.labels,
-                                  alpha, cfg.T)
-    # the training images the low-data student does not see (told apart by their pixels),
-    # as an unlabelled transfer set
-    full = load_dataset(setup.dataset, "train")
-    seen = {bytes(img.numpy()) for img in train.images}
-    rest = full.subset([i for i in range(len(full)) if bytes(full.images[i].numpy()) not in seen])
-    union = with_unlabelled(train, rest)
-    steps = math.ceil(len(train) / cfg.batch_size) * epochs
-    transfer_epochs = max(1, round(steps / math.ceil(len(union) / cfg.batch_size)))
-    union_cache = TeacherCache.build(setup.teacher, union, maps=(), at=False,
-                                     device=setup.device, progress=False)
-    small_teacher, _ = pretrained_teacher(setup.dataset, epochs=teacher_epochs,
-                                          per_class=len(train) // train.num_classes,
-                                          device=setup.device, progress=progress)
-    small_cache = TeacherCache.build(small_teacher, train, maps=(), at=False,
-                                     device=setup.device, progress=False)
-    seed_everything(0)
-    untrained = teacher_cnn(in_channels=train.in_channels,
-                            num_classes=train.num_classes).to(setup.device).eval()
-    untrained_cache = TeacherCache.build(untrained, train, maps=("fma",), at=False,
-                                         device=setup.device, progress=False,
-                                         first=cfg.first, last=cfg.last, size=cfg.size)
-    shuffled = cache.shuffled(seed=0)
-    return [
-        GridCell("student", student_size, name="ls", extra={"control": "label smoothing",
-                 "label_smoothing": TUNED_LABEL_SMOOTHING},
-                 settings={"label_smoothing": TUNED_LABEL_SMOOTHING}),
-        GridCell("student", student_size, name="ls-matched",
-                 extra={"control": "label smoothing matched to KD", "label_smoothing": eps},
-                 settings={"label_smoothing": eps}),
-        GridCell("kd", student_size, name="kd-transfer", train=union, cache=union_cache,
-                 extra={"control": "KD with an unlabelled transfer set",
-                        "transfer_images": len(rest), "epochs": transfer_epochs},
-                 settings={"epochs": transfer_epochs}),
-        GridCell("kd", student_size, name="kd-small-teacher", teacher=small_teacher,
-                 cache=small_cache,
-                 extra={"control": "KD from a teacher trained on the student's labels only"}),
-        GridCell("fma", student_size, name="fma-shuffled", cache=shuffled,
-                 extra={"control": "FMA towards other images' teacher maps"}),
-        GridCell("sals", student_size, name="sals-shuffled", cache=shuffled,
-                 extra={"control": "SALS towards other images' teacher maps"}),
-        GridCell("fma", student_size, name="fma-untrained", teacher=untrained,
-                 cache=untrained_cache,
-                 extra={"control": "FMA towards an untrained teacher's maps"}),
-    ]
+    shuffled = cache.shuffled(seed=0) if {"fma-shuffled", "sals-shuffled"} & set(names) \
+        else None
+
+    def ls_matched() -> GridCell:
+        alpha = DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha
+        eps = matched_label_smoothing(cache.logits(torch.arange(len(train))).cpu(),
+                                      train.labels, alpha, cfg.T)
+        return GridCell("student", student_size, name="ls-matched",
+                        extra={"control": "label smoothing matched to KD",
+                               "label_smoothing": eps},
+                        settings={"label_smoothing": eps})
+
+    def kd_transfer() -> GridCell:
+        # the training images the low-data student does not see (told apart by their
+        # pixels), as an unlabelled transfer set
+        full = load_dataset(setup.dataset, "train")
+        seen = {bytes(img.numpy()) for img in train.images}
+        rest = full.subset([i for i in range(len(full))
+                            if bytes(full.images[i].numpy()) not in seen])
+        union = with_unlabelled(train, rest)
+        steps = math.ceil(len(train) / cfg.batch_size) * epochs
+        transfer_epochs = max(1, round(steps / math.ceil(len(union) / cfg.batch_size)))
+        union_cache = TeacherCache.build(setup.teacher, union, maps=(), at=False,
+                                         device=setup.device, progress=False)
+        return GridCell("kd", student_size, name="kd-transfer", train=union,
+                        cache=union_cache,
+                        extra={"control": "KD with an unlabelled transfer set",
+                               "transfer_images": len(rest), "epochs": transfer_epochs},
+                        settings={"epochs": transfer_epochs})
+
+    def kd_small_teacher() -> GridCell:
+        small_teacher, _ = pretrained_teacher(setup.dataset, epochs=teacher_epochs,
+                                              per_class=len(train) // train.num_classes,
+                                              device=setup.device, progress=progress)
+        small_cache = TeacherCache.build(small_teacher, train, maps=(), at=False,
+                                         device=setup.device, progress=False)
+        return GridCell("kd", student_size, name="kd-small-teacher", teacher=small_teacher,
+                        cache=small_cache,
+                        extra={"control": "KD from a teacher trained on the student's "
+                                          "labels only"})
+
+    def fma_untrained() -> GridCell:
+        seed_everything(0)
+        untrained = teacher_cnn(in_channels=train.in_channels,
+                                num_classes=train.num_classes).to(setup.device).eval()
+        untrained_cache = TeacherCache.build(untrained, train, maps=("fma",), at=False,
+                                             device=setup.device, progress=False,
+                                             first=cfg.first, last=cfg.last, size=cfg.size)
+        return GridCell("fma", student_size, name="fma-untrained", teacher=untrained,
+                        cache=untrained_cache,
+                        extra={"control": "FMA towards an untrained teacher's maps"})
+
+    builders = {
+        "ls": lambda: GridCell("student", student_size, name="ls",
+                               extra={"control": "label smoothing",
+                                      "label_smoothing": TUNED_LABEL_SMOOTHING},
+                               settings={"label_smoothing": TUNED_LABEL_SMOOTHING}),
+        "ls-matched": ls_matched,
+        "kd-transfer": kd_transfer,
+        "kd-small-teacher": kd_small_teacher,
+        "fma-shuffled": lambda: GridCell(
+            "fma", student_size, name="fma-shuffled", cache=shuffled,
+            extra={"control": "FMA towards other images' teacher maps"}),
+        "sals-shuffled": lambda: GridCell(
+            "sals", student_size, name="sals-shuffled", cache=shuffled,
+            extra={"control": "SALS towards other images' teacher maps"}),
+        "fma-untrained": fma_untrained,
+        "student-shift": lambda: GridCell(
+            "student", student_size, name="student-shift", online=True,
+            settings={"augment": TEACHER_SHIFT},
+            extra={"control": "the student alone with the teacher's shift augmentation",
+                   "augment": TEACHER_SHIFT}),
+        "fma-input": lambda: GridCell(
+            "fma-input", student_size, name="fma-input",
+            extra={"control": "FMA towards the input blurred to the maps' scales"}),
+    }
+    return [builders[name]() for name in CONTROLS if name in names]
 
 
 def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHODS,
@@ -164,7 +207,7 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
                    epochs: int = 15, student_size: str = "small", teacher=None,
                    teacher_epochs: int = 12, output_dir=None, device=None,
                    use_cache: bool = True, data_seed: int = 0, progress: bool = True,
-                   command: str | None = None, controls: bool = False,
+                   command: str | None = None, controls: bool | Sequence[str] = False,
                    **distill_kwargs) -> ExperimentResults:
     """Distil a fresh student with every method and seed; summarise and (optionally) save.
 
@@ -187,8 +230,9 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
             for every run.
         progress (bool): progress bars.
         command (str, optional): the command to record (default: ``sys.argv``).
-        controls (bool): also run :data:`CONTROLS` (needs the cache and the methods
-            ``fma``, ``sals`` in the grid's cache: they are added to it).
+        controls (bool or sequence of str): also run the controls: True for all of
+            :data:`CONTROLS`, or those named (they need the cache; the maps they read,
+            e.g. ``fma`` and ``sals`` for the shuffled maps, are added to it).
         **distill_kwargs: passed to :func:`~atkd_lite.engine.distill` (alpha, beta, …).
 
     Returns:
@@ -200,7 +244,11 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
         raise ValueError(f"{masked} train only on data with swatch masks (decoy digits), "
                          f"not on {dataset!r}; leave them out, or run the shortcut "
                          "experiment (atkd-lite shortcut)")
-    if controls and not use_cache:
+    chosen = list(CONTROLS) if controls is True else list(controls or [])
+    unknown = [c for c in chosen if c not in CONTROLS]
+    if unknown:
+        raise ValueError(f"unknown control(s) {unknown}; choose from {list(CONTROLS)}")
+    if chosen and not use_cache:
         raise ValueError("the controls need the teacher cache; pass use_cache=True")
     check_int("epochs", epochs, minimum=1)
     DistillConfig().replace(**distill_kwargs).validate()  # fail before any training
@@ -208,12 +256,14 @@ def run_experiment(dataset: str = "mnist5k", methods: Sequence[str] = ALL_METHOD
         raise ValueError("augmentation and the teacher cache do not mix; pass use_cache=False")
     setup = prepare_experiment(dataset, per_class, data_seed, teacher, teacher_epochs, device,
                                progress, command)
-    needed = [*methods, *(("fma", "sals") if controls else ())]
+    # the maps the controls read from the grid's cache
+    reads = {"fma-shuffled": "fma", "sals-shuffled": "sals", "fma-input": "fma-input"}
+    needed = [*methods, *(reads[c] for c in chosen if c in reads)]
     cache = teacher_cache_for(setup, needed, progress, **distill_kwargs) if use_cache else None
     cells = [GridCell(m, student_size) for m in methods]
-    if controls:
+    if chosen:
         cells += control_cells(setup, cache, student_size, epochs, teacher_epochs, progress,
-                               **distill_kwargs)
+                               names=chosen, **distill_kwargs)
     settings = grid_settings(dataset, setup, per_class=per_class, data_seed=data_seed,
                              student_size=student_size, epochs=epochs, methods=methods,
                              seeds=seeds, cached=use_cache, distill_kwargs=distill_kwargs,
@@ -226,8 +276,8 @@ def reproduce(output_dir="results/mnist5k-lowdata", profile: str | None = None,
               methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               epochs: int | None = None, per_class: int | None = None,
               student_size: str = "small", teacher=None, device=None,
-              progress: bool = True, command: str | None = None, controls: bool = True,
-              **kwargs) -> ExperimentResults:
+              progress: bool = True, command: str | None = None,
+              controls: bool | Sequence[str] = True, **kwargs) -> ExperimentResults:
     """:func:`run_experiment` with the active profile's settings (``atkd-lite reproduce``).
 
     CPU profile: the embedded mnist5k digits, 100 training digits per class (1,000),

@@ -76,6 +76,8 @@ class GridCell:
         student: a function of the training images that returns a fresh student, for a
             student that no size names (a recipe's own network); default
             :func:`~atkd_lite.models.build_student` with ``student_size``.
+        online: run without any teacher cache (a cell that augments its images, which
+            a cache cannot follow).
     """
 
     method: str
@@ -87,6 +89,7 @@ class GridCell:
     cache: object = None
     train: object = None
     student: Callable[[object], torch.nn.Module] | None = None
+    online: bool = False
 
     @property
     def label(self) -> str:
@@ -227,9 +230,9 @@ def run_grid(setup: ExperimentSetup, settings: dict, cells: Sequence[GridCell],
                 results.runs.append(done[(cell.label, seed)])
                 continue
             settings = {"eval_every": 0, **distill_kwargs, **cell.settings}
+            cell_cache = None if cell.online else cache if cell.cache is None else cell.cache
             res, record = distill_run(setup, cell.method, seed, settings.pop("epochs", epochs),
-                                      cell.student_size,
-                                      cache if cell.cache is None else cell.cache,
+                                      cell.student_size, cell_cache,
                                       teacher=cell.teacher, train=cell.train,
                                       student=cell.student, **settings)
             record.update(method=cell.label, **cell.extra)

@@ -7,6 +7,8 @@
   maps; :mod:`~atkd_lite.methods.at` — the AT baseline; :mod:`~atkd_lite.methods.rrr` —
   Right for the Right Reasons, with masks that come with the data;
   :mod:`~atkd_lite.methods.tmask` — RRR's penalty with the teacher's map as the mask;
+  :mod:`~atkd_lite.methods.input_map` — a control: FMA towards the input at the maps'
+  scales;
 - :mod:`~atkd_lite.methods.registry` — :data:`~atkd_lite.methods.registry.METHODS`
   (every name and its ``+kd`` variant), :func:`~atkd_lite.methods.registry.register`,
   :func:`~atkd_lite.methods.registry.parse_method`,
@@ -23,6 +25,7 @@ FitNet-style method with learnable parameters this way).
 # registered in this order, the order the book lists them
 from atkd_lite.methods import at, fma, mip, sals  # noqa: F401, I001
 from atkd_lite.methods import rrr, tmask  # noqa: F401, I001
+from atkd_lite.methods import input_map  # noqa: F401, I001
 from atkd_lite.methods.at import ATDistiller
 from atkd_lite.methods.atcam_maps import ATCamDistiller
 from atkd_lite.methods.base import DEFAULT_ALPHA, Distiller, layer_selection
