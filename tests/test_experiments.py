@@ -183,3 +183,29 @@ def test_a_method_that_needs_swatch_masks_is_refused_before_any_work(teacher):
     # the default grid is the book's low-data grid, which runs on plain digits
     from atkd_lite.experiments import ALL_METHODS
     assert "rrr" not in ALL_METHODS and "fma+kd" in ALL_METHODS
+
+
+def test_rerun_differences_measures_how_far_two_runs_of_the_same_cells_lie_apart():
+    """Matched by method and seed, by hand: identical runs, the largest and mean single-run
+    gap, the largest shift of a method's mean, and the first epoch whose loss differs."""
+    from atkd_lite.experiments.results import ExperimentResults, rerun_differences
+
+    def run(method, seed, acc, losses):
+        return {"method": method, "seed": seed, "test_acc": acc,
+                "history": [{"epoch": i + 1, "loss": v} for i, v in enumerate(losses)]}
+
+    a = ExperimentResults(settings={}, runs=[run("kd", 0, 0.90, [2.0, 1.0, 0.5]),
+                                             run("kd", 1, 0.80, [2.0, 1.1, 0.6]),
+                                             run("fma", 0, 0.70, [2.0, 1.0, 0.4]),
+                                             run("only-here", 0, 0.5, [1.0])])
+    b = ExperimentResults(settings={}, runs=[run("kd", 0, 0.90, [2.0, 1.0, 0.5]),
+                                             run("kd", 1, 0.86, [2.0, 1.1, 0.7]),
+                                             run("fma", 0, 0.67, [2.0, 1.2, 0.4])])
+    d = rerun_differences(a, b)
+    assert d["runs"] == 3 and d["identical"] == 1
+    assert d["max_abs"] == pytest.approx(0.06) and d["mean_abs"] == pytest.approx(0.03)
+    assert d["max_mean_shift"] == pytest.approx(0.03)  # kd: (0 + 0.06) / 2; fma: 0.03
+    assert d["first_epoch"] == 2  # fma's second epoch
+    assert rerun_differences(a, a)["first_epoch"] is None
+    with pytest.raises(ValueError, match="share no"):
+        rerun_differences(a, ExperimentResults(settings={}, runs=[run("x", 9, 0.1, [])]))

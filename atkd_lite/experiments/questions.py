@@ -42,6 +42,7 @@ __all__ = [
     "ALL_BETTER",
     "ALL_EQUIVALENT",
     "CHEAP_OVERHEAD",
+    "CONTROL_GRIDS",
     "SURVIVES_RANDOMISATION",
     "Claim",
     "ONE_POINT",
@@ -75,6 +76,14 @@ ONE_POINT_REASON = (
     "recipe, and about the spread between independently trained teachers (three runs of "
     "fma+kd against kd gave −0.4, −0.1 and +0.4 points). Declared after the one-teacher "
     "grids were seen and before any grid with several teachers was run")
+
+
+#: the same margin for the controls of ``input-controls``, declared with them, before
+#: their grids ran
+CONTROLS_MARGIN_REASON = (
+    "the book's one point (see ONE_POINT_REASON), declared with the question, before its "
+    "grids ran: a control that comes within a point of the teacher's signal leaves the "
+    "teacher nothing a recipe would add a loss term for")
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,26 @@ QUESTIONS: dict[str, Question] = {q.key: q for q in (
         chapter="05_attention_distillation",
         title="1,000 digits: the wrong maps against the teacher's"),
     Question(
+        "input-controls", "Do the teacher's signals carry more than a student gets without "
+        "a teacher: the teacher's shift augmentation, the ink of its own input?",
+        "mnist5k-lowdata-controls-teacher1",
+        _pairs("kd vs student-shift", "fma vs fma-input"),
+        claims=(Claim("KD's own gain", "KD beats the student trained with the teacher's "
+                      "shift augmentation", _pairs("kd vs student-shift")),
+                Claim("The maps' own gain", "FMA towards the teacher's maps beats FMA "
+                      "towards the input's", _pairs("fma vs fma-input"))),
+        margin=ONE_POINT, margin_reason=CONTROLS_MARGIN_REASON,
+        chapter="10_conclusions",
+        title="1,000 digits: the teacher's signals against what needs no teacher"),
+    Question(
+        "free-gains", "What does a student gain with no teacher at all: the teachers' shift "
+        "augmentation, or FMA towards its own input?",
+        "mnist5k-lowdata-controls-teacher1",
+        _pairs("student-shift vs student", "fma-input vs student"),
+        margin=ONE_POINT, margin_reason=CONTROLS_MARGIN_REASON,
+        chapter="10_conclusions",
+        title="1,000 digits: what needs no teacher, against the student"),
+    Question(
         "sizes", "Can one teacher's cached maps train students of several sizes?",
         "mnist5k-sizes", _pairs("tiny/fma vs tiny/student", "small/fma vs small/student",
                                 "medium/fma vs medium/student"),
@@ -331,6 +360,14 @@ def family_rows(keys: Sequence[str], results: Mapping | None = None) -> dict[str
 TEACHER_GRIDS = ("mnist5k-lowdata-teacher1", "mnist5k-lowdata-teacher2",
                  "mnist5k-lowdata-teacher3")
 
+#: the student, KD, FMA and the controls of ``input-controls`` with the teachers of
+#: :data:`TEACHER_GRIDS` (the same weights) and the same seeds, at one later commit. The
+#: runs that need no teacher (``student``, ``student-shift``, ``fma-input``, which takes
+#: only the teacher's layer resolutions) are the same in all three, so ``free-gains``
+#: reads them on the seeds of one grid
+CONTROL_GRIDS = ("mnist5k-lowdata-controls-teacher1", "mnist5k-lowdata-controls-teacher2",
+                 "mnist5k-lowdata-controls-teacher3")
+
 
 def _teacher_label(res, i: int) -> str:
     digest = res.teacher.get("weights_sha256")
@@ -366,8 +403,20 @@ def across_teachers(q: Question, grids: Sequence) -> list[dict]:
     teachers' mean paired differences (each over its own seeds) are the paired units,
     so the interval, the test, Holm over the family and the equivalence test have
     ``teachers − 1`` degrees of freedom (:func:`teacher_values`, then
-    :func:`~atkd_lite.experiments.stats.compare_pairs`)."""
-    rows = compare_pairs(teacher_values(grids, q.metric), q.comparisons, margin=q.margin)
+    :func:`~atkd_lite.experiments.stats.compare_pairs`).
+
+    Raises:
+        ValueError: a comparison neither of whose methods depends on the teacher (the
+            same values under every teacher), whose interval across teachers would have
+            no width: such a comparison is read on one grid's seeds."""
+    values = teacher_values(grids, q.metric)
+    for method, baseline in q.comparisons:
+        if all(len(set(values[m].values())) == 1 for m in (method, baseline)):
+            raise ValueError(
+                f"{method} vs {baseline} does not depend on the teacher (the same value under "
+                "every teacher): across teachers its interval would have no width; read it "
+                "on the paired seeds of one grid (Question.rows)")
+    rows = compare_pairs(values, q.comparisons, margin=q.margin)
     for r in rows:
         r["question"] = q.key
     return rows

@@ -53,8 +53,8 @@ from atkd_lite.files import (
 )
 
 __all__ = ["PACKAGED_RESULTS", "ExperimentResults", "claim_output_dir", "load_results",
-           "check_parts", "merged_provenance", "packaged_results", "provenance", "release_output_dir",
-           "results_digest"]
+           "check_parts", "merged_provenance", "packaged_results", "provenance",
+           "release_output_dir", "rerun_differences", "results_digest"]
 
 RESULTS_FORMAT = "atkd_lite.results/1"
 FILES = ("results.json", "results.csv", "results.md", "results.png")
@@ -368,6 +368,48 @@ def merged_provenance(parts: Sequence[ExperimentResults], base: ExperimentResult
                      for p in parts]
     prov["date"] = max(p.provenance.get("date", "") for p in parts)
     return prov
+
+
+def rerun_differences(first: ExperimentResults, second: ExperimentResults,
+                      metric: str = "test_acc") -> dict:
+    """How far two runs of the same cells (the same method, seed and teacher) lie apart:
+    the runs both results hold, matched by method and seed.
+
+    Returns:
+        dict: ``runs`` (how many were matched), ``identical`` (how many have the same
+        ``metric`` to every digit), ``max_abs`` and ``mean_abs`` (the largest and the
+        mean absolute difference of single runs), ``max_mean_shift`` (the largest change
+        of a method's mean over its matched seeds), and ``first_epoch`` (the first epoch
+        whose training loss differs in any run: ``None`` if none does; 1 when they differ
+        from the start).
+
+    Raises:
+        ValueError: the two results share no run.
+    """
+    def by_key(res):
+        return {(r["method"], r["seed"]): r for r in res.runs}
+
+    a, b = by_key(first), by_key(second)
+    keys = [k for k in a if k in b]
+    if not keys:
+        raise ValueError("the two results share no (method, seed) run; compare runs of the "
+                         "same cells")
+    diffs = [b[k][metric] - a[k][metric] for k in keys]
+    shifts = []
+    for method in dict.fromkeys(m for m, _ in keys):
+        mine = [k for k in keys if k[0] == method]
+        shifts.append(abs(sum(b[k][metric] - a[k][metric] for k in mine) / len(mine)))
+    first_epoch = None
+    for k in keys:
+        for epoch, (x, y) in enumerate(zip(a[k].get("history", []), b[k].get("history", [])),
+                                       start=1):
+            if x.get("loss") != y.get("loss"):
+                first_epoch = epoch if first_epoch is None else min(first_epoch, epoch)
+                break
+    return {"runs": len(keys), "identical": sum(d == 0 for d in diffs),
+            "max_abs": max(abs(d) for d in diffs),
+            "mean_abs": sum(abs(d) for d in diffs) / len(diffs),
+            "max_mean_shift": max(shifts), "first_epoch": first_epoch}
 
 
 def packaged_results() -> list[str]:
