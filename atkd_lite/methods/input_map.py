@@ -59,7 +59,7 @@ class InputMap(ATCamMap):
     its features; the teacher gives only the scales (its kept layers' resolutions)."""
 
     combine: str = "fma"
-    #: computed from the input, not from captured features: a cache runs :meth:`compute`
+    #: computed from the input (not from captured features), so a cache runs :meth:`compute`
     uses_features: ClassVar[bool] = False
 
     @property
