@@ -699,3 +699,26 @@ def test_the_oracle_tuning_chooses_every_weight_on_random_shades():
     assert sc.tuning_hindsight(res, 1.0) == []  # nothing to regret: the oracle chose
     with pytest.raises(ValueError, match="select_on must be one of"):
         sc.run_shortcut(rhos=(1.0,), teacher=teacher, select_on="test", **kw)
+
+
+def test_a_final_students_validation_digits_are_none_of_its_training_digits(tiny_results):
+    """The decoy ``val`` split is part of ``train`` (``fit`` + ``val``), so a student trained
+    on ``train`` had seen some of its digits (116 of 500 with 100 digits a class; all of
+    them with the whole split): its ``val_acc`` was partly a training accuracy. Only the
+    held-out digits are scored now, and none when every one was trained on."""
+    from atkd_lite.data import decoy_mnist
+    from atkd_lite.experiments.shortcut.grid import held_out
+
+    full, val = decoy_mnist("train"), decoy_mnist("val")
+    train = full.per_class(100, seed=0)
+    kept = held_out(val, train)
+    seen = set(train.digit_index.tolist())
+    overlap = sum(d in seen for d in val.digit_index.tolist())
+    assert overlap > 0 and len(kept) == len(val) - overlap
+    assert not seen & set(kept.digit_index.tolist())
+    assert held_out(val, full) is None  # the MLP grids train on every training digit
+    res, _ = tiny_results
+    assert set(res.settings["val_held_out"]) == {"1", "0.5"}
+    assert all(0 < n <= len(val) for n in res.settings["val_held_out"].values())
+    assert all("val_acc" in r for r in res.runs)
+    assert "digits the students did not train on" in sc.shortcut_markdown(res)

@@ -274,6 +274,19 @@ def _subset(data: DecoySet, per_class: int | None, seed: int) -> DecoySet:
     return data if per_class is None else data.per_class(per_class, seed=seed)
 
 
+def held_out(val: DecoySet, train: DecoySet) -> DecoySet | None:
+    """The digits of ``val`` that ``train`` does not hold (told apart by their index among
+    the embedded digits), or None when it holds them all.
+
+    ``val`` splits the training digits (``fit`` + ``val`` = ``train``), so a student trained
+    on ``train``, or on a subset of it, has seen some of them: its accuracy on those would
+    be a training accuracy.
+    """
+    seen = set(train.digit_index.tolist())
+    keep = [i for i, d in enumerate(val.digit_index.tolist()) if d not in seen]
+    return val.subset(keep) if keep else None
+
+
 def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DEFAULT_METHODS,
                  references: Sequence[str] = REFERENCES, seeds: Sequence[int] = tuple(range(10)),
                  per_class: int | None = 100, epochs: int = 20, swatch: int = 4,
@@ -385,10 +398,12 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
 
     def score(res) -> dict:
         s = res.student
-        return {"flipped_acc": evaluate(s, splits["flipped"], device=setup0.device),
-                "clean_acc": evaluate(s, splits["clean"], device=setup0.device),
-                "val_acc": evaluate(s, current["val"], device=setup0.device),
-                "maps": swatch_scores(s, scored, kinds, device=setup0.device)}
+        out = {"flipped_acc": evaluate(s, splits["flipped"], device=setup0.device),
+               "clean_acc": evaluate(s, splits["clean"], device=setup0.device)}
+        if current["val"] is not None:  # only digits the student did not train on
+            out["val_acc"] = evaluate(s, current["val"], device=setup0.device)
+        out["maps"] = swatch_scores(s, scored, kinds, device=setup0.device)
+        return out
 
     area = {"swatch": box_mask(scored.swatch_boxes, scored.image_size).float().mean().item(),
             "digit": box_mask(scored.boxes, scored.image_size).float().mean().item()}
@@ -399,7 +414,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                              rhos=rhos, references=list(references), swatch=swatch,
                              score_n=len(scored), map_kinds=list(kinds), chance=area,
                              tune=tune, tune_seeds=list(tune_seeds), tuning={}, betas={},
-                             select_on=select_on,
+                             select_on=select_on, val_held_out={},
                              controls=controls,
                              completed_rhos=[], completed_references=[])
     settings["train_name"] = "decoy/train/rho=<rho>"
@@ -418,13 +433,16 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
 
     for rho in rhos:
         train = _subset(decoy_mnist("train", rho=rho, swatch=swatch), per_class, data_seed)
-        current["val"] = decoy_mnist("val", rho=rho, swatch=swatch)
+        val = decoy_mnist("val", rho=rho, swatch=swatch)
+        current["val"] = held_out(val, train)
+        settings["val_held_out"][f"{rho:g}"] = 0 if current["val"] is None else len(
+            current["val"])
         setup = dataclasses.replace(setup0, train=train, test=test)
         settings["train_size"] = len(train)
         tunable = [m for m in [*methods, *reference_methods(references)] if _tunable(m)]
         if tune and tunable:
             fit = _subset(decoy_mnist("fit", rho=rho, swatch=swatch), per_class, data_seed)
-            betas, rows = tune_weights(setup, fit, current["val"],
+            betas, rows = tune_weights(setup, fit, val,  # fit and val: no digit in common
                                        decoy_mnist("val", rho=0.0, swatch=swatch), tunable,
                                        tune_seeds, epochs, beta_factors, rrr_lambdas,
                                        max_extend, student_size, progress,
@@ -449,7 +467,8 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
                          **distill_kwargs))
     if "clean" in references:  # the same digits without swatches: one run per seed for all ρ
         clean_train = train.without_swatch()
-        current["val"] = decoy_mnist("val", rho=rhos[-1], swatch=swatch)
+        # the clean digits are the last ρ's training digits, without their swatches
+        current["val"] = held_out(decoy_mnist("val", rho=rhos[-1], swatch=swatch), train)
         add(run_grid(dataclasses.replace(setup0, train=clean_train, test=test), settings,
                      [GridCell("student", student_size, name="clean",
                                extra={"rho": None, "base_method": "clean", "beta": 0.0})],
@@ -460,7 +479,7 @@ def run_shortcut(rhos: Sequence[float] = (1.0, 0.9), methods: Sequence[str] = DE
 
 
 #: settings that differ between the parts of one grid run as separate commands
-_PART_KEYS = ("rhos", "references", "tuning", "betas", "completed_rhos",
+_PART_KEYS = ("rhos", "references", "tuning", "betas", "val_held_out", "completed_rhos",
               "completed_references")
 
 
@@ -528,6 +547,9 @@ def merge_shortcut(parts: Sequence[ExperimentResults], output_dir=None) -> Exper
     settings.update(rhos=rhos, references=references,
                     tuning={k: v for p in parts for k, v in p.settings.get("tuning", {}).items()},
                     betas={k: v for p in parts for k, v in p.settings.get("betas", {}).items()})
+    if any("val_held_out" in p.settings for p in parts):
+        settings["val_held_out"] = {k: v for p in parts
+                                    for k, v in p.settings.get("val_held_out", {}).items()}
     prov = merged_provenance(parts, first)
     prov["wall_time_s"] = max(p.provenance.get("wall_time_s", 0.0) for p in parts)
     merged = ExperimentResults(settings=settings, teacher=copy.deepcopy(first.teacher),

@@ -149,7 +149,10 @@ def shortcut_markdown(results: ExperimentResults) -> str:
     splits = {"test_acc": "random-shade test split (headline)",
               "flipped_acc": "flipped split (the swatch names a wrong class)",
               "clean_acc": "clean split (no swatch)",
-              "val_acc": "validation split of the training distribution"}
+              "val_acc": "validation split of the training distribution" + (
+                  " (digits the students did not train on)" if "val_held_out" in s else
+                  " (this grid ran before the fix that leaves out the digits the students "
+                  "trained on: part of it, or all, is training digits)")}
     out = [f"Decoy digits, {s['swatch']}x{s['swatch']} swatch; `{s['student_size']}` "
            f"students trained on {s['train_size']} digits for {s['epochs']} epochs; mean over "
            f"seeds {s['seeds']} with 95 % confidence intervals (%).", ""]
@@ -157,6 +160,8 @@ def shortcut_markdown(results: ExperimentResults) -> str:
     if status:
         out += [status, ""]
     for metric, what in splits.items():
+        if not any(metric in r for r in results.runs):
+            continue  # no validation digit was left out of training: nothing to report
         out += [f"### Accuracy on the {what}", "", headline_markdown(results, metric)]
     for rho in rhos_with_runs(results):
         out += [f"### Against the student alone, rho = {rho:g} (random-shade accuracy)", "",
