@@ -445,7 +445,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_data, test_data=None,
 
     with frozen(teacher):
         # the method takes the validated settings whole, with KD's weight resolved
-        distiller: Distiller = cls(student, teacher, cfg.replace(alpha=alpha), cache=cache)
+        distiller: Distiller = cls(student, teacher, config=cfg.replace(alpha=alpha),
+                                   cache=cache)
         distiller.prepare_data(train_data)  # what the method takes from the data
         distiller.setup(x_probe)  # capture points found (and AT pairs checked) first
         if cache is not None:

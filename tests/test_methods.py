@@ -248,6 +248,17 @@ def test_a_method_receives_the_run_settings_as_one_object():
     with pytest.raises(ValueError, match="compile_maps .* leave it False"):
         make_distiller("kd", ak.student_cnn("tiny"), teacher, compile_maps=True)
 
+    # a method of one's own that passes its keywords on (as earlier versions' methods
+    # did) still receives the config: it travels as a keyword
+    class OwnInit(Distiller):
+        def __init__(self, student, teacher, **kw):
+            super().__init__(student, teacher, **kw)
+            seen["own"] = self.config
+
+    ak.distill(teacher, ak.student_cnn("tiny"), train, method=OwnInit, epochs=1, T=3.0,
+               progress=False, device="cpu")
+    assert seen["own"].T == 3.0
+
 
 def _hand_input_map(x, scales, size):
     """The input map by hand with torch.nn.functional: pool, bilinear resize, min-max."""

@@ -111,7 +111,7 @@ def make_distiller(method, student: nn.Module, teacher: nn.Module, config=None, 
     if alpha is None and config is not None:
         alpha = config.alpha
     alpha = (DEFAULT_ALPHA if alpha is None else alpha) if use_kd else 0.0
-    return cls(student, teacher, config, alpha=alpha, **kw)
+    return cls(student, teacher, config=config, alpha=alpha, **kw)
 
 
 def signals_for(methods: Iterable) -> dict:
