@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from atkd_lite.atcam import ATCam, normalize_maps, resize_maps
+from atkd_lite.atcam import ATCam, combine_maps, normalize_maps, resize_maps
 from atkd_lite.device import eval_mode
 from atkd_lite.methods.atcam_maps import ATCamDistiller
 from atkd_lite.methods.registry import register
@@ -50,7 +50,7 @@ def input_map(x: torch.Tensor, scales, size) -> torch.Tensor:
         if tuple(pooled.shape[-2:]) != tuple(size):
             pooled = resize_maps(pooled, size)
         per_layer.append(normalize_maps(pooled))
-    return normalize_maps(torch.stack(per_layer).mean(0))
+    return combine_maps(per_layer, "fma")  # FMA's combination: norm(mean over layers)
 
 
 @dataclass(frozen=True)
